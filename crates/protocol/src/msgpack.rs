@@ -1,0 +1,406 @@
+//! Frames ⇄ [`Value`]: Dask's `protocol.dumps`/`loads` (`distributed/protocol/core.py:26-181`)
+//! minus deserialization. Opaque payloads are resolved to [`Opaque`] on decode and written
+//! back as sub-header + payload frames on encode.
+
+use crate::error::ProtocolError;
+use crate::value::{Opaque, OpaqueKind, Value};
+use bytes::{Buf, Bytes};
+use rmp::Marker;
+
+/// Deeper nesting than this is not something Dask sends; refusing it keeps the recursive
+/// decoder's stack bounded on hostile input.
+pub const MAX_DEPTH: usize = 128;
+
+/// Decodes one message (frame 0 plus any payload frames) into a [`Value`].
+pub fn decode_message(frames: &[Bytes]) -> Result<Value, ProtocolError> {
+    let first = frames.first().ok_or(ProtocolError::NoFrames)?;
+    let mut dec = Decoder {
+        buf: first.clone(),
+        frames: Some(frames),
+    };
+    let v = dec.value(0)?;
+    if dec.buf.has_remaining() {
+        return Err(ProtocolError::TrailingBytes(dec.buf.remaining()));
+    }
+    Ok(v)
+}
+
+/// Decodes a single msgpack value with no payload frames (sub-headers, helper replies).
+pub fn decode_value(bytes: Bytes) -> Result<Value, ProtocolError> {
+    let mut dec = Decoder {
+        buf: bytes,
+        frames: None,
+    };
+    let v = dec.value(0)?;
+    if dec.buf.has_remaining() {
+        return Err(ProtocolError::TrailingBytes(dec.buf.remaining()));
+    }
+    Ok(v)
+}
+
+struct Decoder<'a> {
+    buf: Bytes,
+    /// All frames of the message, to resolve payload references; `None` inside sub-headers.
+    frames: Option<&'a [Bytes]>,
+}
+
+impl Decoder<'_> {
+    fn need(&self, n: usize) -> Result<(), ProtocolError> {
+        if self.buf.remaining() < n {
+            Err(ProtocolError::Truncated)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<Bytes, ProtocolError> {
+        self.need(n)?;
+        Ok(self.buf.split_to(n))
+    }
+
+    fn len8(&mut self) -> Result<usize, ProtocolError> {
+        self.need(1)?;
+        Ok(self.buf.get_u8() as usize)
+    }
+    fn len16(&mut self) -> Result<usize, ProtocolError> {
+        self.need(2)?;
+        Ok(self.buf.get_u16() as usize)
+    }
+    fn len32(&mut self) -> Result<usize, ProtocolError> {
+        self.need(4)?;
+        Ok(self.buf.get_u32() as usize)
+    }
+
+    fn str(&mut self, n: usize) -> Result<Value, ProtocolError> {
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(&b).map_err(|_| ProtocolError::InvalidUtf8)?;
+        Ok(Value::Str(s.into()))
+    }
+
+    fn array(&mut self, n: usize, depth: usize) -> Result<Value, ProtocolError> {
+        // Every element takes at least one byte: a count beyond the remaining bytes is a lie,
+        // and checking it first keeps `with_capacity` from trusting the peer.
+        self.need(n)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.value(depth + 1)?);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn map(&mut self, n: usize, depth: usize) -> Result<Value, ProtocolError> {
+        self.need(n.saturating_mul(2))?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let k = self.value(depth + 1)?;
+            let v = self.value(depth + 1)?;
+            entries.push((k, v));
+        }
+        if let Some(frames) = self.frames {
+            return resolve_special(entries, frames);
+        }
+        Ok(Value::Map(entries))
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, ProtocolError> {
+        if depth > MAX_DEPTH {
+            return Err(ProtocolError::TooDeep(MAX_DEPTH));
+        }
+        self.need(1)?;
+        let marker = Marker::from_u8(self.buf.get_u8());
+        Ok(match marker {
+            Marker::Null => Value::Nil,
+            Marker::True => Value::Bool(true),
+            Marker::False => Value::Bool(false),
+            Marker::FixPos(n) => Value::Int(n as i64),
+            Marker::FixNeg(n) => Value::Int(n as i64),
+            Marker::U8 => Value::Int(self.len8()? as i64),
+            Marker::U16 => Value::Int(self.len16()? as i64),
+            Marker::U32 => Value::Int(self.len32()? as i64),
+            Marker::U64 => {
+                self.need(8)?;
+                Value::from(self.buf.get_u64())
+            }
+            Marker::I8 => {
+                self.need(1)?;
+                Value::Int(self.buf.get_i8() as i64)
+            }
+            Marker::I16 => {
+                self.need(2)?;
+                Value::Int(self.buf.get_i16() as i64)
+            }
+            Marker::I32 => {
+                self.need(4)?;
+                Value::Int(self.buf.get_i32() as i64)
+            }
+            Marker::I64 => {
+                self.need(8)?;
+                Value::Int(self.buf.get_i64())
+            }
+            Marker::F32 => {
+                self.need(4)?;
+                Value::Float(self.buf.get_f32() as f64)
+            }
+            Marker::F64 => {
+                self.need(8)?;
+                Value::Float(self.buf.get_f64())
+            }
+            Marker::FixStr(n) => self.str(n as usize)?,
+            Marker::Str8 => {
+                let n = self.len8()?;
+                self.str(n)?
+            }
+            Marker::Str16 => {
+                let n = self.len16()?;
+                self.str(n)?
+            }
+            Marker::Str32 => {
+                let n = self.len32()?;
+                self.str(n)?
+            }
+            Marker::Bin8 => {
+                let n = self.len8()?;
+                Value::Bin(self.take(n)?)
+            }
+            Marker::Bin16 => {
+                let n = self.len16()?;
+                Value::Bin(self.take(n)?)
+            }
+            Marker::Bin32 => {
+                let n = self.len32()?;
+                Value::Bin(self.take(n)?)
+            }
+            Marker::FixArray(n) => self.array(n as usize, depth)?,
+            Marker::Array16 => {
+                let n = self.len16()?;
+                self.array(n, depth)?
+            }
+            Marker::Array32 => {
+                let n = self.len32()?;
+                self.array(n, depth)?
+            }
+            Marker::FixMap(n) => self.map(n as usize, depth)?,
+            Marker::Map16 => {
+                let n = self.len16()?;
+                self.map(n, depth)?
+            }
+            Marker::Map32 => {
+                let n = self.len32()?;
+                self.map(n, depth)?
+            }
+            Marker::FixExt1
+            | Marker::FixExt2
+            | Marker::FixExt4
+            | Marker::FixExt8
+            | Marker::FixExt16
+            | Marker::Ext8
+            | Marker::Ext16
+            | Marker::Ext32 => {
+                return Err(ProtocolError::InvalidMsgpack(
+                    "ext types are not used by Dask",
+                ))
+            }
+            Marker::Reserved => return Err(ProtocolError::InvalidMsgpack("reserved marker 0xc1")),
+        })
+    }
+}
+
+/// Turns `{"__Serialized__": i}`, `{"__Pickled__": i}` and `{"__Set__": …, "as-list": …}` maps
+/// into their values (`_decode_default`, `protocol/core.py:140-181`).
+fn resolve_special(entries: Vec<(Value, Value)>, frames: &[Bytes]) -> Result<Value, ProtocolError> {
+    if entries.len() == 1 {
+        let kind = match entries[0].0.as_str() {
+            Some("__Serialized__") => Some(OpaqueKind::Serialized),
+            Some("__Pickled__") => Some(OpaqueKind::Pickled),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let idx =
+                entries[0].1.as_i64().filter(|i| *i > 0).ok_or_else(|| {
+                    ProtocolError::BadPayloadRef("index is not a positive int".into())
+                })? as usize;
+            let sub = frames.get(idx).ok_or_else(|| {
+                ProtocolError::BadPayloadRef(format!("frame {idx} does not exist"))
+            })?;
+            let header = match decode_value(sub.clone())? {
+                Value::Map(h) => h,
+                other => {
+                    return Err(ProtocolError::BadPayloadRef(format!(
+                        "sub-header is a {}, not a dict",
+                        other.type_name()
+                    )))
+                }
+            };
+            let n = header
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("num-sub-frames"))
+                .and_then(|(_, v)| v.as_i64())
+                .ok_or_else(|| {
+                    ProtocolError::BadPayloadRef("sub-header lacks num-sub-frames".into())
+                })?;
+            let n = usize::try_from(n)
+                .map_err(|_| ProtocolError::BadPayloadRef("negative num-sub-frames".into()))?;
+            let end = idx
+                .checked_add(1)
+                .and_then(|s| s.checked_add(n))
+                .filter(|e| *e <= frames.len())
+                .ok_or_else(|| {
+                    ProtocolError::BadPayloadRef("payload frames out of range".into())
+                })?;
+            let header = header
+                .into_iter()
+                .filter(|(k, _)| k.as_str() != Some("num-sub-frames"))
+                .collect();
+            return Ok(Value::Opaque(Opaque {
+                kind,
+                header,
+                frames: frames[idx + 1..end].to_vec(),
+            }));
+        }
+    }
+    if entries.iter().any(|(k, _)| k.as_str() == Some("__Set__")) {
+        if let Some((_, items)) = entries.iter().find(|(k, _)| k.as_str() == Some("as-list")) {
+            return Ok(Value::Array(items.as_array().unwrap_or_default().to_vec()));
+        }
+    }
+    Ok(Value::Map(entries))
+}
+
+/// Encodes a message: frame 0 is the msgpack of `msg`, every [`Opaque`] inside it becomes a
+/// sub-header frame followed by its payload frames.
+pub fn encode_message(msg: &Value) -> Vec<Bytes> {
+    let mut frames: Vec<Bytes> = vec![Bytes::new()];
+    let mut first = Vec::with_capacity(256);
+    write_value(&mut first, msg, &mut frames);
+    frames[0] = Bytes::from(first);
+    frames
+}
+
+/// Encodes a plain value (no payload frames allowed: opaque values become `None`).
+pub fn encode_value(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let mut sink = Vec::new();
+    write_value(&mut out, v, &mut sink);
+    out
+}
+
+// Writes into a Vec<u8> cannot fail, so the results of rmp's writers are infallible here.
+fn write_value(out: &mut Vec<u8>, v: &Value, frames: &mut Vec<Bytes>) {
+    use rmp::encode as e;
+    match v {
+        Value::Nil => e::write_nil(out).unwrap_or(()),
+        Value::Bool(b) => e::write_bool(out, *b).unwrap_or(()),
+        Value::Int(i) => {
+            let _ = e::write_sint(out, *i);
+        }
+        Value::UInt(u) => {
+            let _ = e::write_uint(out, *u);
+        }
+        Value::Float(f) => {
+            let _ = e::write_f64(out, *f);
+        }
+        Value::Str(s) => {
+            let _ = e::write_str(out, s);
+        }
+        Value::Bin(b) => {
+            let _ = e::write_bin(out, b);
+        }
+        Value::Array(items) => {
+            let _ = e::write_array_len(out, items.len() as u32);
+            for it in items {
+                write_value(out, it, frames);
+            }
+        }
+        Value::Map(entries) => {
+            let _ = e::write_map_len(out, entries.len() as u32);
+            for (k, v) in entries {
+                write_value(out, k, frames);
+                write_value(out, v, frames);
+            }
+        }
+        Value::Opaque(o) => {
+            if frames.is_empty() {
+                // A sub-header cannot itself carry payload frames.
+                let _ = e::write_nil(out);
+                return;
+            }
+            let idx = frames.len();
+            let mut header = o.header.clone();
+            header.push((Value::from("num-sub-frames"), Value::from(o.frames.len())));
+            let mut hbuf = Vec::with_capacity(64);
+            let mut no_frames = Vec::new();
+            write_value(&mut hbuf, &Value::Map(header), &mut no_frames);
+            frames.push(Bytes::from(hbuf));
+            frames.extend(o.frames.iter().cloned());
+            let tag = match o.kind {
+                OpaqueKind::Serialized => "__Serialized__",
+                OpaqueKind::Pickled => "__Pickled__",
+            };
+            let _ = e::write_map_len(out, 1);
+            let _ = e::write_str(out, tag);
+            let _ = e::write_uint(out, idx as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaque_round_trip() {
+        let o = Opaque {
+            kind: OpaqueKind::Serialized,
+            header: vec![(Value::from("serializer"), Value::from("pickle"))],
+            frames: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")],
+        };
+        let msg = Value::map([
+            ("op", Value::from("x")),
+            (
+                "data",
+                Value::Map(vec![(Value::from("k"), Value::Opaque(o.clone()))]),
+            ),
+            (
+                "run_spec",
+                Value::Opaque(Opaque::pickled(Bytes::from_static(b"\x80\x05."))),
+            ),
+        ]);
+        let frames = encode_message(&msg);
+        assert_eq!(frames.len(), 5);
+        assert_eq!(decode_message(&frames).ok(), Some(msg));
+    }
+
+    #[test]
+    fn hostile_lengths_do_not_allocate() {
+        // array32 claiming 2^32-1 elements with 0 bytes behind it
+        let frames = [Bytes::from_static(b"\xdd\xff\xff\xff\xff")];
+        assert!(matches!(
+            decode_message(&frames),
+            Err(ProtocolError::Truncated)
+        ));
+        let frames = [Bytes::from_static(b"\xdf\xff\xff\xff\xff")];
+        assert!(matches!(
+            decode_message(&frames),
+            Err(ProtocolError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let frames = [Bytes::from(vec![0x91u8; 10_000])];
+        assert!(matches!(
+            decode_message(&frames),
+            Err(ProtocolError::TooDeep(_))
+        ));
+    }
+
+    #[test]
+    fn bad_payload_ref_is_an_error() {
+        let msg = Value::map([("__Serialized__", Value::Int(7))]);
+        let frames = [Bytes::from(encode_value(&msg))];
+        assert!(matches!(
+            decode_message(&frames),
+            Err(ProtocolError::BadPayloadRef(_))
+        ));
+    }
+}
