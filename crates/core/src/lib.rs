@@ -1,1 +1,31 @@
-//! placeholder
+//! The scheduler, as a pure state machine.
+//!
+//! # Layout
+//! - [`SchedulerState`] owns every task, worker and client. [`SchedulerState::handle`] takes
+//!   the current time and one [`Stimulus`] and returns the [`Command`]s to send. Nothing here
+//!   reads a clock, touches a socket or spawns anything, so every decision is testable in
+//!   microseconds and replayable.
+//! - Task states, transitions and recommendations mirror `distributed/scheduler.py`
+//!   (`_transition_<start>_<finish>`), so a reader can check one against the other.
+//! - [`state`] holds the records, [`transitions`] the state changes, [`decide`] the choice of
+//!   worker, [`stimulus`] and [`command`] the vocabulary in and out, [`validate`] the
+//!   invariants checked after every stimulus in tests.
+//!
+//! Payloads that only Python understands (results' types, exceptions, `run_spec` pickles) are
+//! carried as `rask_protocol::Value` / `Bytes` and never interpreted.
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod decide;
+pub mod handlers;
+pub mod state;
+pub mod stimulus;
+pub mod transitions;
+pub mod validate;
+
+pub use command::{Command, ComputeTask, ToClient, ToWorker};
+pub use state::{
+    ClientId, CoreConfig, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId, WorkerStatus,
+};
+pub use stimulus::{NewTask, Stimulus, WorkerSpec};
+pub use transitions::FIRE_AND_FORGET;

@@ -1,0 +1,120 @@
+//! What the core asks the server to send. Names follow the Dask ops they become.
+
+use crate::state::{ClientId, WorkerId};
+use bytes::Bytes;
+use rask_protocol::{Key, Value};
+use std::sync::Arc;
+
+/// One message for one peer (or for every client).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// A message on a worker's batched stream.
+    Worker(WorkerId, ToWorker),
+    /// A message on a client's batched stream.
+    Client(ClientId, ToClient),
+    /// A message for every connected client (`Scheduler.report` without a client).
+    AllClients(ToClient),
+}
+
+/// `compute-task` (`scheduler.py:3576-3600`): every field the worker requires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputeTask {
+    /// the task
+    pub key: Key,
+    /// unique per dispatch; echoed back in task-finished/erred so stale replies are spotted
+    pub run_id: u64,
+    /// `(-user_priority, generation, order)`
+    pub priority: [i64; 3],
+    /// where each dependency lives (never empty per dependency)
+    pub who_has: Vec<(Key, Vec<Arc<str>>)>,
+    /// size of each dependency, same keys as `who_has`
+    pub nbytes: Vec<(Key, i64)>,
+    /// the pickled `GraphNode`, sent as `{"__Pickled__"}`
+    pub run_spec: Bytes,
+    /// `resources=` restriction, if any
+    pub resource_restrictions: Option<Vec<(Arc<str>, f64)>>,
+    /// the task's annotations dict, forwarded to the worker
+    pub annotations: Value,
+    /// a stimulus id for the worker's story
+    pub stimulus_id: Arc<str>,
+}
+
+/// Scheduler → worker stream messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToWorker {
+    /// run a task
+    ComputeTask(Box<ComputeTask>),
+    /// forget keys (cancel if queued or running)
+    FreeKeys {
+        /// keys to drop
+        keys: Vec<Key>,
+        /// why
+        stimulus_id: Arc<str>,
+    },
+    /// drop redundant copies the scheduler did not ask for
+    RemoveReplicas {
+        /// keys to drop
+        keys: Vec<Key>,
+        /// why
+        stimulus_id: Arc<str>,
+    },
+    /// answer to `request-refresh-who-has`
+    RefreshWhoHas {
+        /// current holders of each known key
+        who_has: Vec<(Key, Vec<Arc<str>>)>,
+        /// why
+        stimulus_id: Arc<str>,
+    },
+    /// a peer worker left
+    RemoveWorker {
+        /// its address
+        worker: Arc<str>,
+        /// why
+        stimulus_id: Arc<str>,
+    },
+    /// shut down
+    Close {
+        /// shown in the worker's log
+        reason: Arc<str>,
+    },
+}
+
+/// Scheduler → client stream messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToClient {
+    /// a wanted key finished; `type_` is the worker's pickled `type` bytes
+    KeyInMemory {
+        /// the key
+        key: Key,
+        /// opaque pickled type, or Nil
+        type_: Value,
+    },
+    /// a wanted key failed, with the blamed task's exception and traceback
+    TaskErred {
+        /// the key
+        key: Key,
+        /// opaque exception
+        exception: Value,
+        /// opaque traceback (or Nil)
+        traceback: Value,
+    },
+    /// a finished key was lost with its worker and will be recomputed
+    LostData {
+        /// the key
+        key: Key,
+    },
+    /// keys cancelled (or forgotten while wanted)
+    CancelledKeys {
+        /// the keys
+        keys: Vec<Key>,
+        /// `reason` field (None for plain forgetting)
+        reason: Option<Arc<str>>,
+        /// `msg` field
+        msg: Option<Arc<str>>,
+    },
+    /// an erred key is being retried
+    TaskRetried {
+        /// the key
+        key: Key,
+    },
+}

@@ -1,0 +1,119 @@
+//! Choosing a worker for a ready task (`decide_worker`, `scheduler.py:8985`, and
+//! `valid_workers`).
+//!
+//! Dask's objective: the earliest estimated start time, i.e. the worker's queued work
+//! (`occupancy / nthreads`) plus the time to fetch the dependencies it does not hold
+//! (`bytes / bandwidth`). Dask only considers workers holding a dependency and fixes
+//! imbalance later by work stealing; rask has no stealing yet, so it also lets idle workers
+//! compete and lets the objective weigh the transfer.
+
+use crate::state::{SchedulerState, TaskId, WorkerId, WorkerStatus};
+use rustc_hash::FxHashMap;
+
+impl SchedulerState {
+    /// Workers allowed to run the task, or `None` if it has no restrictions.
+    pub(crate) fn valid_workers(&self, id: TaskId) -> Option<Vec<WorkerId>> {
+        let ts = self.t(id);
+        let restricted = !ts.worker_restrictions.is_empty() || !ts.host_restrictions.is_empty();
+        if !restricted && ts.resource_restrictions.is_empty() {
+            return None;
+        }
+        let fits_resources = |w: &crate::state::Worker| {
+            ts.resource_restrictions.iter().all(|(name, need)| {
+                w.resources
+                    .iter()
+                    .any(|(have_name, have)| have_name == name && have >= need)
+            })
+        };
+        let mut valid: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.status == WorkerStatus::Running && fits_resources(w))
+            .filter(|(_, w)| {
+                !restricted
+                    || ts.worker_restrictions.contains(&w.address)
+                    || ts.host_restrictions.contains(&w.host)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if valid.is_empty() && ts.loose_restrictions && restricted {
+            valid = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.status == WorkerStatus::Running && fits_resources(w))
+                .map(|(id, _)| *id)
+                .collect();
+        }
+        valid.sort();
+        Some(valid)
+    }
+
+    /// The worker to run a ready task, or `None` (-> `no-worker`).
+    pub(crate) fn decide_worker(&mut self, id: TaskId) -> Option<WorkerId> {
+        let candidates: Vec<WorkerId> = match self.valid_workers(id) {
+            Some(v) => v,
+            None => {
+                let mut v: Vec<WorkerId> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.status == WorkerStatus::Running)
+                    .map(|(id, _)| *id)
+                    .collect();
+                v.sort();
+                v
+            }
+        };
+        if candidates.len() <= 1 {
+            return candidates.first().copied();
+        }
+        // Bytes of the task's dependencies already on each worker.
+        let ts = self.t(id);
+        let mut local: FxHashMap<WorkerId, i64> = FxHashMap::default();
+        let mut total: i64 = 0;
+        for &d in &ts.dependencies {
+            let dts = self.t(d);
+            total += dts.nbytes;
+            for w in &dts.who_has {
+                *local.entry(*w).or_default() += dts.nbytes;
+            }
+        }
+        let n = candidates.len();
+        self.round_robin = self.round_robin.wrapping_add(1);
+        let start = self.round_robin % n;
+        let mut best: Option<(f64, i64, WorkerId)> = None;
+        for i in 0..n {
+            let w = candidates[(start + i) % n];
+            let Some(ws) = self.workers.get(&w) else {
+                continue;
+            };
+            let held = local.get(&w).copied().unwrap_or(0);
+            let idle = (ws.processing.len() as u32) < ws.nthreads;
+            // Dask's candidate set: holders of a dependency (or everyone if none hold one);
+            // idle workers join so a chain does not pile onto one worker without stealing.
+            if !local.is_empty() && held == 0 && !idle {
+                continue;
+            }
+            let stack = ws.occupancy / ws.nthreads.max(1) as f64;
+            let transfer = (total - held).max(0) as f64 / self.config.bandwidth;
+            let cost = stack + transfer;
+            // ties: fewer processing tasks per thread, then fewer stored bytes
+            let better = match best {
+                None => true,
+                Some((c, nb, bw)) => {
+                    let bws = &self.workers[&bw];
+                    let load = |x: &crate::state::Worker| {
+                        x.processing.len() as f64 / x.nthreads.max(1) as f64
+                    };
+                    cost < c - 1e-12
+                        || ((cost - c).abs() <= 1e-12
+                            && (load(ws) < load(bws) || (load(ws) == load(bws) && ws.nbytes < nb)))
+                }
+            };
+            if better {
+                best = Some((cost, ws.nbytes, w));
+            }
+        }
+        best.map(|(_, _, w)| w)
+            .or_else(|| candidates.first().copied())
+    }
+}

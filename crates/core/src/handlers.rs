@@ -1,0 +1,733 @@
+//! [`SchedulerState::handle`]: one function per stimulus, each mirroring the Dask handler
+//! named in its comment.
+
+use crate::command::{Command, ToClient, ToWorker};
+use crate::state::{
+    Client, ClientId, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId, WorkerStatus,
+};
+use crate::stimulus::{NewTask, Stimulus, WorkerSpec};
+use crate::transitions::{Recs, FIRE_AND_FORGET};
+use rask_protocol::{Key, Value};
+use rustc_hash::FxHashSet;
+use std::sync::Arc;
+
+impl SchedulerState {
+    /// Applies one stimulus at time `now` (seconds since the epoch) and returns what to send.
+    pub fn handle(&mut self, now: f64, stimulus: Stimulus) -> Vec<Command> {
+        self.now = now;
+        match stimulus {
+            Stimulus::AddWorker { id, spec } => self.add_worker(id, spec),
+            Stimulus::RemoveWorker {
+                worker,
+                expected,
+                stimulus_id,
+            } => self.remove_worker(worker, expected, &stimulus_id),
+            Stimulus::WorkerStatusChange { worker, status } => {
+                self.worker_status_change(worker, &status)
+            }
+            Stimulus::AddClient { id, name } => {
+                self.clients.insert(
+                    id,
+                    Client {
+                        name,
+                        wants_what: FxHashSet::default(),
+                    },
+                );
+            }
+            Stimulus::RemoveClient { client } => self.remove_client(client),
+            Stimulus::UpdateGraph {
+                client,
+                tasks,
+                keys,
+                fifo_timeout,
+                stimulus_id,
+            } => self.update_graph(client, tasks, keys, fifo_timeout, &stimulus_id),
+            Stimulus::ClientDesiresKeys { client, keys } => self.client_desires_keys(client, &keys),
+            Stimulus::ClientReleasesKeys {
+                client,
+                keys,
+                stimulus_id,
+            } => {
+                let ids: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
+                let mut recs = Recs::new();
+                self.client_releases_keys(client, &ids, &mut recs);
+                self.transitions(recs, &stimulus_id);
+            }
+            Stimulus::CancelKeys {
+                client,
+                keys,
+                force,
+                reason,
+                msg,
+            } => self.cancel_keys(client, &keys, force, reason, msg),
+            Stimulus::Retry { keys, stimulus_id } => {
+                self.retry(&keys, &stimulus_id);
+            }
+            Stimulus::ReportKey { client, key } => self.report_on_key(client, &key),
+            Stimulus::TaskFinished {
+                worker,
+                key,
+                run_id,
+                nbytes,
+                type_,
+                compute_duration,
+                stimulus_id,
+            } => self.task_finished(
+                worker,
+                key,
+                run_id,
+                nbytes,
+                type_,
+                compute_duration,
+                &stimulus_id,
+            ),
+            Stimulus::TaskErred {
+                worker,
+                key,
+                run_id,
+                exception,
+                traceback,
+                stimulus_id,
+            } => self.task_erred(worker, key, run_id, exception, traceback, &stimulus_id),
+            Stimulus::ReleaseWorkerData {
+                worker,
+                key,
+                stimulus_id,
+            } => {
+                // `release_worker_data` (scheduler.py:6033)
+                if let Some(id) = self.task_id(&key) {
+                    if self.t(id).who_has.contains(&worker) {
+                        self.remove_replica(id, worker);
+                        if self.t(id).who_has.is_empty() {
+                            self.transitions(vec![(id, TaskStatus::Released)], &stimulus_id);
+                        }
+                    }
+                }
+            }
+            Stimulus::AddKeys {
+                worker,
+                keys,
+                stimulus_id,
+            } => self.add_keys(worker, keys, &stimulus_id),
+            Stimulus::Reschedule {
+                worker,
+                key,
+                stimulus_id,
+            } => {
+                // `reschedule` (scheduler.py:8240): only the worker running it may give it back
+                if let Some(id) = self.task_id(&key) {
+                    let ts = self.t(id);
+                    if ts.state == TaskStatus::Processing && ts.processing_on == Some(worker) {
+                        self.transitions(vec![(id, TaskStatus::Released)], &stimulus_id);
+                    }
+                }
+            }
+            Stimulus::LongRunning { worker, key } => {
+                // `handle_long_running`: the task no longer occupies a thread slot
+                if let Some(id) = self.task_id(&key) {
+                    if self.t(id).processing_on == Some(worker) && !self.t(id).long_running {
+                        let d = self.expected_duration(id);
+                        self.tm(id).long_running = true;
+                        if let Some(ws) = self.workers.get_mut(&worker) {
+                            ws.occupancy = (ws.occupancy - d).max(0.0);
+                        }
+                    }
+                }
+            }
+            Stimulus::RequestRefreshWhoHas {
+                worker,
+                keys,
+                stimulus_id,
+            } => self.request_refresh_who_has(worker, keys, &stimulus_id),
+            Stimulus::UpdateData {
+                client,
+                data,
+                stimulus_id,
+            } => self.update_data(client, data, &stimulus_id),
+            Stimulus::GraphFailed {
+                client,
+                keys,
+                exception,
+                traceback,
+            } => {
+                // scheduler.py:5118-5138: every requested key errs for this client
+                for key in keys {
+                    self.emit(Command::Client(
+                        client,
+                        ToClient::TaskErred {
+                            key,
+                            exception: exception.clone(),
+                            traceback: traceback.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        if self.config.validate {
+            self.validate();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// `add_worker` (scheduler.py:4663). A worker registering with status `init` takes tasks
+    /// once it reports `running`.
+    fn add_worker(&mut self, id: WorkerId, spec: WorkerSpec) {
+        let host: Arc<str> = host_of(&spec.address).into();
+        self.worker_by_addr.insert(spec.address.clone(), id);
+        self.workers.insert(
+            id,
+            Worker {
+                address: spec.address,
+                host,
+                name: spec.name,
+                nthreads: spec.nthreads,
+                memory_limit: spec.memory_limit,
+                resources: spec.resources,
+                status: if spec.running {
+                    WorkerStatus::Running
+                } else {
+                    WorkerStatus::NotRunning
+                },
+                processing: FxHashSet::default(),
+                has_what: FxHashSet::default(),
+                occupancy: 0.0,
+                nbytes: 0,
+            },
+        );
+        if spec.running {
+            self.schedule_unrunnable("add-worker");
+        }
+    }
+
+    fn schedule_unrunnable(&mut self, sid: &str) {
+        let mut ids: Vec<TaskId> = self.unrunnable.iter().copied().collect();
+        ids.sort_by_key(|id| std::cmp::Reverse(self.t(*id).priority));
+        let recs = ids
+            .into_iter()
+            .map(|id| (id, TaskStatus::Processing))
+            .collect();
+        self.transitions(recs, &Arc::from(sid));
+    }
+
+    fn worker_status_change(&mut self, worker: WorkerId, status: &str) {
+        let Some(ws) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let running = status == "running";
+        let was = ws.status;
+        ws.status = if running {
+            WorkerStatus::Running
+        } else {
+            WorkerStatus::NotRunning
+        };
+        if running && was != WorkerStatus::Running {
+            self.schedule_unrunnable("worker-status-change");
+        }
+    }
+
+    /// `remove_worker` (scheduler.py:5568-5756).
+    fn remove_worker(&mut self, worker: WorkerId, expected: bool, sid: &Arc<str>) {
+        let Some(ws) = self.workers.remove(&worker) else {
+            return;
+        };
+        self.worker_by_addr.remove(&ws.address);
+        let mut recs = Recs::new();
+        let mut processing: Vec<TaskId> = ws.processing.iter().copied().collect();
+        processing.sort();
+        let allowed_failures = self.config.allowed_failures;
+        for id in processing {
+            if !expected {
+                let ts = self.tm(id);
+                ts.suspicious += 1;
+                if ts.suspicious > allowed_failures {
+                    let msg = format!(
+                        "Attempted to run task {} on {} different workers, but all those workers died while running it. The last worker that attempt to run the task was {}. Inspecting worker logs is often a good next step to diagnose what went wrong. For more information see https://distributed.dask.org/en/stable/killed.html.",
+                        ts.key,
+                        allowed_failures + 1,
+                        ws.address
+                    );
+                    self.exit_processing(id);
+                    self.propagate_erred(
+                        id,
+                        Some(worker),
+                        Some(id),
+                        Value::from(msg),
+                        Value::Nil,
+                        &mut recs,
+                    );
+                    continue;
+                }
+            }
+            recs.push((id, TaskStatus::Released));
+        }
+        let mut held: Vec<TaskId> = ws.has_what.iter().copied().collect();
+        held.sort();
+        for id in held {
+            self.tm(id).who_has.remove(&worker);
+            if self.t(id).who_has.is_empty() {
+                let finish = if self.t(id).run_spec.is_some() {
+                    TaskStatus::Released
+                } else {
+                    TaskStatus::Forgotten
+                };
+                recs.push((id, finish));
+            }
+        }
+        let others: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for w in others {
+            self.emit(Command::Worker(
+                w,
+                ToWorker::RemoveWorker {
+                    worker: ws.address.clone(),
+                    stimulus_id: sid.clone(),
+                },
+            ));
+        }
+        // Released tasks whose worker is gone: `exit_processing` finds no worker, so
+        // processing->released sends nothing to it.
+        self.transitions(recs, sid);
+    }
+
+    fn remove_client(&mut self, client: ClientId) {
+        let Some(cs) = self.clients.get(&client) else {
+            return;
+        };
+        let ids: Vec<TaskId> = cs.wants_what.iter().copied().collect();
+        let mut recs = Recs::new();
+        self.client_releases_keys(client, &ids, &mut recs);
+        self.clients.remove(&client);
+        self.transitions(recs, &Arc::from("remove-client"));
+    }
+
+    /// `update_graph` after materialization (scheduler.py:4817-5143).
+    fn update_graph(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<NewTask>,
+        keys: Vec<Key>,
+        fifo_timeout: f64,
+        sid: &Arc<str>,
+    ) {
+        // Lost dependencies: a dependency neither in this graph nor known to the scheduler
+        // (a future released meanwhile) (scheduler.py:4817-4846, 5061-5079).
+        let in_graph: FxHashSet<&Key> = tasks.iter().map(|t| &t.key).collect();
+        let lost = tasks
+            .iter()
+            .flat_map(|t| t.deps.iter())
+            .any(|d| !in_graph.contains(d) && !self.task_index.contains_key(d));
+        if lost {
+            self.emit(Command::Client(
+                client,
+                ToClient::CancelledKeys {
+                    keys,
+                    reason: Some("lost dependencies".into()),
+                    msg: None,
+                },
+            ));
+            return;
+        }
+        // Priority generation (`_set_priorities`, scheduler.py:5312-5359).
+        if self.now > self.last_generation_time + fifo_timeout {
+            self.generation += 1;
+            self.last_generation_time = self.now;
+        }
+        let mut touched: Vec<TaskId> = Vec::with_capacity(tasks.len());
+        let mut fresh: Vec<(TaskId, Vec<Key>)> = Vec::new();
+        for nt in tasks {
+            if let Some(id) = self.task_id(&nt.key) {
+                // Known keys keep their run_spec and state (stock: "Detected different
+                // `run_spec`" is only a warning).
+                touched.push(id);
+                continue;
+            }
+            let mut ts = Task::new(nt.key, nt.prefix, Some(nt.run_spec));
+            ts.priority = [-nt.user_priority, self.generation, nt.order];
+            ts.retries = nt.retries;
+            ts.annotations = nt.annotations;
+            ts.loose_restrictions = nt.allow_other_workers;
+            ts.resource_restrictions = nt.resources;
+            for w in nt.workers {
+                match self.coerce_address(&w) {
+                    Some(addr) => ts.worker_restrictions.insert(addr),
+                    None => ts.host_restrictions.insert(w),
+                };
+            }
+            let id = self.insert_task(ts);
+            touched.push(id);
+            fresh.push((id, nt.deps));
+        }
+        for (id, deps) in fresh {
+            let mut dep_ids = Vec::with_capacity(deps.len());
+            for d in deps {
+                if let Some(did) = self.task_id(&d) {
+                    if !dep_ids.contains(&did) {
+                        dep_ids.push(did);
+                        self.tm(did).dependents.insert(id);
+                    }
+                }
+            }
+            self.tm(id).dependencies = dep_ids;
+        }
+        // client_desires_keys
+        let wanted: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
+        for &id in &wanted {
+            self.tm(id).who_wants.insert(client);
+            if let Some(cs) = self.clients.get_mut(&client) {
+                cs.wants_what.insert(id);
+            }
+        }
+        let mut recs = Recs::new();
+        // Dependents of erred tasks err at once (scheduler.py:4942-4947).
+        for &id in &touched {
+            if self.t(id).state != TaskStatus::Released {
+                continue;
+            }
+            let blame = self
+                .t(id)
+                .dependencies
+                .iter()
+                .find_map(|d| self.t(*d).exception_blame);
+            if let Some(b) = blame {
+                self.tm(id).exception_blame = Some(b);
+                recs.push((id, TaskStatus::Erred));
+            }
+        }
+        // released -> waiting in priority order: the smallest priority is pushed last and so
+        // handled first.
+        let mut runnable: Vec<TaskId> = touched
+            .iter()
+            .copied()
+            .filter(|id| {
+                let t = self.t(*id);
+                t.state == TaskStatus::Released
+                    && t.run_spec.is_some()
+                    && t.exception_blame.is_none()
+            })
+            .collect();
+        runnable.sort_by_key(|id| std::cmp::Reverse(self.t(*id).priority));
+        recs.extend(runnable.into_iter().map(|id| (id, TaskStatus::Waiting)));
+        self.transitions(recs, sid);
+        for id in wanted {
+            if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if matches!(t.state, TaskStatus::Memory | TaskStatus::Erred))
+            {
+                let key = self.t(id).key.clone();
+                self.report_on_key(client, &key);
+            }
+        }
+    }
+
+    /// `coerce_address`: a worker name or address -> a registered worker address.
+    fn coerce_address(&self, w: &str) -> Option<Arc<str>> {
+        if let Some(ws) = self.workers.values().find(|ws| &*ws.name == w) {
+            return Some(ws.address.clone());
+        }
+        if w.contains("://") {
+            return Some(w.into());
+        }
+        if w.rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            return Some(format!("tcp://{w}").into());
+        }
+        None
+    }
+
+    fn client_desires_keys(&mut self, client: ClientId, keys: &[Key]) {
+        for key in keys {
+            // unknown keys only warn in Dask: no task is created
+            let Some(id) = self.task_id(key) else {
+                continue;
+            };
+            self.tm(id).who_wants.insert(client);
+            if let Some(cs) = self.clients.get_mut(&client) {
+                cs.wants_what.insert(id);
+            }
+            if matches!(self.t(id).state, TaskStatus::Memory | TaskStatus::Erred) {
+                self.report_on_key(client, key);
+            }
+        }
+    }
+
+    /// `stimulus_cancel` (scheduler.py:5758-5801).
+    fn cancel_keys(
+        &mut self,
+        client: ClientId,
+        keys: &[Key],
+        force: bool,
+        reason: Option<Arc<str>>,
+        msg: Option<Arc<str>>,
+    ) {
+        if !self.clients.contains_key(&client) {
+            return;
+        }
+        let mut cancelled = Vec::new();
+        let mut releases: Vec<(ClientId, TaskId)> = Vec::new();
+        let mut stack: Vec<Key> = keys.to_vec();
+        let mut seen = FxHashSet::default();
+        while let Some(key) = stack.pop() {
+            let Some(id) = self.task_id(&key) else {
+                continue;
+            };
+            if !seen.insert(id) {
+                continue;
+            }
+            let ts = self.t(id);
+            let only_me = ts.who_wants.len() == 1 && ts.who_wants.contains(&client);
+            if force || only_me {
+                stack.extend(ts.dependents.iter().map(|d| self.t(*d).key.clone()));
+                cancelled.push(key);
+                if force {
+                    releases.extend(ts.who_wants.iter().map(|c| (*c, id)));
+                } else {
+                    releases.push((client, id));
+                }
+            }
+        }
+        let mut recs = Recs::new();
+        for (c, id) in releases {
+            self.client_releases_keys(c, &[id], &mut recs);
+        }
+        self.transitions(recs, &Arc::from("cancel-keys"));
+        self.emit(Command::AllClients(ToClient::CancelledKeys {
+            keys: cancelled,
+            reason,
+            msg,
+        }));
+    }
+
+    /// `stimulus_retry` (scheduler.py:5519): returns every key it touched.
+    pub fn retry(&mut self, keys: &[Key], sid: &Arc<str>) -> Vec<Key> {
+        let mut stack: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
+        let mut seen = FxHashSet::default();
+        let mut roots = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let erred: Vec<TaskId> = self
+                .t(id)
+                .dependencies
+                .iter()
+                .copied()
+                .filter(|d| self.t(*d).state == TaskStatus::Erred)
+                .collect();
+            if erred.is_empty() {
+                roots.push(id);
+            } else {
+                stack.extend(erred);
+            }
+        }
+        let touched = seen.iter().map(|id| self.t(*id).key.clone()).collect();
+        let recs = roots
+            .into_iter()
+            .map(|id| (id, TaskStatus::Waiting))
+            .collect();
+        self.transitions(recs, sid);
+        touched
+    }
+
+    /// `stimulus_task_finished` (scheduler.py:5403-5481).
+    #[allow(clippy::too_many_arguments)]
+    fn task_finished(
+        &mut self,
+        worker: WorkerId,
+        key: Key,
+        run_id: u64,
+        nbytes: i64,
+        type_: Value,
+        duration: Option<f64>,
+        sid: &Arc<str>,
+    ) {
+        if !self.workers.contains_key(&worker) {
+            return;
+        }
+        let Some(id) = self.task_id(&key) else {
+            self.free_keys(worker, vec![key], sid);
+            return;
+        };
+        let ts = self.t(id);
+        match ts.state {
+            TaskStatus::Released
+            | TaskStatus::NoWorker
+            | TaskStatus::Erred
+            | TaskStatus::Waiting => {
+                self.free_keys(worker, vec![key], sid);
+            }
+            _ if ts.run_id != Some(run_id) => {
+                if ts.processing_on == Some(worker) {
+                    self.transitions(vec![(id, TaskStatus::Released)], sid);
+                } else {
+                    self.free_keys(worker, vec![key], sid);
+                }
+            }
+            TaskStatus::Memory => self.add_keys(worker, vec![key], sid),
+            TaskStatus::Processing => {
+                if let Some(d) = duration.filter(|d| d.is_finite() && *d >= 0.0) {
+                    let prefix = ts.prefix.clone();
+                    let e = self.prefix_durations.entry(prefix).or_insert((0.0, 0));
+                    e.0 += d;
+                    e.1 += 1;
+                }
+                let mut recs = Recs::new();
+                self.processing_memory(id, worker, nbytes, type_, &mut recs);
+                self.transitions(recs, sid);
+            }
+            TaskStatus::Forgotten => {}
+        }
+    }
+
+    /// `stimulus_task_erred` (scheduler.py:5483-5517).
+    fn task_erred(
+        &mut self,
+        worker: WorkerId,
+        key: Key,
+        run_id: u64,
+        exception: Value,
+        traceback: Value,
+        sid: &Arc<str>,
+    ) {
+        let Some(id) = self.task_id(&key) else { return };
+        let ts = self.t(id);
+        if ts.state != TaskStatus::Processing {
+            return;
+        }
+        if ts.run_id != Some(run_id) {
+            if ts.processing_on == Some(worker) {
+                self.transitions(vec![(id, TaskStatus::Released)], sid);
+            }
+            return;
+        }
+        if ts.retries > 0 {
+            self.tm(id).retries -= 1;
+            self.transitions(vec![(id, TaskStatus::Waiting)], sid);
+            return;
+        }
+        let mut recs = Recs::new();
+        self.exit_processing(id);
+        self.propagate_erred(id, Some(worker), Some(id), exception, traceback, &mut recs);
+        self.transitions(recs, sid);
+    }
+
+    /// `add_keys` (scheduler.py:7694-7726).
+    fn add_keys(&mut self, worker: WorkerId, keys: Vec<Key>, sid: &Arc<str>) {
+        if !self.workers.contains_key(&worker) {
+            return;
+        }
+        let mut redundant = Vec::new();
+        for key in keys {
+            match self.task_id(&key) {
+                Some(id) if self.t(id).state == TaskStatus::Memory => self.add_replica(id, worker),
+                _ => redundant.push(key),
+            }
+        }
+        if !redundant.is_empty() {
+            self.emit(Command::Worker(
+                worker,
+                ToWorker::RemoveReplicas {
+                    keys: redundant,
+                    stimulus_id: sid.clone(),
+                },
+            ));
+        }
+    }
+
+    /// `request_refresh_who_has` (scheduler.py:6133-6163).
+    fn request_refresh_who_has(&mut self, worker: WorkerId, keys: Vec<Key>, sid: &Arc<str>) {
+        let mut who_has = Vec::new();
+        let mut free = Vec::new();
+        for key in keys {
+            match self.task_id(&key) {
+                Some(id) => who_has.push((key, self.who_has_addrs(id))),
+                None => free.push(key),
+            }
+        }
+        if !who_has.is_empty() {
+            self.emit(Command::Worker(
+                worker,
+                ToWorker::RefreshWhoHas {
+                    who_has,
+                    stimulus_id: sid.clone(),
+                },
+            ));
+        }
+        if !free.is_empty() {
+            self.free_keys(worker, free, sid);
+        }
+    }
+
+    /// `update_data` (scheduler.py:7728-7755): data put on workers by scatter.
+    fn update_data(
+        &mut self,
+        client: Option<ClientId>,
+        data: Vec<(Key, Vec<WorkerId>, i64)>,
+        sid: &Arc<str>,
+    ) {
+        let mut recs = Recs::new();
+        for (key, workers, nbytes) in data {
+            let workers: Vec<WorkerId> = workers
+                .into_iter()
+                .filter(|w| self.workers.contains_key(w))
+                .collect();
+            if workers.is_empty() {
+                continue;
+            }
+            let id = match self.task_id(&key) {
+                Some(id) => id,
+                None => {
+                    let prefix: Arc<str> = key.first_str().unwrap_or("data").into();
+                    self.insert_task(Task::new(key.clone(), prefix, None))
+                }
+            };
+            if let Some(c) = client {
+                if self.clients.contains_key(&c) {
+                    self.tm(id).who_wants.insert(c);
+                    if let Some(cs) = self.clients.get_mut(&c) {
+                        cs.wants_what.insert(id);
+                    }
+                }
+            }
+            let state = self.t(id).state;
+            if state == TaskStatus::Processing {
+                // a scattered value replaces a running computation: drop that run
+                self.transitions(vec![(id, TaskStatus::Released)], sid);
+            }
+            if self.t(id).state == TaskStatus::NoWorker {
+                self.unrunnable.remove(&id);
+            }
+            if self.t(id).state == TaskStatus::Waiting {
+                // it no longer waits on its dependencies
+                for d in self.t(id).dependencies.clone() {
+                    self.tm(d).waiters.remove(&id);
+                }
+                self.tm(id).waiting_on.clear();
+            }
+            self.tm(id).nbytes = nbytes;
+            for w in workers {
+                self.add_replica(id, w);
+            }
+            if self.t(id).state != TaskStatus::Memory {
+                self.add_to_memory(id, Value::Nil, &mut recs);
+            } else if let Some(c) = client {
+                self.report_on_key(c, &key);
+            }
+        }
+        self.transitions(recs, sid);
+    }
+
+    /// Ensures the special `fire-and-forget` client exists (`scheduler.py:1739`).
+    pub fn ensure_fire_and_forget(&mut self) {
+        self.clients
+            .entry(FIRE_AND_FORGET)
+            .or_insert_with(|| Client {
+                name: "fire-and-forget".into(),
+                wants_what: FxHashSet::default(),
+            });
+    }
+}
+
+/// `tcp://10.0.0.1:8786` -> `10.0.0.1`; `tcp://[::1]:1` -> `::1`.
+pub fn host_of(address: &str) -> &str {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}

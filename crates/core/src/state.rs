@@ -1,0 +1,397 @@
+//! The records: tasks, workers, clients, and the state that owns them.
+
+use crate::command::Command;
+use bytes::Bytes;
+use rask_protocol::{Key, Value};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
+
+/// Index of a task in the task arena. Reused after a task is forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u32);
+
+/// A worker, for the lifetime of its registration (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(pub u64);
+
+/// A client, for the lifetime of its connection (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+/// Dask's task states (`TaskStateState`). `queued` is absent: rask sends ready tasks to
+/// workers immediately and lets the worker's own priority queue order them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// known, not wanted or not yet scheduled
+    Released,
+    /// wanted, waiting for dependencies
+    Waiting,
+    /// ready, but no worker can run it (restrictions, or no workers)
+    NoWorker,
+    /// sent to a worker
+    Processing,
+    /// result held by one or more workers
+    Memory,
+    /// failed (itself, or a dependency)
+    Erred,
+    /// removed; only seen transiently inside a transition
+    Forgotten,
+}
+
+impl TaskStatus {
+    /// Dask's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Released => "released",
+            TaskStatus::Waiting => "waiting",
+            TaskStatus::NoWorker => "no-worker",
+            TaskStatus::Processing => "processing",
+            TaskStatus::Memory => "memory",
+            TaskStatus::Erred => "erred",
+            TaskStatus::Forgotten => "forgotten",
+        }
+    }
+}
+
+/// `TaskState` (`scheduler.py:1200-1900`), minus what rask does not use yet.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// the key
+    pub key: Key,
+    /// `key_split(key)`
+    pub prefix: Arc<str>,
+    /// current state
+    pub state: TaskStatus,
+    /// pickled `GraphNode`; `None` for scattered data, which cannot be recomputed
+    pub run_spec: Option<Bytes>,
+    /// `(-user_priority, generation, order)`
+    pub priority: [i64; 3],
+    /// tasks whose results this one needs
+    pub dependencies: Vec<TaskId>,
+    /// tasks that need this one's result
+    pub dependents: FxHashSet<TaskId>,
+    /// dependencies not yet in memory (only while waiting)
+    pub waiting_on: FxHashSet<TaskId>,
+    /// dependents that still need this result to run
+    pub waiters: FxHashSet<TaskId>,
+    /// clients holding a future for this key
+    pub who_wants: FxHashSet<ClientId>,
+    /// workers holding the result
+    pub who_has: FxHashSet<WorkerId>,
+    /// worker running it
+    pub processing_on: Option<WorkerId>,
+    /// dispatch counter of the current attempt
+    pub run_id: Option<u64>,
+    /// result size reported by the worker
+    pub nbytes: i64,
+    /// pickled result type reported by the worker
+    pub type_: Value,
+    /// exception if this task itself failed
+    pub exception: Value,
+    /// traceback if this task itself failed
+    pub traceback: Value,
+    /// the task whose failure this one reports
+    pub exception_blame: Option<TaskId>,
+    /// workers where it failed (they get `free-keys` on retry)
+    pub erred_on: FxHashSet<WorkerId>,
+    /// retries left
+    pub retries: u32,
+    /// times a worker died while running it
+    pub suspicious: u32,
+    /// a dependency was forgotten: this task can never run
+    pub has_lost_dependencies: bool,
+    /// forwarded to workers in `compute-task`
+    pub annotations: Value,
+    /// `workers=` entries that are worker addresses
+    pub worker_restrictions: FxHashSet<Arc<str>>,
+    /// `workers=` entries that are host names
+    pub host_restrictions: FxHashSet<Arc<str>>,
+    /// `allow_other_workers=`
+    pub loose_restrictions: bool,
+    /// `resources=`
+    pub resource_restrictions: Vec<(Arc<str>, f64)>,
+    /// seceded (`long-running`): does not count against the worker's slots
+    pub long_running: bool,
+}
+
+impl Task {
+    pub(crate) fn new(key: Key, prefix: Arc<str>, run_spec: Option<Bytes>) -> Task {
+        Task {
+            key,
+            prefix,
+            state: TaskStatus::Released,
+            run_spec,
+            priority: [0, 0, 0],
+            dependencies: Vec::new(),
+            dependents: FxHashSet::default(),
+            waiting_on: FxHashSet::default(),
+            waiters: FxHashSet::default(),
+            who_wants: FxHashSet::default(),
+            who_has: FxHashSet::default(),
+            processing_on: None,
+            run_id: None,
+            nbytes: 0,
+            type_: Value::Nil,
+            exception: Value::Nil,
+            traceback: Value::Nil,
+            exception_blame: None,
+            erred_on: FxHashSet::default(),
+            retries: 0,
+            suspicious: 0,
+            has_lost_dependencies: false,
+            annotations: Value::Map(Vec::new()),
+            worker_restrictions: FxHashSet::default(),
+            host_restrictions: FxHashSet::default(),
+            loose_restrictions: false,
+            resource_restrictions: Vec::new(),
+            long_running: false,
+        }
+    }
+
+    /// Whether anything still needs this task's result.
+    pub fn is_needed(&self) -> bool {
+        !self.who_wants.is_empty() || !self.waiters.is_empty()
+    }
+}
+
+/// `Status` of a worker as far as scheduling cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerStatus {
+    /// takes new tasks
+    Running,
+    /// paused (memory) or closing: keeps its data, takes no new tasks
+    NotRunning,
+}
+
+/// `WorkerState`, reduced to scheduling.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// contact address
+    pub address: Arc<str>,
+    /// host part of the address, for host restrictions
+    pub host: Arc<str>,
+    /// name (alias)
+    pub name: Arc<str>,
+    /// task slots
+    pub nthreads: u32,
+    /// bytes
+    pub memory_limit: u64,
+    /// abstract resources offered
+    pub resources: Vec<(Arc<str>, f64)>,
+    /// running or not
+    pub status: WorkerStatus,
+    /// tasks sent to it and not finished
+    pub processing: FxHashSet<TaskId>,
+    /// results it holds
+    pub has_what: FxHashSet<TaskId>,
+    /// sum of the expected durations of `processing` (seconds)
+    pub occupancy: f64,
+    /// sum of `nbytes` of `has_what`
+    pub nbytes: i64,
+}
+
+/// A connected client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `Client-<uuid>`
+    pub name: Arc<str>,
+    /// tasks it holds futures for
+    pub wants_what: FxHashSet<TaskId>,
+}
+
+/// Tunables, with Dask's defaults.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// `distributed.scheduler.allowed-failures`
+    pub allowed_failures: u32,
+    /// `distributed.scheduler.default-task-durations` fallback: `unknown-task-duration`
+    pub unknown_task_duration: f64,
+    /// `distributed.scheduler.bandwidth` (bytes/s), to weigh transfers against waiting
+    pub bandwidth: f64,
+    /// check invariants after every stimulus (tests, debug builds)
+    pub validate: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            allowed_failures: 3,
+            unknown_task_duration: 0.5,
+            bandwidth: 100e6,
+            validate: cfg!(debug_assertions),
+        }
+    }
+}
+
+/// The whole scheduler state. One owner (the server's state task) drives it through
+/// [`SchedulerState::handle`].
+#[derive(Debug)]
+pub struct SchedulerState {
+    pub(crate) config: CoreConfig,
+    pub(crate) tasks: Vec<Option<Task>>,
+    pub(crate) free_task_slots: Vec<u32>,
+    pub(crate) task_index: FxHashMap<Key, TaskId>,
+    pub(crate) workers: FxHashMap<WorkerId, Worker>,
+    pub(crate) worker_by_addr: FxHashMap<Arc<str>, WorkerId>,
+    pub(crate) clients: FxHashMap<ClientId, Client>,
+    pub(crate) next_worker_id: u64,
+    pub(crate) next_client_id: u64,
+    pub(crate) next_run_id: u64,
+    /// priority generation (`scheduler.py:5312-5359`)
+    pub(crate) generation: i64,
+    pub(crate) last_generation_time: f64,
+    /// mean compute duration per task prefix: (sum, count)
+    pub(crate) prefix_durations: FxHashMap<Arc<str>, (f64, u32)>,
+    /// rotates the starting point when several workers tie
+    pub(crate) round_robin: usize,
+    /// tasks in `no-worker`, retried when workers arrive or resume
+    pub(crate) unrunnable: FxHashSet<TaskId>,
+    /// commands produced by the current stimulus
+    pub(crate) out: Vec<Command>,
+    /// current time, set at the start of each stimulus
+    pub(crate) now: f64,
+}
+
+impl SchedulerState {
+    /// An empty scheduler.
+    pub fn new(config: CoreConfig) -> Self {
+        SchedulerState {
+            config,
+            tasks: Vec::new(),
+            free_task_slots: Vec::new(),
+            task_index: FxHashMap::default(),
+            workers: FxHashMap::default(),
+            worker_by_addr: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            next_worker_id: 1,
+            next_client_id: 1,
+            next_run_id: 1,
+            generation: 0,
+            last_generation_time: f64::NEG_INFINITY,
+            prefix_durations: FxHashMap::default(),
+            round_robin: 0,
+            unrunnable: FxHashSet::default(),
+            out: Vec::new(),
+            now: 0.0,
+        }
+    }
+
+    /// Reserves an id for a worker about to register.
+    pub fn new_worker_id(&mut self) -> WorkerId {
+        let id = WorkerId(self.next_worker_id);
+        self.next_worker_id += 1;
+        id
+    }
+
+    /// Reserves an id for a client about to register.
+    pub fn new_client_id(&mut self) -> ClientId {
+        let id = ClientId(self.next_client_id);
+        self.next_client_id += 1;
+        id
+    }
+
+    // ---- lookups --------------------------------------------------------------------------
+
+    /// A task by id (panics on a dangling id: that is a core bug, never peer input).
+    pub(crate) fn t(&self, id: TaskId) -> &Task {
+        match self.tasks.get(id.0 as usize) {
+            Some(Some(t)) => t,
+            _ => panic!("dangling task id {id:?}"),
+        }
+    }
+
+    pub(crate) fn tm(&mut self, id: TaskId) -> &mut Task {
+        match self.tasks.get_mut(id.0 as usize) {
+            Some(Some(t)) => t,
+            _ => panic!("dangling task id {id:?}"),
+        }
+    }
+
+    /// The id of a key, if the scheduler knows it.
+    pub fn task_id(&self, key: &Key) -> Option<TaskId> {
+        self.task_index.get(key).copied()
+    }
+
+    /// A task by key.
+    pub fn task(&self, key: &Key) -> Option<&Task> {
+        self.task_id(key).map(|id| self.t(id))
+    }
+
+    /// All live tasks.
+    pub fn tasks(&self) -> impl Iterator<Item = (TaskId, &Task)> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.as_ref().map(|t| (TaskId(i as u32), t)))
+    }
+
+    /// Number of live tasks.
+    pub fn n_tasks(&self) -> usize {
+        self.task_index.len()
+    }
+
+    /// A worker by id.
+    pub fn worker(&self, id: WorkerId) -> Option<&Worker> {
+        self.workers.get(&id)
+    }
+
+    /// A worker id by address.
+    pub fn worker_id(&self, address: &str) -> Option<WorkerId> {
+        self.worker_by_addr.get(address).copied()
+    }
+
+    /// All workers.
+    pub fn workers(&self) -> impl Iterator<Item = (WorkerId, &Worker)> {
+        self.workers.iter().map(|(id, w)| (*id, w))
+    }
+
+    /// A client by id.
+    pub fn client(&self, id: ClientId) -> Option<&Client> {
+        self.clients.get(&id)
+    }
+
+    /// Addresses of the workers holding a task's result.
+    pub fn who_has_addrs(&self, id: TaskId) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self
+            .t(id)
+            .who_has
+            .iter()
+            .filter_map(|w| self.workers.get(w).map(|w| w.address.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn insert_task(&mut self, task: Task) -> TaskId {
+        let key = task.key.clone();
+        let id = if let Some(slot) = self.free_task_slots.pop() {
+            self.tasks[slot as usize] = Some(task);
+            TaskId(slot)
+        } else {
+            self.tasks.push(Some(task));
+            TaskId((self.tasks.len() - 1) as u32)
+        };
+        self.task_index.insert(key, id);
+        id
+    }
+
+    pub(crate) fn remove_task(&mut self, id: TaskId) {
+        if let Some(Some(t)) = self.tasks.get_mut(id.0 as usize).map(Option::take) {
+            self.task_index.remove(&t.key);
+            self.unrunnable.remove(&id);
+            self.free_task_slots.push(id.0);
+        }
+    }
+
+    pub(crate) fn emit(&mut self, c: Command) {
+        self.out.push(c);
+    }
+
+    /// Expected duration of a task: the mean of its prefix so far, else Dask's default.
+    pub(crate) fn expected_duration(&self, id: TaskId) -> f64 {
+        match self.prefix_durations.get(&self.t(id).prefix) {
+            Some((sum, n)) if *n > 0 => sum / *n as f64,
+            _ => self.config.unknown_task_duration,
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! Task state transitions, one function per edge of Dask's `_TRANSITIONS_TABLE`
+//! (`scheduler.py:3060-3086`). Each takes a task and pushes follow-up recommendations;
+//! messages go to the outbox. Recommendations are a stack, like Dask's `dict.popitem()`.
+
+use crate::command::{Command, ComputeTask, ToClient, ToWorker};
+use crate::state::{ClientId, SchedulerState, TaskId, TaskStatus, WorkerId};
+use rask_protocol::{Key, Value};
+use std::sync::Arc;
+
+/// Pending recommendations: the last pushed is handled first.
+pub(crate) type Recs = Vec<(TaskId, TaskStatus)>;
+
+/// The client id reserved for `fire_and_forget` futures (`scheduler.py:1739`).
+pub const FIRE_AND_FORGET: ClientId = ClientId(0);
+
+impl SchedulerState {
+    /// Runs recommendations until none are left (`Scheduler._transitions`).
+    pub(crate) fn transitions(&mut self, mut recs: Recs, sid: &Arc<str>) {
+        while let Some((id, finish)) = recs.pop() {
+            // A recommendation may outlive its task (forgotten earlier in this loop).
+            if !matches!(self.tasks.get(id.0 as usize), Some(Some(_))) {
+                continue;
+            }
+            self.transition(id, finish, &mut recs, sid);
+        }
+    }
+
+    /// One transition (`Scheduler._transition`): a table edge, or two hops via `released`.
+    pub(crate) fn transition(
+        &mut self,
+        id: TaskId,
+        finish: TaskStatus,
+        recs: &mut Recs,
+        sid: &Arc<str>,
+    ) {
+        use TaskStatus::*;
+        let start = self.t(id).state;
+        if start == finish {
+            return;
+        }
+        match (start, finish) {
+            (Released, Waiting) => self.released_waiting(id, recs),
+            (Waiting, Released) => self.waiting_released(id, recs),
+            (Waiting, Processing) | (NoWorker, Processing) => self.to_processing(id, sid),
+            (Processing, Released) => self.processing_released(id, recs, sid),
+            (NoWorker, Released) => self.no_worker_released(id),
+            (Memory, Released) => self.memory_released(id, recs, sid),
+            (Erred, Released) => self.erred_released(id, recs, sid),
+            (Released, Erred) => self.released_erred(id, recs),
+            (NoWorker, Erred) => {
+                self.unrunnable.remove(&id);
+                self.propagate_erred(id, None, None, Value::Nil, Value::Nil, recs);
+            }
+            (Released, Forgotten) | (Memory, Forgotten) => self.forget(id, recs, sid),
+            (_, Released) | (Released, _) => {
+                // Not an edge Dask has (e.g. processing -> memory without a worker report).
+                debug_assert!(false, "no transition {start:?} -> {finish:?}");
+            }
+            _ => {
+                // Via released; if that hop recommends something for this task, that wins
+                // over `finish` (`scheduler.py` `_transition`: `a_recs.get(key, finish)`).
+                let mut sub = Recs::new();
+                self.transition(id, Released, &mut sub, sid);
+                let mut next = finish;
+                sub.retain(|(t, s)| {
+                    if *t == id {
+                        next = *s;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                recs.extend(sub);
+                if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if t.state == Released) {
+                    self.transition(id, next, recs, sid);
+                }
+            }
+        }
+    }
+
+    fn released_waiting(&mut self, id: TaskId, recs: &mut Recs) {
+        let ts = self.t(id);
+        if ts.has_lost_dependencies || ts.run_spec.is_none() {
+            recs.push((id, TaskStatus::Forgotten));
+            return;
+        }
+        let deps = ts.dependencies.clone();
+        let mut waiting_on = Vec::new();
+        for &d in &deps {
+            let dts = self.tm(d);
+            if dts.who_has.is_empty() {
+                waiting_on.push(d);
+            }
+            if dts.state == TaskStatus::Released {
+                recs.push((d, TaskStatus::Waiting));
+            } else {
+                dts.waiters.insert(id);
+            }
+        }
+        let waiters = self
+            .t(id)
+            .dependents
+            .iter()
+            .copied()
+            .filter(|d| self.t(*d).state == TaskStatus::Waiting)
+            .collect();
+        let ts = self.tm(id);
+        ts.state = TaskStatus::Waiting;
+        ts.waiting_on.extend(waiting_on);
+        ts.waiters = waiters;
+        if ts.waiting_on.is_empty() {
+            recs.push((id, TaskStatus::Processing));
+        }
+    }
+
+    fn waiting_released(&mut self, id: TaskId, recs: &mut Recs) {
+        for d in self.t(id).dependencies.clone() {
+            let dts = self.tm(d);
+            if dts.waiters.remove(&id) && dts.waiters.is_empty() && dts.who_wants.is_empty() {
+                recs.push((d, TaskStatus::Released));
+            }
+        }
+        let ts = self.tm(id);
+        ts.waiting_on.clear();
+        ts.state = TaskStatus::Released;
+        if ts.has_lost_dependencies {
+            recs.push((id, TaskStatus::Forgotten));
+        } else if ts.exception_blame.is_none() && ts.is_needed() {
+            recs.push((id, TaskStatus::Waiting));
+        } else {
+            ts.waiters.clear();
+        }
+    }
+
+    /// waiting -> processing, or -> no-worker when no worker may run it.
+    fn to_processing(&mut self, id: TaskId, sid: &Arc<str>) {
+        let Some(w) = self.decide_worker(id) else {
+            self.tm(id).state = TaskStatus::NoWorker;
+            self.unrunnable.insert(id);
+            return;
+        };
+        self.unrunnable.remove(&id);
+        let duration = self.expected_duration(id);
+        let run_id = self.next_run_id;
+        self.next_run_id += 1;
+        if let Some(ws) = self.workers.get_mut(&w) {
+            ws.processing.insert(id);
+            ws.occupancy += duration;
+        }
+        let ts = self.tm(id);
+        ts.state = TaskStatus::Processing;
+        ts.processing_on = Some(w);
+        ts.run_id = Some(run_id);
+        let msg = self.compute_task_msg(id, run_id, sid);
+        self.emit(Command::Worker(w, ToWorker::ComputeTask(Box::new(msg))));
+    }
+
+    /// `_task_to_msg` (`scheduler.py:3576-3600`).
+    fn compute_task_msg(&self, id: TaskId, run_id: u64, sid: &Arc<str>) -> ComputeTask {
+        let ts = self.t(id);
+        let mut who_has = Vec::with_capacity(ts.dependencies.len());
+        let mut nbytes = Vec::with_capacity(ts.dependencies.len());
+        for &d in &ts.dependencies {
+            let dts = self.t(d);
+            who_has.push((dts.key.clone(), self.who_has_addrs(d)));
+            nbytes.push((dts.key.clone(), dts.nbytes));
+        }
+        ComputeTask {
+            key: ts.key.clone(),
+            run_id,
+            priority: ts.priority,
+            who_has,
+            nbytes,
+            run_spec: ts.run_spec.clone().unwrap_or_default(),
+            resource_restrictions: (!ts.resource_restrictions.is_empty())
+                .then(|| ts.resource_restrictions.clone()),
+            annotations: ts.annotations.clone(),
+            stimulus_id: sid.clone(),
+        }
+    }
+
+    /// `_exit_processing_common`: returns the worker if it is still connected.
+    pub(crate) fn exit_processing(&mut self, id: TaskId) -> Option<WorkerId> {
+        let duration = self.expected_duration(id);
+        let ts = self.tm(id);
+        let w = ts.processing_on.take()?;
+        let long_running = std::mem::replace(&mut ts.long_running, false);
+        let ws = self.workers.get_mut(&w)?;
+        ws.processing.remove(&id);
+        if !long_running {
+            ws.occupancy = (ws.occupancy - duration).max(0.0);
+        }
+        if ws.processing.is_empty() {
+            ws.occupancy = 0.0;
+        }
+        Some(w)
+    }
+
+    fn processing_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
+        if let Some(w) = self.exit_processing(id) {
+            let key = self.t(id).key.clone();
+            self.free_keys(w, vec![key], sid);
+        }
+        self.propagate_released(id, recs);
+    }
+
+    fn no_worker_released(&mut self, id: TaskId) {
+        for d in self.t(id).dependencies.clone() {
+            self.tm(d).waiters.remove(&id);
+        }
+        self.unrunnable.remove(&id);
+        self.tm(id).state = TaskStatus::Released;
+    }
+
+    fn propagate_released(&mut self, id: TaskId, recs: &mut Recs) {
+        let ts = self.tm(id);
+        ts.state = TaskStatus::Released;
+        let rec = if ts.has_lost_dependencies {
+            Some(TaskStatus::Forgotten)
+        } else if ts.is_needed() {
+            Some(TaskStatus::Waiting)
+        } else {
+            None
+        };
+        if let Some(r) = rec {
+            recs.push((id, r));
+        }
+        if rec != Some(TaskStatus::Waiting) {
+            for d in self.t(id).dependencies.clone() {
+                let dts = self.tm(d);
+                if dts.state != TaskStatus::Released {
+                    dts.waiters.remove(&id);
+                    if dts.waiters.is_empty() && dts.who_wants.is_empty() {
+                        recs.push((d, TaskStatus::Released));
+                    }
+                }
+            }
+            self.tm(id).waiters.clear();
+        }
+    }
+
+    /// processing -> memory (`_transition_processing_memory` + `_add_to_memory`).
+    pub(crate) fn processing_memory(
+        &mut self,
+        id: TaskId,
+        w: WorkerId,
+        nbytes: i64,
+        type_: Value,
+        recs: &mut Recs,
+    ) {
+        self.exit_processing(id);
+        self.tm(id).nbytes = nbytes;
+        self.add_replica(id, w);
+        self.add_to_memory(id, type_, recs);
+    }
+
+    pub(crate) fn add_to_memory(&mut self, id: TaskId, type_: Value, recs: &mut Recs) {
+        let mut dependents: Vec<TaskId> = self.t(id).dependents.iter().copied().collect();
+        // Highest priority (smallest tuple) pushed last, so it is dispatched first.
+        dependents.sort_by_key(|d| std::cmp::Reverse(self.t(*d).priority));
+        for d in dependents {
+            let dts = self.tm(d);
+            if dts.waiting_on.remove(&id) && dts.waiting_on.is_empty() {
+                recs.push((d, TaskStatus::Processing));
+            }
+        }
+        for d in self.t(id).dependencies.clone() {
+            let dts = self.tm(d);
+            dts.waiters.remove(&id);
+            if dts.waiters.is_empty() && dts.who_wants.is_empty() {
+                recs.push((d, TaskStatus::Released));
+            }
+        }
+        let ts = self.tm(id);
+        ts.state = TaskStatus::Memory;
+        ts.type_ = type_.clone();
+        if !ts.is_needed() {
+            recs.push((id, TaskStatus::Released));
+        } else {
+            let key = ts.key.clone();
+            let clients: Vec<ClientId> = ts.who_wants.iter().copied().collect();
+            for c in clients {
+                self.emit(Command::Client(
+                    c,
+                    ToClient::KeyInMemory {
+                        key: key.clone(),
+                        type_: type_.clone(),
+                    },
+                ));
+            }
+        }
+        if self.t(id).who_wants.contains(&FIRE_AND_FORGET) {
+            self.client_releases_keys(FIRE_AND_FORGET, &[id], recs);
+        }
+    }
+
+    fn memory_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
+        let key = self.t(id).key.clone();
+        let holders: Vec<WorkerId> = self.t(id).who_has.iter().copied().collect();
+        for w in holders {
+            self.free_keys(w, vec![key.clone()], sid);
+            self.remove_replica(id, w);
+        }
+        let clients: Vec<ClientId> = self.t(id).who_wants.iter().copied().collect();
+        for c in clients {
+            self.emit(Command::Client(c, ToClient::LostData { key: key.clone() }));
+        }
+        let dep_erred = self
+            .t(id)
+            .dependencies
+            .iter()
+            .any(|d| self.t(*d).state == TaskStatus::Erred);
+        let ts = self.tm(id);
+        ts.state = TaskStatus::Released;
+        if ts.run_spec.is_none() || ts.has_lost_dependencies {
+            recs.push((id, TaskStatus::Forgotten));
+        } else if ts.is_needed() && !dep_erred {
+            recs.push((id, TaskStatus::Waiting));
+        }
+        for d in self.t(id).waiters.clone() {
+            let dts = self.tm(d);
+            match dts.state {
+                TaskStatus::NoWorker | TaskStatus::Processing => {
+                    recs.push((d, TaskStatus::Waiting))
+                }
+                TaskStatus::Waiting => {
+                    dts.waiting_on.insert(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn released_erred(&mut self, id: TaskId, recs: &mut Recs) {
+        let Some(failing) = self.t(id).exception_blame else {
+            debug_assert!(false, "released -> erred without blame");
+            return;
+        };
+        for d in self.t(id).dependents.clone() {
+            let dts = self.tm(d);
+            if dts.who_has.is_empty() {
+                dts.exception_blame = Some(failing);
+                recs.push((d, TaskStatus::Erred));
+            }
+        }
+        self.report_erred(id, failing);
+        self.tm(id).state = TaskStatus::Erred;
+    }
+
+    fn erred_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
+        let ts = self.tm(id);
+        ts.exception = Value::Nil;
+        ts.traceback = Value::Nil;
+        ts.exception_blame = None;
+        ts.state = TaskStatus::Released;
+        let erred_on: Vec<WorkerId> = ts.erred_on.drain().collect();
+        let key = ts.key.clone();
+        for d in self.t(id).dependents.clone() {
+            if self.t(d).state == TaskStatus::Erred {
+                recs.push((d, TaskStatus::Waiting));
+            }
+        }
+        for w in erred_on {
+            if self.workers.contains_key(&w) {
+                self.free_keys(w, vec![key.clone()], sid);
+            }
+        }
+        let clients: Vec<ClientId> = self.t(id).who_wants.iter().copied().collect();
+        for c in clients {
+            self.emit(Command::Client(
+                c,
+                ToClient::TaskRetried { key: key.clone() },
+            ));
+        }
+    }
+
+    /// `_propagate_erred`: this task failed (`cause` = itself) or inherits its blame.
+    pub(crate) fn propagate_erred(
+        &mut self,
+        id: TaskId,
+        worker: Option<WorkerId>,
+        cause: Option<TaskId>,
+        exception: Value,
+        traceback: Value,
+        recs: &mut Recs,
+    ) {
+        let ts = self.tm(id);
+        ts.state = TaskStatus::Erred;
+        if let Some(w) = worker {
+            ts.erred_on.insert(w);
+        }
+        if !exception.is_nil() {
+            ts.exception = exception;
+        }
+        if !traceback.is_nil() {
+            ts.traceback = traceback;
+        }
+        if let Some(c) = cause {
+            ts.exception_blame = Some(c);
+        }
+        let failing = ts.exception_blame.unwrap_or(id);
+        let waiters: Vec<TaskId> = ts.waiters.drain().collect();
+        for d in waiters {
+            self.tm(d).exception_blame = Some(failing);
+            recs.push((d, TaskStatus::Erred));
+        }
+        for d in self.t(id).dependencies.clone() {
+            let dts = self.tm(d);
+            dts.waiters.remove(&id);
+            if dts.waiters.is_empty() && dts.who_wants.is_empty() {
+                recs.push((d, TaskStatus::Released));
+            }
+        }
+        self.report_erred(id, failing);
+        if self.t(id).who_wants.contains(&FIRE_AND_FORGET) {
+            self.client_releases_keys(FIRE_AND_FORGET, &[id], recs);
+        }
+    }
+
+    fn report_erred(&mut self, id: TaskId, failing: TaskId) {
+        let f = self.t(failing);
+        let (exception, traceback) = (f.exception.clone(), f.traceback.clone());
+        let ts = self.t(id);
+        let key = ts.key.clone();
+        let clients: Vec<ClientId> = ts.who_wants.iter().copied().collect();
+        for c in clients {
+            self.emit(Command::Client(
+                c,
+                ToClient::TaskErred {
+                    key: key.clone(),
+                    exception: exception.clone(),
+                    traceback: traceback.clone(),
+                },
+            ));
+        }
+    }
+
+    /// released/memory -> forgotten (`_propagate_forgotten` + `_remove_key`).
+    fn forget(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
+        self.tm(id).state = TaskStatus::Forgotten;
+        for d in self.t(id).dependents.clone() {
+            let dts = self.tm(d);
+            dts.has_lost_dependencies = true;
+            dts.dependencies.retain(|x| *x != id);
+            dts.waiting_on.remove(&id);
+            if !matches!(dts.state, TaskStatus::Memory | TaskStatus::Erred) {
+                recs.push((d, TaskStatus::Forgotten));
+            }
+        }
+        let ts = self.tm(id);
+        ts.dependents.clear();
+        ts.waiters.clear();
+        ts.waiting_on.clear();
+        let deps = std::mem::take(&mut ts.dependencies);
+        for d in deps {
+            let dts = self.tm(d);
+            dts.dependents.remove(&id);
+            dts.waiters.remove(&id);
+            if dts.dependents.is_empty() && dts.who_wants.is_empty() {
+                recs.push((d, TaskStatus::Forgotten));
+            }
+        }
+        let key = self.t(id).key.clone();
+        for w in self.t(id).who_has.clone() {
+            if self.workers.contains_key(&w) {
+                self.free_keys(w, vec![key.clone()], sid);
+            }
+            self.remove_replica(id, w);
+        }
+        let clients: Vec<ClientId> = self.t(id).who_wants.iter().copied().collect();
+        for c in clients {
+            if let Some(cs) = self.clients.get_mut(&c) {
+                cs.wants_what.remove(&id);
+            }
+            self.emit(Command::Client(
+                c,
+                ToClient::CancelledKeys {
+                    keys: vec![key.clone()],
+                    reason: None,
+                    msg: None,
+                },
+            ));
+        }
+        self.remove_task(id);
+    }
+
+    // ---- replicas and small helpers ------------------------------------------------------
+
+    pub(crate) fn add_replica(&mut self, id: TaskId, w: WorkerId) {
+        let nbytes = self.t(id).nbytes;
+        if let Some(ws) = self.workers.get_mut(&w) {
+            if ws.has_what.insert(id) {
+                ws.nbytes += nbytes;
+            }
+            self.tm(id).who_has.insert(w);
+        }
+    }
+
+    pub(crate) fn remove_replica(&mut self, id: TaskId, w: WorkerId) {
+        let nbytes = self.t(id).nbytes;
+        self.tm(id).who_has.remove(&w);
+        if let Some(ws) = self.workers.get_mut(&w) {
+            if ws.has_what.remove(&id) {
+                ws.nbytes -= nbytes;
+            }
+        }
+    }
+
+    pub(crate) fn free_keys(&mut self, w: WorkerId, keys: Vec<Key>, sid: &Arc<str>) {
+        self.emit(Command::Worker(
+            w,
+            ToWorker::FreeKeys {
+                keys,
+                stimulus_id: sid.clone(),
+            },
+        ));
+    }
+
+    /// `_client_releases_keys`.
+    pub(crate) fn client_releases_keys(
+        &mut self,
+        client: ClientId,
+        ids: &[TaskId],
+        recs: &mut Recs,
+    ) {
+        for &id in ids {
+            let removed = self
+                .clients
+                .get_mut(&client)
+                .is_some_and(|cs| cs.wants_what.remove(&id));
+            if !removed {
+                continue;
+            }
+            let ts = self.tm(id);
+            ts.who_wants.remove(&client);
+            if ts.who_wants.is_empty() {
+                if ts.dependents.is_empty() {
+                    recs.push((id, TaskStatus::Forgotten));
+                } else if ts.state != TaskStatus::Erred && ts.waiters.is_empty() {
+                    recs.push((id, TaskStatus::Released));
+                }
+            }
+        }
+    }
+
+    /// `report_on_key` for one client: the key's outcome, if it has one.
+    pub(crate) fn report_on_key(&mut self, client: ClientId, key: &Key) {
+        let Some(id) = self.task_id(key) else {
+            self.emit(Command::Client(
+                client,
+                ToClient::CancelledKeys {
+                    keys: vec![key.clone()],
+                    reason: None,
+                    msg: None,
+                },
+            ));
+            return;
+        };
+        let ts = self.t(id);
+        match ts.state {
+            TaskStatus::Memory => {
+                let msg = ToClient::KeyInMemory {
+                    key: key.clone(),
+                    type_: ts.type_.clone(),
+                };
+                self.emit(Command::Client(client, msg));
+            }
+            TaskStatus::Erred => {
+                let f = self.t(ts.exception_blame.unwrap_or(id));
+                let msg = ToClient::TaskErred {
+                    key: key.clone(),
+                    exception: f.exception.clone(),
+                    traceback: f.traceback.clone(),
+                };
+                self.emit(Command::Client(client, msg));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Invariants (Dask's `validate_state`), checked after every stimulus when
+//! `CoreConfig::validate` is on. A violation is a bug in the core, never a peer's fault, so
+//! it panics.
+
+use crate::state::{SchedulerState, TaskStatus};
+
+impl SchedulerState {
+    /// Panics with a description of the first broken invariant.
+    pub fn validate(&self) {
+        for (id, ts) in self.tasks() {
+            let k = &ts.key;
+            assert_eq!(self.task_index.get(k), Some(&id), "index of {k}");
+            assert_ne!(ts.state, TaskStatus::Forgotten, "{k} forgotten but present");
+            for d in &ts.dependencies {
+                assert!(
+                    self.t(*d).dependents.contains(&id),
+                    "{k}: dependency link not mirrored"
+                );
+            }
+            for d in &ts.dependents {
+                assert!(
+                    self.t(*d).dependencies.contains(&id),
+                    "{k}: dependent link not mirrored"
+                );
+            }
+            for w in &ts.who_has {
+                let ws = self
+                    .workers
+                    .get(w)
+                    .unwrap_or_else(|| panic!("{k}: held by unknown worker"));
+                assert!(ws.has_what.contains(&id), "{k}: who_has not mirrored");
+            }
+            for c in &ts.who_wants {
+                let cs = self
+                    .clients
+                    .get(c)
+                    .unwrap_or_else(|| panic!("{k}: wanted by unknown client"));
+                assert!(cs.wants_what.contains(&id), "{k}: who_wants not mirrored");
+            }
+            match ts.state {
+                TaskStatus::Memory => {
+                    assert!(!ts.who_has.is_empty(), "{k} in memory without holders");
+                    assert!(ts.processing_on.is_none(), "{k} in memory and processing");
+                }
+                TaskStatus::Processing => {
+                    let w = ts
+                        .processing_on
+                        .unwrap_or_else(|| panic!("{k} processing nowhere"));
+                    let ws = self
+                        .workers
+                        .get(&w)
+                        .unwrap_or_else(|| panic!("{k}: processing on unknown worker"));
+                    assert!(ws.processing.contains(&id), "{k}: processing not mirrored");
+                    assert!(ts.who_has.is_empty(), "{k} processing with a result");
+                    for d in &ts.dependencies {
+                        assert_eq!(
+                            self.t(*d).state,
+                            TaskStatus::Memory,
+                            "{k} processing before a dependency"
+                        );
+                    }
+                }
+                TaskStatus::Waiting => {
+                    assert!(ts.processing_on.is_none(), "{k} waiting and processing");
+                    for d in &ts.waiting_on {
+                        assert!(ts.dependencies.contains(d), "{k} waits on a non-dependency");
+                        assert!(
+                            self.t(*d).who_has.is_empty(),
+                            "{k} waits on a dependency in memory"
+                        );
+                    }
+                }
+                TaskStatus::NoWorker => {
+                    assert!(
+                        self.unrunnable.contains(&id),
+                        "{k} no-worker but not unrunnable"
+                    );
+                }
+                TaskStatus::Erred => {
+                    assert!(ts.exception_blame.is_some(), "{k} erred without blame");
+                    assert!(ts.processing_on.is_none(), "{k} erred and processing");
+                }
+                TaskStatus::Released => {
+                    assert!(ts.processing_on.is_none(), "{k} released and processing");
+                    assert!(ts.who_has.is_empty(), "{k} released with holders");
+                }
+                TaskStatus::Forgotten => {}
+            }
+        }
+        for (wid, ws) in &self.workers {
+            for t in &ws.processing {
+                let ts = self.t(*t);
+                assert_eq!(
+                    ts.processing_on,
+                    Some(*wid),
+                    "{}: processing mirror",
+                    ts.key
+                );
+            }
+            for t in &ws.has_what {
+                assert!(
+                    self.t(*t).who_has.contains(wid),
+                    "{}: has_what mirror",
+                    self.t(*t).key
+                );
+            }
+        }
+        for id in &self.unrunnable {
+            assert_eq!(
+                self.t(*id).state,
+                TaskStatus::NoWorker,
+                "unrunnable task not in no-worker"
+            );
+        }
+    }
+}
