@@ -1,0 +1,662 @@
+"""rask graph helper: the Python-only part of ``Scheduler.update_graph``.
+
+The rask scheduler (Rust) embeds this file with ``include_str!`` and runs it as
+
+    PYTHON -u -c <this source> check
+    PYTHON -u -c <this source> serve
+
+so it is self-contained: standard library at import time, dask/distributed/msgpack are
+imported inside the modes, and nothing depends on ``__file__`` or on sibling files.
+
+It does what only Python can do with a graph a stock Dask client sent: unpickle the
+expression, materialize it, order it, and pickle every task's ``run_spec``. It mirrors
+``Scheduler.update_graph`` in distributed 2026.8.0 (``distributed/scheduler.py`` lines
+4997-5143: deserialize 5018-5029, ``_materialize_graph`` 5030-5037 and 9390-9404,
+``_cull`` for ``LLGExpr`` 5040-5046 and 9407-9421, ``dask.order`` 5048-5049, error
+reporting 5118-5138), plus the per-task annotation merge of ``_apply_annotations``
+(5238-5310). Everything else (TaskState bookkeeping, lost dependencies, priorities,
+restrictions, transitions) is left to Rust.
+
+Modes
+-----
+``check``
+    Prints one line of JSON and exits 0:
+    ``{"python": sys.executable, "python_version": "3.11.7", "distributed": "2026.8.0",
+    "dask": "2026.8.0"}``. If msgpack, dask or distributed cannot be imported, prints
+    ``{"error": "<ExceptionType>: <message>", "python": sys.executable}`` and exits 1.
+
+``serve``
+    Long-lived RPC on stdin/stdout. Every message in both directions is a u64
+    little-endian length followed by a msgpack body (packed with ``use_bin_type=True``,
+    unpacked with ``raw=False, strict_map_key=False, use_list=False``, so msgpack arrays
+    become tuples and tuple keys round-trip). stderr carries free-form log lines.
+
+    First message written, once the imports are done::
+
+        {"op": "ready", "pid": int, "versions": distributed.versions.get_versions(),
+         "python": sys.executable}
+
+    If dask/distributed cannot be imported it writes
+    ``{"op": "fatal", "pid": int, "error": "<ExceptionType>: <message>"}`` instead and
+    exits 1.
+
+    Requests are maps with ``"op"`` and ``"id"``; each reply carries the request's
+    ``"id"`` (``None`` if the request could not be decoded). Replies come in request
+    order, one per request.
+
+    ``{"op": "ping", "id": n}`` -> ``{"id": n, "status": "OK"}``
+
+    ``{"op": "update_graph", "id": n,``
+      ``"expr_header": map,``            the ``__Serialized__`` sub-header of ``expr_ser``
+      ``"expr_frames": [bytes],``        its sub-frames
+      ``"keys": [key],``                 the ``keys`` of the update-graph message
+      ``"internal_priority": map|None,`` as sent by the client
+      ``"annotations_pickled": bytes|None,``  ``pickled-obj`` of the ``annotations``
+                                         ``__Pickled__`` sub-header
+      ``"annotations_buffers": [bytes],``     its sub-frames (pickle-5 buffers)
+      optional ``"annotations_compression": [str|None]`` (the sub-header's
+      ``compression``, if the client compressed the buffers) and optional
+      ``"validate": bool`` (default: config ``distributed.scheduler.validate``)``}``
+
+    -> ``{"id": n, "status": "OK", "expr_type": str, "culled": bool,
+    "tasks": [task, ...], "timings": {str: float}}`` with one ``task`` per node of the
+    materialized (and, for ``LLGExpr``, culled) graph::
+
+        "key"          str | bytes | int | float | tuple (msgpack array; may nest)
+        "deps"         [key]  GraphNode.dependencies; may name keys outside this graph
+                       (existing futures), which Rust must resolve or report lost
+        "run_spec"     bytes  distributed.protocol.pickle.dumps(node), in-band pickle;
+                       send as compute-task ``{"__Pickled__": i}`` with sub-header
+                       {"pickled-obj": run_spec, "num-sub-frames": 0}
+        "kind"         "Task" | "Alias" | "DataNode" | "List" | ... (class name)
+        "order"        int    client internal_priority[key] if the client sent a
+                       non-empty one, else dask.order.order(); 0 if the key is missing
+        "prefix"       str    dask.utils.key_split(key)       (TaskPrefix name)
+        "group"        str    distributed.utils.key_split_group(key) (TaskGroup name)
+        "annotations"  map    only if non-empty: global annotations (callables called
+                       with the key) overridden by layer annotations, exactly what the
+                       stock scheduler stores in ts.annotations; msgpack-safe
+        "annotations_pickled" bytes  instead of "annotations" when those are not
+                       msgpack-safe (distributed.protocol.pickle.dumps of the dict)
+        "restrictions" map    only if any: the subset _apply_annotations acts on:
+                       "workers": [str|int|tuple] (raw; Rust applies coerce_address /
+                       host-name split), "allow_other_workers": bool,
+                       "resources": map, "retries": int, "priority": number
+
+    Errors (any failing request, unknown op, undecodable request) ->
+    ``{"id": n, "status": "error", "exception": bytes, "traceback": bytes|None,
+    "exception_text": str, "traceback_text": str}`` built with
+    ``distributed.core.error_message``: "exception"/"traceback" are the pickles the
+    stock scheduler would put in ``task-erred`` (``clean_exception`` unpickles them).
+
+    The helper never exits because of a bad request. It exits 0 on EOF of stdin (or when
+    the reader of stdout is gone), 1 if the framing itself is corrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import textwrap
+import time
+
+# scheduler.py:5022-5029, dedented exactly like the stock scheduler does it.
+DESERIALIZATION_ERROR = textwrap.dedent(
+    """\
+    Error during deserialization of the task graph. This frequently
+    occurs if the Scheduler and Client have different environments.
+    For more information, see
+    https://docs.dask.org/en/stable/deployment-considerations.html#consistent-software-environments
+"""
+)
+
+P2P_UNSUPPORTED_ERROR = (
+    "rask does not support the P2P shuffle yet, and this graph uses it "
+    "(it contains a P2P shuffle/rechunk barrier task). Use task-based shuffling instead: "
+    "set the Dask config `dataframe.shuffle.method: tasks` (and `array.rechunk.method: "
+    "tasks` for rechunking) on the client, e.g. DASK_DATAFRAME__SHUFFLE__METHOD=tasks "
+    "DASK_ARRAY__RECHUNK__METHOD=tasks, or pass shuffle_method='tasks' / method='tasks'."
+)
+
+# A length prefix above this cannot be a real request: the stream is out of sync.
+MAX_FRAME = 1 << 40
+
+# Modules the stock scheduler process has imported by the time graphs arrive; importing
+# them up front keeps 0.2-0.5 s of first-use import cost off the first graph.
+PREIMPORTS = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "dask",
+    "dask.order",
+    "dask.array",
+    "dask.dataframe",
+    "dask.bag",
+    "distributed",
+    "distributed.shuffle",
+)
+
+
+def _log(msg: str) -> None:
+    try:
+        sys.stderr.write(f"rask-graph-helper[{os.getpid()}]: {msg}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# check
+# ---------------------------------------------------------------------------
+
+
+def run_check() -> int:
+    import json
+    import platform
+
+    try:
+        import msgpack  # noqa: F401  (serve needs it)
+
+        import dask
+        import distributed
+    except BaseException as e:  # also SystemExit & co. from a broken install
+        print(json.dumps({"error": f"{type(e).__name__}: {e}", "python": sys.executable}))
+        return 1
+    print(
+        json.dumps(
+            {
+                "python": sys.executable,
+                "python_version": platform.python_version(),
+                "distributed": distributed.__version__,
+                "dask": dask.__version__,
+            }
+        )
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# update_graph
+# ---------------------------------------------------------------------------
+
+_PLAIN_SCALARS = frozenset((str, bytes, float, bool, type(None)))
+
+
+def _plain(v) -> bool:
+    """Whether msgpack packs ``v`` and the receiver decodes an equal value."""
+    t = type(v)
+    if t in _PLAIN_SCALARS:
+        return True
+    if t is int:
+        return -(1 << 63) <= v < (1 << 64)
+    if t is tuple or t is list:
+        return all(_plain(x) for x in v)
+    if t is dict:
+        return all(_plain(k) and _plain(x) for k, x in v.items())
+    return False
+
+
+def _restrictions(ann: dict) -> dict:
+    """The part of ``Scheduler._apply_annotations`` (scheduler.py:5281-5309) that
+    concerns the scheduler, as plain data. Raises like the stock code on bad values."""
+    out = {}
+    for annot, value in ann.items():
+        if annot in ("restrictions", "workers"):
+            if not isinstance(value, (list, tuple, set)):
+                value = [value]
+            out["workers"] = [w if _plain(w) else str(w) for w in value]
+        elif annot in ("loose_restrictions", "allow_other_workers"):
+            out["allow_other_workers"] = bool(value)
+        elif annot == "resources":
+            assert isinstance(value, dict)  # scheduler.py:5302
+            out["resources"] = value
+        elif annot == "priority":
+            out["priority"] = value
+        elif annot == "retries":
+            assert isinstance(value, int)  # scheduler.py:5308
+            out["retries"] = value
+    return out
+
+
+class GraphHelper:
+    """State kept between requests: imported functions and small caches."""
+
+    def __init__(self):
+        import msgpack
+
+        import dask
+        import dask.order
+        from dask._expr import LLGExpr
+        from dask.utils import key_split
+
+        from distributed.core import error_message
+        from distributed.protocol import deserialize
+        from distributed.protocol.compression import decompress
+        from distributed.protocol.pickle import dumps as pickle_dumps
+        from distributed.protocol.pickle import loads as pickle_loads
+        from distributed.scheduler import _cull, _materialize_graph
+        from distributed.utils import key_split_group
+
+        try:
+            from distributed.shuffle._core import P2PBarrierTask
+        except Exception:  # pragma: no cover - shuffle needs optional deps
+            P2PBarrierTask = None
+
+        self.msgpack = msgpack
+        self.dask = dask
+        self.order = dask.order.order
+        self.LLGExpr = LLGExpr
+        self.key_split = key_split
+        self.key_split_group = key_split_group
+        self.error_message = error_message
+        self.deserialize = deserialize
+        self.decompress = decompress
+        self.pickle_dumps = pickle_dumps
+        self.pickle_loads = pickle_loads
+        self.cull = _cull
+        self.materialize_graph = _materialize_graph
+        self.P2PBarrierTask = P2PBarrierTask
+        # type -> (kind name, is P2P barrier)
+        self._kinds: dict[type, tuple[str, bool]] = {}
+
+    # -- helpers ------------------------------------------------------------
+
+    def _kind(self, t: type) -> tuple[str, bool]:
+        k = self._kinds.get(t)
+        if k is None:
+            p2p = self.P2PBarrierTask is not None and issubclass(t, self.P2PBarrierTask)
+            k = self._kinds[t] = (t.__name__, p2p)
+        return k
+
+    def _decompress(self, compression, frames: list) -> list:
+        if compression and any(c is not None for c in compression):
+            return self.decompress({"compression": compression}, frames)
+        return frames
+
+    def _annotations_entry(self, ann: dict, rec: dict) -> None:
+        if _plain(ann):
+            rec["annotations"] = ann
+        else:
+            try:
+                self.msgpack.packb(ann, use_bin_type=True)
+                rec["annotations"] = ann
+            except Exception:
+                rec["annotations_pickled"] = self.pickle_dumps(ann)
+        r = _restrictions(ann)
+        if r:
+            rec["restrictions"] = r
+
+    # -- the request --------------------------------------------------------
+
+    def update_graph(self, req: dict) -> dict:
+        t0 = time.perf_counter()
+        try:
+            header = req["expr_header"]
+            frames = req["expr_frames"]
+            keys = req["keys"]
+        except KeyError as e:
+            raise ValueError(f"update_graph request without {e.args[0]!r}") from None
+        if not isinstance(header, dict):
+            raise TypeError(f"expr_header must be a map, got {type(header).__name__}")
+        frames = list(frames or ())
+        keys = list(keys or ())
+        internal_priority = req.get("internal_priority")
+        validate = req.get("validate")
+        if validate is None:
+            validate = bool(self.dask.config.get("distributed.scheduler.validate", False))
+
+        # The stock scheduler's comm layer unpickles ToPickle(annotations) before
+        # update_graph runs (protocol/core.py:165-172); a failure there has no task-erred
+        # equivalent, so it is reported like a graph that cannot be deserialized.
+        global_annotations = None
+        ann_pickle = req.get("annotations_pickled")
+        try:
+            if ann_pickle:
+                bufs = self._decompress(
+                    req.get("annotations_compression"),
+                    list(req.get("annotations_buffers") or ()),
+                )
+                global_annotations = self.pickle_loads(ann_pickle, buffers=bufs)
+            # scheduler.py:5018-5029
+            expr = self.deserialize(header, self._decompress(header.get("compression"), frames))
+        except Exception as e:
+            raise RuntimeError(DESERIALIZATION_ERROR) from e
+        del frames, header
+        t1 = time.perf_counter()
+
+        # scheduler.py:5030-5037, 9390-9404
+        dsk, annotations_by_type = self.materialize_graph(expr=expr, validate=validate)
+        t2 = time.perf_counter()
+        # scheduler.py:5040-5046
+        culled = isinstance(expr, self.LLGExpr)
+        expr_type = type(expr).__name__
+        del expr
+        if culled:
+            dsk = self.cull(dsk, set(keys))
+
+        kind = self._kind
+        for t in {type(node) for node in dsk.values()}:
+            if kind(t)[1]:
+                raise RuntimeError(P2P_UNSUPPORTED_ERROR)
+
+        # scheduler.py:5048-5049
+        if not internal_priority:
+            internal_priority = self.order(dsk=dsk)
+        t3 = time.perf_counter()
+
+        tasks = self._tasks(dsk, internal_priority, annotations_by_type, global_annotations)
+        t4 = time.perf_counter()
+        return {
+            "status": "OK",
+            "expr_type": expr_type,
+            "culled": culled,
+            "tasks": tasks,
+            "timings": {
+                "deserialize_s": t1 - t0,
+                "materialize_s": t2 - t1,
+                "order_s": t3 - t2,
+                "tasks_s": t4 - t3,
+                "total_s": t4 - t0,
+            },
+        }
+
+    def _tasks(self, dsk, internal_priority, annotations_by_type, global_annotations):
+        kinds = self._kinds
+        dumps = self.pickle_dumps
+        key_split = self.key_split
+        key_split_group = self.key_split_group
+        prio = internal_priority.get
+        # (name, i, ...) keys: prefix and group depend only on the name; cache per name
+        names: dict = {}
+
+        ga_items = tuple(global_annotations.items()) if global_annotations else ()
+        abt_items = tuple((a, v) for a, v in annotations_by_type.items() if v)
+        dynamic = bool(abt_items) or any(callable(v) for _, v in ga_items)
+        static_rec = None
+        if ga_items and not dynamic and dsk:
+            # Same annotations for every task: merge, check and parse them once.
+            static_rec = {}
+            self._annotations_entry(dict(ga_items), static_rec)
+
+        tasks = []
+        append = tasks.append
+        for key, node in dsk.items():
+            if type(key) is tuple and key and type(key[0]) is str:
+                name = key[0]
+                pg = names.get(name)
+                if pg is None:
+                    group = key_split_group(key)
+                    pg = names[name] = (
+                        key_split(key),
+                        group if type(group) is str else str(group),
+                    )
+                prefix, group = pg
+            else:
+                prefix = key_split(key)
+                group = key_split_group(key)
+                if type(group) is not str:
+                    group = str(group)
+            rec = {
+                "key": key,
+                "deps": list(node.dependencies),
+                "run_spec": dumps(node),
+                "kind": kinds[type(node)][0],
+                "order": prio(key, 0),
+                "prefix": prefix,
+                "group": group,
+            }
+            if dynamic:
+                # Scheduler._apply_annotations, scheduler.py:5266-5279
+                ann = {}
+                for a, v in ga_items:
+                    ann[a] = v(key) if callable(v) else v
+                for a, by_key in abt_items:
+                    v = by_key.get(key)
+                    if v is not None:
+                        ann[a] = v
+                if ann:
+                    self._annotations_entry(ann, rec)
+            elif static_rec:
+                rec.update(static_rec)
+            append(rec)
+        return tasks
+
+    # -- errors ---------------------------------------------------------------
+
+    def error_reply(self, e: BaseException) -> dict:
+        """Must be called from the ``except`` block that caught ``e``."""
+        # error_message() takes the traceback from sys.exc_info(), which in 3.11+ is
+        # e.__traceback__; drop this file's frames so the traceback starts in dask /
+        # distributed code like the stock one (whose scheduler.py frames
+        # get_traceback() drops).
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == _OWN_FILENAME:
+            tb = tb.tb_next
+        e.__traceback__ = tb
+        err = self.error_message(e)
+        return {
+            "status": "error",
+            "exception": err["exception"].data,
+            "traceback": err["traceback"].data if err["traceback"] is not None else None,
+            "exception_text": err["exception_text"],
+            "traceback_text": err["traceback_text"],
+        }
+
+
+_OWN_FILENAME = GraphHelper.error_reply.__code__.co_filename
+
+
+def _fallback_error_reply(e: BaseException) -> dict:
+    """When error_message() itself fails: the same shape, minimal content."""
+    import pickle
+
+    text = f"{type(e).__name__}({e!r})"
+    try:
+        exc = pickle.dumps(Exception(text))
+    except Exception:  # pragma: no cover
+        exc = b""
+    return {
+        "status": "error",
+        "exception": exc,
+        "traceback": None,
+        "exception_text": text,
+        "traceback_text": "",
+    }
+
+
+# ---------------------------------------------------------------------------
+# serve
+# ---------------------------------------------------------------------------
+
+
+def _pack_default(obj):
+    """Last resort for reply values msgpack does not know (only parsed restrictions
+    can contain them; annotations are checked and pickled if needed)."""
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    item = getattr(obj, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return item()
+        except Exception:
+            pass
+    return str(obj)
+
+
+class Server:
+    def __init__(self, rfile, wfile):
+        import msgpack
+
+        self.msgpack = msgpack
+        self.rfile = rfile
+        self.wfile = wfile
+        self.helper: GraphHelper | None = None
+
+    def write(self, msg: dict) -> None:
+        try:
+            body = self.msgpack.packb(msg, use_bin_type=True, default=_pack_default)
+        except Exception as e:
+            rid = msg.get("id")
+            try:
+                raise RuntimeError(f"rask graph helper could not encode its reply: {e!r}") from e
+            except RuntimeError as e2:
+                err = self._error(e2)
+            err["id"] = rid
+            body = self.msgpack.packb(err, use_bin_type=True, default=_pack_default)
+        self.wfile.write(struct.pack("<Q", len(body)))
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def _error(self, e: BaseException) -> dict:
+        try:
+            if self.helper is None:
+                raise RuntimeError("not initialised")
+            return self.helper.error_reply(e)
+        except Exception:
+            return _fallback_error_reply(e)
+
+    def handle(self, body: bytes) -> dict:
+        rid = None
+        try:
+            try:
+                req = self.msgpack.unpackb(
+                    body, raw=False, strict_map_key=False, use_list=False
+                )
+            except Exception as e:
+                raise ValueError(f"cannot decode request: {type(e).__name__}: {e}") from e
+            if not isinstance(req, dict):
+                raise TypeError(f"request must be a map, got {type(req).__name__}")
+            rid = req.get("id")
+            op = req.get("op")
+            if op == "update_graph":
+                reply = self.helper.update_graph(req)
+            elif op == "ping":
+                reply = {"status": "OK"}
+            else:
+                raise ValueError(f"unknown op {op!r}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # SystemExit from user code must not end the loop
+            _log(f"request id={rid!r} failed: {type(e).__name__}: {e}")
+            reply = self._error(e)
+        reply["id"] = rid
+        return reply
+
+    def run(self) -> int:
+        read = self.rfile.read
+        while True:
+            head = read(8)
+            if len(head) < 8:
+                if head:
+                    _log("stdin closed inside a length prefix")
+                return 0
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_FRAME:
+                _log(f"corrupt length prefix {n}; exiting")
+                try:
+                    raise ValueError(f"corrupt request framing: length prefix {n}")
+                except ValueError as e:
+                    err = self._error(e)
+                err["id"] = None
+                self.write(err)
+                return 1
+            body = read(n)
+            if len(body) < n:
+                _log(f"stdin closed inside a request ({len(body)} of {n} bytes)")
+                return 0
+            reply = self.handle(body)
+            del body
+            self.write(reply)
+
+
+def run_serve() -> int:
+    import signal
+
+    # Rust owns our lifetime (EOF on stdin); a Ctrl-C sent to the whole process group
+    # must not kill us halfway through a reply.
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except Exception:
+        pass
+
+    # Keep private copies of the real stdin/stdout for the protocol, then point fds 0/1
+    # at /dev/null and stderr, so nothing materialization does (print, C extensions,
+    # subprocesses) can read requests or corrupt the reply stream.
+    in_fd = os.dup(0)
+    out_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr: discard stray output
+        sink = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(sink, 1)
+        os.close(sink)
+    sys.stdout = sys.stderr
+    try:
+        import faulthandler
+
+        faulthandler.enable()  # a crash in a C extension leaves a trace in the log
+    except Exception:
+        pass
+    rfile = os.fdopen(in_fd, "rb", buffering=1 << 16)
+    wfile = os.fdopen(out_fd, "wb", buffering=1 << 16)
+
+    try:
+        import msgpack
+    except BaseException as e:
+        _log(f"cannot import msgpack: {type(e).__name__}: {e}")
+        return 1
+    server = Server(rfile, wfile)
+
+    import importlib
+
+    for mod in PREIMPORTS:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+        except Exception as e:
+            _log(f"pre-import of {mod} failed: {type(e).__name__}: {e}")
+
+    try:
+        server.helper = GraphHelper()
+        import distributed.versions
+
+        versions = distributed.versions.get_versions()
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
+        _log(f"cannot start: {error}")
+        try:
+            server.write({"op": "fatal", "pid": os.getpid(), "error": error})
+        except Exception:
+            pass
+        return 1
+
+    try:
+        server.write(
+            {"op": "ready", "pid": os.getpid(), "versions": versions, "python": sys.executable}
+        )
+        return server.run()
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the scheduler went away
+
+
+def main(argv: list[str]) -> int:
+    # `python -c` puts the working directory first on sys.path; `dask scheduler` does
+    # not, and a stray dask.py / msgpack.py in it must not shadow the real packages.
+    if sys.path and sys.path[0] in ("", "."):
+        del sys.path[0]
+    mode = argv[1] if len(argv) > 1 else None
+    if mode == "check":
+        return run_check()
+    if mode == "serve":
+        return run_serve()
+    sys.stderr.write("usage: python -c <rask_graph_helper source> check|serve\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
