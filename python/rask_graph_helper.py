@@ -79,8 +79,9 @@ Modes
         "annotations_pickled" bytes  instead of "annotations" when those are not
                        msgpack-safe (distributed.protocol.pickle.dumps of the dict)
         "restrictions" map    only if any: the subset _apply_annotations acts on:
-                       "workers": [str|int|tuple] (raw; Rust applies coerce_address /
-                       host-name split), "allow_other_workers": bool,
+                       "workers": [str] (str entries as given, (host, port) tuples as
+                       "host:port", worker-name aliases as str(name); Rust still applies
+                       coerce_address / the host-name split), "allow_other_workers": bool,
                        "resources": map, "retries": int, "priority": number
 
     Errors (any failing request, unknown op, undecodable request) ->
@@ -197,6 +198,22 @@ def _plain(v) -> bool:
     return False
 
 
+def _worker_str(w) -> str:
+    """A `workers=` entry as a string, before Scheduler.coerce_address (scheduler.py:8291):
+    (host, port) tuples become "host:port"; other non-strings (worker names used as
+    aliases) become str(name)."""
+    if type(w) is str:
+        return w
+    if isinstance(w, tuple) and len(w) == 2:
+        try:
+            from distributed.comm.addressing import unparse_host_port
+
+            return unparse_host_port(*w)
+        except Exception:
+            pass
+    return str(w)
+
+
 def _restrictions(ann: dict) -> dict:
     """The part of ``Scheduler._apply_annotations`` (scheduler.py:5281-5309) that
     concerns the scheduler, as plain data. Raises like the stock code on bad values."""
@@ -205,7 +222,7 @@ def _restrictions(ann: dict) -> dict:
         if annot in ("restrictions", "workers"):
             if not isinstance(value, (list, tuple, set)):
                 value = [value]
-            out["workers"] = [w if _plain(w) else str(w) for w in value]
+            out["workers"] = [_worker_str(w) for w in value]
         elif annot in ("loose_restrictions", "allow_other_workers"):
             out["allow_other_workers"] = bool(value)
         elif annot == "resources":

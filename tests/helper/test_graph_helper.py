@@ -45,6 +45,7 @@ from dask.utils import key_split
 
 import distributed
 from distributed.client import _MapExpr
+from distributed.comm.addressing import resolve_address
 from distributed.core import clean_exception
 from distributed.protocol import dumps as wire_dumps
 from distributed.protocol.serialize import Serialized, ToPickle, serialize, to_serialize
@@ -285,6 +286,14 @@ def _tuples(x):
     return x
 
 
+def _coerce(w: str) -> str:
+    """What Scheduler.coerce_address makes of a helper `workers` entry (no aliases here)."""
+    try:
+        return resolve_address(w)
+    except ValueError:
+        return w  # a host name: host_restrictions
+
+
 def task_annotations(t: dict) -> dict:
     if "annotations_pickled" in t:
         assert "annotations" not in t
@@ -320,9 +329,10 @@ def assert_matches_stock(reply: dict, frames: list[bytes], stock: Stock) -> Stoc
         assert t["group"] == ts["group"]
         assert _tuples(task_annotations(t)) == _tuples(pickle.loads(ts["annotations"])), key
         r = t.get("restrictions", {})
-        assert set(r.get("workers", ())) == set(ts["worker_restrictions"]) | set(
-            ts["host_restrictions"]
-        )
+        assert all(type(w) is str for w in r.get("workers", ()))
+        assert {_coerce(w) for w in r.get("workers", ())} == set(
+            ts["worker_restrictions"]
+        ) | set(ts["host_restrictions"])
         assert r.get("allow_other_workers", False) == ts["loose_restrictions"]
         assert r.get("resources") == ts["resource_restrictions"]
         assert r.get("retries", 0) == ts["retries"]
@@ -649,7 +659,7 @@ def test_annotations_and_restrictions(helper, stock):
     w = "tcp://127.0.0.1:9101"
     with dask.annotate(priority=7, my_tag="layer-annot", resources={"GPU": 1}):
         a = delayed(operator.add)(1, 2, dask_key_name="a-layer-annotated")
-    with dask.annotate(retries=4, workers=[w, "somehost"]):
+    with dask.annotate(retries=4, workers=[w, "somehost", ("127.0.0.1", 9102)]):
         b = delayed(operator.add)(a, 1, dask_key_name="b-retries")
     c = delayed(operator.add)(b, 1, dask_key_name="c-plain")
     expr, keys = collection_expr(c)
@@ -680,7 +690,11 @@ def test_annotations_and_restrictions(helper, stock):
         "resources": {"GPU": 1},
     }
     assert by_key["b-retries"]["restrictions"]["retries"] == 4
-    assert set(by_key["b-retries"]["restrictions"]["workers"]) == {w, "somehost"}
+    assert set(by_key["b-retries"]["restrictions"]["workers"]) == {
+        w,
+        "somehost",
+        "127.0.0.1:9102",
+    }
     assert by_key["c-plain"]["restrictions"] == {
         "retries": 3,
         "priority": 5,
