@@ -1,1 +1,44 @@
-fn main() {}
+//! `rask`: the command line. Flags become a validated `ServerConfig`; everything else lives
+//! in the library crates.
+
+mod scheduler;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// A Rust runtime for Dask: unmodified `distributed` clients and workers, a faster scheduler.
+#[derive(Parser, Debug)]
+#[command(name = "rask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a scheduler, like `dask scheduler`.
+    Scheduler(scheduler::SchedulerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RASK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Scheduler(args) => scheduler::main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

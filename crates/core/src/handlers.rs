@@ -331,6 +331,9 @@ impl SchedulerState {
             self.generation += 1;
             self.last_generation_time = self.now;
         }
+        // Only what the requested keys reach becomes state (`_generate_taskstates` walks
+        // from `keys`); the helper returns every node of the materialized graph.
+        let tasks = reachable(tasks, &keys);
         let mut touched: Vec<TaskId> = Vec::with_capacity(tasks.len());
         let mut fresh: Vec<(TaskId, Vec<Key>)> = Vec::new();
         for nt in tasks {
@@ -723,6 +726,28 @@ impl SchedulerState {
                 wants_what: FxHashSet::default(),
             });
     }
+}
+
+/// The tasks of a graph reachable from `keys` through dependencies, in their given order.
+fn reachable(tasks: Vec<NewTask>, keys: &[Key]) -> Vec<NewTask> {
+    let index: rustc_hash::FxHashMap<&Key, usize> =
+        tasks.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
+    let mut keep = vec![false; tasks.len()];
+    let mut stack: Vec<usize> = keys.iter().filter_map(|k| index.get(k).copied()).collect();
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut keep[i], true) {
+            continue;
+        }
+        stack.extend(tasks[i].deps.iter().filter_map(|d| index.get(d).copied()));
+    }
+    if keep.iter().all(|k| *k) {
+        return tasks;
+    }
+    tasks
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(t, k)| k.then_some(t))
+        .collect()
 }
 
 /// `tcp://10.0.0.1:8786` -> `10.0.0.1`; `tcp://[::1]:1` -> `::1`.

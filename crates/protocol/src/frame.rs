@@ -64,39 +64,61 @@ impl Decoder for FrameCodec {
                     limit: self.max_frames,
                 });
             }
-            let prelude_len = 16 + 8 * n as usize;
+            let too_many = ProtocolError::TooManyFrames {
+                announced: n,
+                limit: self.max_frames,
+            };
+            let prelude_len = n
+                .checked_mul(8)
+                .and_then(|x| x.checked_add(16))
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or(too_many)?;
             if src.len() < prelude_len {
-                src.reserve(prelude_len - src.len());
+                // no reservation from a header: FramedRead grows the buffer as bytes arrive
                 return Ok(None);
             }
             let mut lens = Vec::with_capacity(n as usize);
-            let mut total: u64 = 0;
+            let mut total: Option<u64> = Some(0);
             for i in 0..n as usize {
                 let off = 16 + 8 * i;
                 let len = u64::from_le_bytes(src[off..off + 8].try_into().unwrap_or([0; 8]));
-                total = total.saturating_add(len);
+                total = total.and_then(|t| t.checked_add(len));
                 lens.push(len);
             }
-            if total > self.max_message_bytes {
+            // an overflowing sum is never acceptable, whatever the limit
+            let total = total.filter(|t| usize::try_from(*t).is_ok());
+            if total.is_none_or(|t| t > self.max_message_bytes) {
                 return Err(ProtocolError::MessageTooLarge {
-                    announced: total,
+                    announced: total.unwrap_or(u64::MAX),
                     limit: self.max_message_bytes,
                 });
             }
             src.advance(prelude_len);
             self.pending = Some(lens);
         }
-        let lens = self.pending.as_ref().map(Vec::as_slice).unwrap_or_default();
+        let lens = self.pending.as_deref().unwrap_or_default();
         let total: usize = lens.iter().map(|l| *l as usize).sum();
         if src.len() < total {
             // Grow towards the announced size in bounded steps; the body is under the limit.
-            src.reserve((total - src.len()).min(64 << 20));
+            // at most what already arrived (amortized doubling) plus 64 KiB
+            src.reserve((total - src.len()).min(src.len().max(64 << 10)));
             return Ok(None);
         }
         let mut body = src.split_to(total).freeze();
         let frames = lens.iter().map(|l| body.split_to(*l as usize)).collect();
         self.pending = None;
         Ok(Some(frames))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frames>, ProtocolError> {
+        match self.decode(src)? {
+            Some(frames) => Ok(Some(frames)),
+            None if src.is_empty() && self.pending.is_none() => Ok(None),
+            None => Err(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "stream ended inside a message",
+            ))),
+        }
     }
 }
 

@@ -259,9 +259,15 @@ fn resolve_special(entries: Vec<(Value, Value)>, frames: &[Bytes]) -> Result<Val
         }
     }
     if entries.iter().any(|(k, _)| k.as_str() == Some("__Set__")) {
-        if let Some((_, items)) = entries.iter().find(|(k, _)| k.as_str() == Some("as-list")) {
-            return Ok(Value::Array(items.as_array().unwrap_or_default().to_vec()));
-        }
+        return match entries
+            .into_iter()
+            .find(|(k, _)| k.as_str() == Some("as-list"))
+        {
+            Some((_, Value::Array(items))) => Ok(Value::Array(items)),
+            _ => Err(ProtocolError::InvalidMsgpack(
+                "__Set__ marker without an as-list array",
+            )),
+        };
     }
     Ok(Value::Map(entries))
 }

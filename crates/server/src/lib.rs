@@ -1,1 +1,29 @@
-//! placeholder
+//! The tokio side of `rask scheduler`.
+//!
+//! # Layout
+//! - [`comm`]: a framed TCP connection with Dask's handshake ([`comm::Comm`]).
+//! - [`runtime`]: the single task that owns `rask_core::SchedulerState` plus the peers'
+//!   stream senders ([`runtime::Scheduler`]); everyone else talks to it through a
+//!   [`runtime::Handle`] by sending closures. No locks around the state.
+//! - [`connection`]: what an accepted connection does: RPC request/reply, or it becomes a
+//!   client or worker stream ([`streams`]).
+//! - [`rpc`]: the request/reply ops (`identity`, `gather`, `scatter`, `who_has`, ...).
+//! - [`translate`]: wire messages ⇄ core stimuli and commands; the only module that knows
+//!   both `rask_protocol` and `rask_core`.
+//! - [`helper`]: the pool of Python graph helpers that materialize `update-graph`.
+//! - [`serve`]: binding, the scheduler file, signals and shutdown.
+
+pub mod comm;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod helper;
+pub mod rpc;
+pub mod runtime;
+pub mod serve;
+pub mod streams;
+pub mod translate;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use serve::{check_python, run};

@@ -1,0 +1,46 @@
+//! What `rask scheduler`'s flags become: a plain struct, no global state.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Validated scheduler configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// address to bind, e.g. `0.0.0.0` or `127.0.0.1`
+    pub bind_host: String,
+    /// host or IP advertised to peers (`Scheduler at: tcp://HOST:PORT`)
+    pub advertise_host: String,
+    /// port; 0 picks a free one
+    pub port: u16,
+    /// where to write the identity JSON, like `dask scheduler --scheduler-file`
+    pub scheduler_file: Option<PathBuf>,
+    /// where to write our pid
+    pub pid_file: Option<PathBuf>,
+    /// dashboard port advertised in `identity().services` (None: `--no-dashboard`)
+    pub dashboard_port: Option<u16>,
+    /// shut down after this long without clients or work
+    pub idle_timeout: Option<Duration>,
+    /// interpreter for the graph helpers
+    pub python: String,
+    /// number of graph helper processes
+    pub graph_helpers: usize,
+    /// start-up wait for a helper's imports
+    pub helper_start_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind_host: "127.0.0.1".into(),
+            advertise_host: "127.0.0.1".into(),
+            port: 0,
+            scheduler_file: None,
+            pid_file: None,
+            dashboard_port: None,
+            idle_timeout: None,
+            python: "python3".into(),
+            graph_helpers: 2,
+            helper_start_timeout: Duration::from_secs(120),
+        }
+    }
+}

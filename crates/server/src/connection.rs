@@ -1,0 +1,127 @@
+//! One accepted connection (`Server._handle_comm`, `distributed/core.py:706-841`): a
+//! sequence of `{"op": ...}` requests, each answered unless `reply=False`; the
+//! registration ops turn it into a long-lived stream.
+
+use crate::comm::Comm;
+use crate::error::ServerError;
+use crate::helper::HelperPool;
+use crate::runtime::Handle;
+use crate::translate::pickled_exception;
+use crate::{rpc, streams};
+use rask_protocol::Value;
+use std::sync::Arc;
+
+/// What every connection task needs.
+pub struct Ctx {
+    /// the state task
+    pub handle: Handle,
+    /// graph helpers
+    pub helpers: HelperPool,
+}
+
+/// Serves one connection until the peer closes it, errs, or it becomes a stream that ends.
+pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let result = async {
+        let comm = Comm::accept(stream).await?;
+        serve_requests(comm, &ctx).await
+    }
+    .await;
+    match result {
+        Ok(()) => {}
+        Err(ServerError::Closed) => {}
+        Err(ServerError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
+    }
+}
+
+/// The error reply Dask's `error_message` builds (`core.py:1596-1640`), with a pickled
+/// exception so the client raises the right type.
+pub fn error_reply(e: &ServerError) -> Value {
+    let text = e.to_string();
+    let kind = match e {
+        ServerError::UnknownOp(_) => "ValueError",
+        ServerError::BadMessage(_) | ServerError::Protocol(_) => "TypeError",
+        ServerError::Timeout(..) => "TimeoutError",
+        _ => "RuntimeError",
+    };
+    Value::map([
+        ("status", Value::from("uncaught-error")),
+        ("exception", Value::Bin(pickled_exception(kind, &text))),
+        ("traceback", Value::Nil),
+        ("exception_text", Value::from(format!("{kind}('{text}')"))),
+        ("traceback_text", Value::from("")),
+    ])
+}
+
+async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), ServerError> {
+    loop {
+        let Some(mut msg) = comm.reader.read().await? else {
+            return Ok(());
+        };
+        let op = match msg.take("op") {
+            Some(Value::Str(op)) => op,
+            _ if !matches!(msg, Value::Map(_)) => {
+                let e = ServerError::BadMessage(format!(
+                    "expected a dict with an 'op', got {}",
+                    msg.type_name()
+                ));
+                let _ = comm.writer.write(&error_reply(&e)).await;
+                return Err(e);
+            }
+            _ => {
+                let e = ServerError::BadMessage("message has no 'op' string".into());
+                let _ = comm.writer.write(&error_reply(&e)).await;
+                return Err(e);
+            }
+        };
+        let reply = msg.take("reply").is_none_or(|v| v.truthy());
+        let close = msg.take("close").is_some_and(|v| v.truthy());
+        msg.take("serializers");
+        match &*op {
+            "register-client" => return streams::client_stream(comm, msg, ctx.clone()).await,
+            "register-worker" => return streams::worker_stream(comm, msg, ctx.clone()).await,
+            "register_nanny" => {
+                // The nanny reads our reply, then sends one status message once its worker
+                // process started (scheduler.py:4802-4815).
+                comm.writer
+                    .write(&Value::map([
+                        ("status", Value::from("OK")),
+                        ("nanny-plugins", Value::Map(Vec::new())),
+                    ]))
+                    .await?;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(600), comm.reader.read())
+                        .await;
+                return Ok(());
+            }
+            "close" => {
+                if reply {
+                    comm.writer.write(&Value::from("OK")).await?;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        match rpc::dispatch(&op, msg, ctx).await {
+            Ok(v) => {
+                if reply {
+                    comm.writer.write(&v).await?;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(peer = %comm.peer, %op, "request failed: {e}");
+                comm.writer.write(&error_reply(&e)).await?;
+                if e.is_peer_fault() {
+                    return Ok(());
+                }
+            }
+        }
+        if close {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The pool of Python graph helpers (PROTOCOL.md §4).
+//!
+//! Each helper is a long-lived `PYTHON -u -c <source> serve` process speaking
+//! length-prefixed msgpack on stdin/stdout. The source ships inside the binary, so any
+//! environment with `distributed` installed is enough. Helpers take jobs from one shared
+//! queue; while one materializes a big graph, the others (and the whole scheduler) keep
+//! going. A helper that dies fails only the job it held and is started again.
+
+use crate::error::ServerError;
+use bytes::Bytes;
+use rask_protocol::msgpack::{decode_value, encode_value};
+use rask_protocol::Value;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// The helper's Python source.
+pub const HELPER_SOURCE: &str = include_str!("../../../python/rask_graph_helper.py");
+
+/// A helper reply larger than this is refused (a 1M-task graph is a few GB at most).
+const MAX_REPLY_BYTES: u64 = 32 << 30;
+
+struct Job {
+    request: Value,
+    reply: oneshot::Sender<Result<Value, ServerError>>,
+}
+
+/// Handle to the pool; cheap to clone.
+#[derive(Clone)]
+pub struct HelperPool {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl HelperPool {
+    /// Starts `n` helpers with `python`. Returns once the first one is ready, with its
+    /// `versions` report (`distributed.versions.get_versions()`).
+    pub async fn start(
+        python: &str,
+        n: usize,
+        start_timeout: Duration,
+    ) -> Result<(HelperPool, Value), ServerError> {
+        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Value, ServerError>>();
+        let mut ready_tx = Some(ready_tx);
+        for i in 0..n.max(1) {
+            let first = ready_tx.take();
+            let python = python.to_string();
+            let rx = rx.clone();
+            tokio::spawn(async move { helper_loop(i, python, rx, start_timeout, first).await });
+        }
+        let versions = ready_rx
+            .await
+            .map_err(|_| ServerError::Helper("graph helper task ended".into()))??;
+        Ok((HelperPool { tx }, versions))
+    }
+
+    /// Sends one request to the next free helper and waits for its reply.
+    pub async fn call(&self, request: Value) -> Result<Value, ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job { request, reply: tx })
+            .map_err(|_| ServerError::ShuttingDown)?;
+        rx.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+}
+
+struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    next_id: i64,
+}
+
+async fn spawn(
+    index: usize,
+    python: &str,
+    start_timeout: Duration,
+) -> Result<(Process, Value), ServerError> {
+    let mut child = Command::new(python)
+        .arg("-u")
+        .arg("-c")
+        .arg(HELPER_SOURCE)
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ServerError::Helper(format!("cannot start {python}: {e}")))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(ServerError::Helper("helper pipes missing".into()));
+    };
+    // The helper's stderr (warnings, tracebacks) goes to our log, one line per event.
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::warn!(helper = index, "{line}");
+        }
+    });
+    let mut p = Process {
+        child,
+        stdin,
+        stdout,
+        next_id: 0,
+    };
+    let ready = tokio::time::timeout(start_timeout, read_reply(&mut p.stdout))
+        .await
+        .map_err(|_| ServerError::Timeout(start_timeout, "the graph helper to import dask"))??;
+    if ready.get("op").and_then(Value::as_str) != Some("ready") {
+        return Err(ServerError::Helper(format!(
+            "unexpected first message from helper: {ready:?}"
+        )));
+    }
+    let versions = ready.get("versions").cloned().unwrap_or(Value::Nil);
+    tracing::debug!(helper = index, pid = ?p.child.id(), "graph helper ready");
+    Ok((p, versions))
+}
+
+async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, ServerError> {
+    let mut len = [0u8; 8];
+    stdout.read_exact(&mut len).await?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_REPLY_BYTES {
+        return Err(ServerError::Helper(format!(
+            "helper announced a {n}-byte reply"
+        )));
+    }
+    let mut body = Vec::new();
+    (&mut *stdout).take(n).read_to_end(&mut body).await?;
+    if body.len() as u64 != n {
+        return Err(ServerError::Closed);
+    }
+    Ok(decode_value(Bytes::from(body))?)
+}
+
+async fn exchange(p: &mut Process, mut request: Value) -> Result<Value, ServerError> {
+    p.next_id += 1;
+    let id = p.next_id;
+    request.set("id", Value::Int(id));
+    let body = encode_value(&request);
+    let mut framed = Vec::with_capacity(8 + body.len());
+    framed.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    framed.extend_from_slice(&body);
+    p.stdin.write_all(&framed).await?;
+    p.stdin.flush().await?;
+    let reply = read_reply(&mut p.stdout).await?;
+    if reply.get("id").and_then(Value::as_i64) != Some(id) {
+        return Err(ServerError::Helper("helper reply out of order".into()));
+    }
+    Ok(reply)
+}
+
+async fn helper_loop(
+    index: usize,
+    python: String,
+    jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
+    start_timeout: Duration,
+    mut first: Option<oneshot::Sender<Result<Value, ServerError>>>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let mut proc = match spawn(index, &python, start_timeout).await {
+            Ok((p, versions)) => {
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Ok(versions));
+                }
+                failures = 0;
+                p
+            }
+            Err(e) => {
+                tracing::error!(helper = index, "graph helper failed to start: {e}");
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))).await;
+                continue;
+            }
+        };
+        loop {
+            let job = {
+                let mut rx = jobs.lock().await;
+                rx.recv().await
+            };
+            let Some(job) = job else {
+                let _ = proc.child.kill().await;
+                return;
+            };
+            match exchange(&mut proc, job.request).await {
+                Ok(reply) => {
+                    let _ = job.reply.send(Ok(reply));
+                }
+                Err(e) => {
+                    let status = proc.child.try_wait().ok().flatten();
+                    let _ = proc.child.kill().await;
+                    let status = match status {
+                        Some(s) => s.to_string(),
+                        None => proc
+                            .child
+                            .wait()
+                            .await
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                    };
+                    tracing::error!(
+                        helper = index,
+                        "graph helper died ({status}): {e}; starting a new one"
+                    );
+                    let _ = job.reply.send(Err(ServerError::Helper(format!(
+                        "rask's graph helper process died while materializing this graph ({status}); \
+                         the scheduler started a new one. See the scheduler log for its output."
+                    ))));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `python -c <source> check`: the interpreter must import `distributed`.
+/// Returns the helper's JSON report.
+pub async fn check_python(python: &str) -> Result<serde_json::Value, ServerError> {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(HELPER_SOURCE)
+        .arg("check")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            ServerError::Startup(format!(
+                "cannot run the Python interpreter {python:?} for rask's graph helpers: {e}. \
+                 Activate an environment with dask[distributed]=={} or pass --python / set RASK_PYTHON.",
+                TESTED_DISTRIBUTED
+            ))
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Option<serde_json::Value> = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok());
+    match report {
+        Some(r) if out.status.success() && r.get("distributed").is_some() => Ok(r),
+        other => {
+            let found = other
+                .as_ref()
+                .and_then(|r| r.get("error"))
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    err.lines().last().unwrap_or("no output").to_string()
+                });
+            Err(ServerError::Startup(format!(
+                "the Python interpreter {python:?} cannot import distributed ({found}). \
+                 rask's graph helpers need the same environment as your workers: \
+                 dask[distributed]=={TESTED_DISTRIBUTED} is the version rask is tested with. \
+                 Activate that environment, or pass --python PATH / set RASK_PYTHON."
+            )))
+        }
+    }
+}
+
+/// The `distributed` version rask is tested with.
+pub const TESTED_DISTRIBUTED: &str = "2026.8.0";

@@ -1,0 +1,291 @@
+//! The one task that owns the scheduler state.
+//!
+//! Connections never touch [`Scheduler`] directly: they send it closures through a
+//! [`Handle`] and, when they need an answer, await a oneshot. Closures run one at a time,
+//! in the order each sender sent them, which keeps every stream's messages in order.
+
+use crate::translate;
+use rask_core::{ClientId, Command, CoreConfig, SchedulerState, Stimulus, WorkerId};
+use rask_protocol::Value;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Work for the state task.
+pub type Event = Box<dyn FnOnce(&mut Scheduler) + Send>;
+
+/// Sends messages to one peer's batched stream writer.
+pub type StreamTx = mpsc::UnboundedSender<Value>;
+
+/// A cloneable way to reach the state task.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Handle {
+    /// Runs `f` on the state task, without waiting.
+    pub fn send(&self, f: impl FnOnce(&mut Scheduler) + Send + 'static) {
+        let _ = self.tx.send(Box::new(f));
+    }
+
+    /// Runs `f` on the state task and returns its result.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Scheduler) -> R + Send + 'static,
+    ) -> Result<R, crate::ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |s: &mut Scheduler| {
+                let _ = tx.send(f(s));
+            }))
+            .map_err(|_| crate::ServerError::ShuttingDown)?;
+        rx.await.map_err(|_| crate::ServerError::ShuttingDown)
+    }
+
+    /// Applies stimuli on the state task.
+    pub fn stimuli(&self, stimuli: Vec<Stimulus>) {
+        if !stimuli.is_empty() {
+            self.send(move |s| {
+                for st in stimuli {
+                    s.stimulus(st);
+                }
+            });
+        }
+    }
+}
+
+/// What the server keeps about a worker beyond what scheduling needs (for `identity`).
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// the worker's `name`, as sent (str or int)
+    pub name: Value,
+    /// the whole registration message, minus bulky fields, echoed in `identity`
+    pub nthreads: u32,
+    /// bytes
+    pub memory_limit: u64,
+    /// `{name: amount}`
+    pub resources: Value,
+    /// `local_directory`
+    pub local_directory: Value,
+    /// `services`
+    pub services: Value,
+    /// nanny address or None
+    pub nanny: Value,
+    /// last heartbeat (epoch seconds)
+    pub last_seen: f64,
+    /// latest heartbeat metrics
+    pub metrics: Value,
+    /// `running`, `paused`, ...
+    pub status: Arc<str>,
+    /// its stream
+    pub tx: StreamTx,
+}
+
+/// A connected client.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// `Client-<uuid>`
+    pub name: Arc<str>,
+    /// its stream
+    pub tx: StreamTx,
+}
+
+/// The state task's data: the core plus everything needed to reach peers.
+pub struct Scheduler {
+    /// the pure state machine
+    pub core: SchedulerState,
+    /// worker streams and identity data
+    pub workers: FxHashMap<WorkerId, WorkerInfo>,
+    /// client streams
+    pub clients: FxHashMap<ClientId, ClientInfo>,
+    /// client name -> id (messages name clients by string)
+    pub client_ids: FxHashMap<Arc<str>, ClientId>,
+    /// `Scheduler-<uuid>`
+    pub id: String,
+    /// advertised `tcp://host:port`
+    pub address: String,
+    /// start time (epoch seconds)
+    pub started: f64,
+    /// advertised dashboard port
+    pub dashboard_port: Option<u16>,
+    /// the Python environment report from the graph helper (`versions` RPC)
+    pub versions: Value,
+    /// last time a client or task existed (for `--idle-timeout`)
+    pub last_busy: f64,
+}
+
+/// Wall-clock seconds since the epoch, as Dask's `time()`.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Scheduler {
+    /// A scheduler with no peers yet.
+    pub fn new(address: String, dashboard_port: Option<u16>, versions: Value) -> Scheduler {
+        let mut core = SchedulerState::new(CoreConfig {
+            validate: false,
+            ..CoreConfig::default()
+        });
+        core.ensure_fire_and_forget();
+        let mut client_ids = FxHashMap::default();
+        client_ids.insert(Arc::from("fire-and-forget"), rask_core::FIRE_AND_FORGET);
+        Scheduler {
+            core,
+            workers: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            client_ids,
+            id: format!("Scheduler-{}", uuid::Uuid::new_v4()),
+            address,
+            started: now(),
+            dashboard_port,
+            versions,
+            last_busy: now(),
+        }
+    }
+
+    /// Applies one stimulus and sends the resulting commands.
+    pub fn stimulus(&mut self, s: Stimulus) {
+        let commands = self.core.handle(now(), s);
+        self.dispatch(commands);
+    }
+
+    /// Routes commands to the peers' stream writers.
+    pub fn dispatch(&mut self, commands: Vec<Command>) {
+        for c in commands {
+            match c {
+                Command::Worker(w, msg) => {
+                    if let Some(info) = self.workers.get(&w) {
+                        let _ = info.tx.send(translate::to_worker(msg));
+                    }
+                }
+                Command::Client(c, msg) => {
+                    if let Some(info) = self.clients.get(&c) {
+                        let _ = info.tx.send(translate::to_client(msg));
+                    }
+                }
+                Command::AllClients(msg) => {
+                    let v = translate::to_client(msg);
+                    for info in self.clients.values() {
+                        let _ = info.tx.send(v.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Worker ids by address.
+    pub fn worker_by_address(&self, addr: &str) -> Option<WorkerId> {
+        self.core.worker_id(addr)
+    }
+
+    /// Heartbeat interval for the current cluster size (`heartbeat_interval`,
+    /// `scheduler.py:9203-9213`).
+    pub fn heartbeat_interval(&self) -> f64 {
+        let n = self.workers.len();
+        if n <= 10 {
+            0.5
+        } else if n < 50 {
+            1.0
+        } else if n < 200 {
+            2.0
+        } else {
+            n as f64 / 200.0 + 1.0
+        }
+    }
+
+    /// `identity` (`scheduler.py:4280-4298`); `n_workers = -1` lists every worker.
+    pub fn identity(&self, n_workers: i64) -> Value {
+        let mut workers: Vec<(&WorkerId, &WorkerInfo)> = self.workers.iter().collect();
+        workers.sort_by_key(|(id, _)| **id);
+        let limit = if n_workers < 0 {
+            usize::MAX
+        } else {
+            n_workers as usize
+        };
+        let listed = workers
+            .iter()
+            .take(limit)
+            .filter_map(|(id, info)| {
+                let addr = self.core.worker(**id)?.address.clone();
+                Some((Value::from(addr.clone()), self.worker_identity(&addr, info)))
+            })
+            .collect();
+        Value::map([
+            ("type", Value::from("Scheduler")),
+            ("id", Value::from(self.id.as_str())),
+            ("address", Value::from(self.address.as_str())),
+            ("services", self.services()),
+            ("started", Value::Float(self.started)),
+            ("n_workers", Value::from(self.workers.len())),
+            (
+                "total_threads",
+                Value::from(
+                    self.workers
+                        .values()
+                        .map(|w| w.nthreads as u64)
+                        .sum::<u64>(),
+                ),
+            ),
+            (
+                "total_memory",
+                Value::from(self.workers.values().map(|w| w.memory_limit).sum::<u64>()),
+            ),
+            ("workers", Value::Map(listed)),
+        ])
+    }
+
+    /// `{"dashboard": port}` or `{}`.
+    pub fn services(&self) -> Value {
+        match self.dashboard_port {
+            Some(p) => Value::map([("dashboard", Value::from(p as u64))]),
+            None => Value::Map(Vec::new()),
+        }
+    }
+
+    fn worker_identity(&self, addr: &str, w: &WorkerInfo) -> Value {
+        let host = rask_core::handlers::host_of(addr);
+        Value::map([
+            ("type", Value::from("Worker")),
+            ("id", w.name.clone()),
+            ("host", Value::from(host)),
+            ("resources", w.resources.clone()),
+            ("local_directory", w.local_directory.clone()),
+            ("name", w.name.clone()),
+            ("nthreads", Value::from(w.nthreads as u64)),
+            ("memory_limit", Value::from(w.memory_limit)),
+            ("last_seen", Value::Float(w.last_seen)),
+            ("services", w.services.clone()),
+            ("metrics", w.metrics.clone()),
+            ("status", Value::from(w.status.clone())),
+            ("nanny", w.nanny.clone()),
+        ])
+    }
+
+    /// Sends `close` to every worker (scheduler shutdown).
+    pub fn close_workers(&mut self, reason: &str) {
+        for info in self.workers.values() {
+            let _ = info.tx.send(Value::map([
+                ("op", Value::from("close")),
+                ("reason", Value::from(reason)),
+            ]));
+        }
+    }
+}
+
+/// Runs the state task until every [`Handle`] is dropped.
+pub async fn run_state(mut scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Event>) {
+    while let Some(f) = rx.recv().await {
+        f(&mut scheduler);
+    }
+}
+
+/// Creates the channel for a state task.
+pub fn channel() -> (Handle, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Handle { tx }, rx)
+}

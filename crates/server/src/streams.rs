@@ -1,0 +1,552 @@
+//! Long-lived client and worker streams (`handle_stream`, `distributed/core.py:843-893`).
+//!
+//! Each direction is a batched stream of lists of `{"op": ...}` dicts. Incoming messages of
+//! one stream are handled strictly in order: an `update-graph` holds back that client's
+//! later messages until its graph is in the state, while every other peer keeps flowing.
+
+use crate::comm::{Comm, CommWriter};
+use crate::connection::Ctx;
+use crate::error::ServerError;
+use crate::runtime::{now, ClientInfo, WorkerInfo};
+use crate::translate::{
+    self, field, int_field, key_field, keys_field, opt_str, pickled_exception, str_field,
+};
+use rask_core::{ClientId, Stimulus, WorkerId, WorkerSpec};
+use rask_protocol::{Key, OpaqueKind, Value};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Most messages written in one batch; keeps single writes bounded.
+const MAX_BATCH: usize = 50_000;
+
+/// Drains a peer's queue into batched writes until the queue or the socket closes.
+async fn batched_writer(mut rx: mpsc::UnboundedReceiver<Value>, mut writer: CommWriter) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if writer.write(&Value::Array(batch)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A stream's incoming messages: a list of dicts, or one dict.
+fn messages(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        other => vec![other],
+    }
+}
+
+fn stimulus_id(msg: &Value, default: &str) -> Arc<str> {
+    msg.get("stimulus_id")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("{default}-{}", now()).into(), Arc::from)
+}
+
+/// Stream ops a stock client may send that rask does not implement yet: logged, not fatal,
+/// so a client using them keeps working for everything else.
+const CLIENT_OPS_NOT_YET: &[&str] = &[
+    "variable-future-received-confirm",
+    "variable_delete",
+    "queue-future-release",
+    "queue_release",
+    "publish_flush_batched_send",
+];
+
+// ---- clients ---------------------------------------------------------------------------
+
+/// `register-client` (scheduler.py:5904-5952), then the client's stream.
+pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), ServerError> {
+    let name = str_field(&msg, "client")?;
+    let Comm {
+        mut reader,
+        writer,
+        peer,
+    } = comm;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(batched_writer(rx, writer));
+    let name2 = name.clone();
+    let client = ctx
+        .handle
+        .call(move |s| {
+            // `stream-start` must be the first message on the stream.
+            let _ = tx.send(Value::map([
+                ("op", Value::from("stream-start")),
+                ("warning", Value::from("")),
+                ("error", Value::from("")),
+            ]));
+            let id = s.core.new_client_id();
+            s.clients.insert(
+                id,
+                ClientInfo {
+                    name: name2.clone(),
+                    tx,
+                },
+            );
+            s.client_ids.insert(name2.clone(), id);
+            s.stimulus(Stimulus::AddClient { id, name: name2 });
+            id
+        })
+        .await?;
+    tracing::info!(client = %name, %peer, "Receive client connection");
+    let result = client_loop(&mut reader, client, &ctx).await;
+    ctx.handle.send(move |s| {
+        s.stimulus(Stimulus::RemoveClient { client });
+        if let Some(info) = s.clients.remove(&client) {
+            s.client_ids.remove(&info.name);
+        }
+    });
+    tracing::info!(client = %name, "Remove client");
+    // The writer ends once the state task dropped the client's sender.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
+    match result {
+        Err(e) if e.is_peer_fault() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+async fn client_loop(
+    reader: &mut crate::comm::CommReader,
+    client: ClientId,
+    ctx: &Arc<Ctx>,
+) -> Result<(), ServerError> {
+    while let Some(batch) = reader.read().await? {
+        for msg in messages(batch) {
+            let op = str_field(&msg, "op")?;
+            match &*op {
+                "close-stream" => return Ok(()),
+                "close-client" => {}
+                "update-graph" => update_graph(client, msg, ctx).await?,
+                "heartbeat-client" => {
+                    ctx.handle.send(move |s| {
+                        let interval = s.heartbeat_interval() * 10.0;
+                        if let Some(c) = s.clients.get(&client) {
+                            let _ = c.tx.send(Value::map([
+                                ("op", Value::from("adjust-heartbeat-interval")),
+                                ("interval", Value::Float(interval)),
+                            ]));
+                        }
+                    });
+                }
+                "client-desires-keys" => {
+                    let keys = keys_field(&msg, "keys")?;
+                    let who = opt_str(&msg, "client")?;
+                    ctx.handle.send(move |s| {
+                        let id = who
+                            .and_then(|n| s.client_ids.get(&n).copied())
+                            .unwrap_or(client);
+                        s.stimulus(Stimulus::ClientDesiresKeys { client: id, keys });
+                    });
+                }
+                "client-releases-keys" => {
+                    let keys = keys_field(&msg, "keys")?;
+                    let who = opt_str(&msg, "client")?;
+                    let sid = stimulus_id(&msg, "client-releases-keys");
+                    ctx.handle.send(move |s| {
+                        let id = who
+                            .and_then(|n| s.client_ids.get(&n).copied())
+                            .unwrap_or(client);
+                        s.stimulus(Stimulus::ClientReleasesKeys {
+                            client: id,
+                            keys,
+                            stimulus_id: sid,
+                        });
+                    });
+                }
+                "cancel-keys" => {
+                    let keys = keys_field(&msg, "keys")?;
+                    let force = msg.get("force").is_some_and(Value::truthy);
+                    let reason = opt_str(&msg, "reason")?;
+                    let text = opt_str(&msg, "msg")?;
+                    ctx.handle.send(move |s| {
+                        s.stimulus(Stimulus::CancelKeys {
+                            client,
+                            keys,
+                            force,
+                            reason,
+                            msg: text,
+                        })
+                    });
+                }
+                "report-key" => {
+                    let key = key_field(&msg, "key")?;
+                    ctx.handle
+                        .send(move |s| s.stimulus(Stimulus::ReportKey { client, key }));
+                }
+                "update-data" => {
+                    let who_has = field(&msg, "who_has")?.clone();
+                    let nbytes = msg.get("nbytes").cloned().unwrap_or(Value::Nil);
+                    ctx.handle.send(move |s| {
+                        crate::rpc::apply_update_data(s, Some(client), &who_has, &nbytes)
+                    });
+                }
+                // Topics and events arrive with the events extension (a later issue); a
+                // subscription that never fires is what a stock scheduler does for topics
+                // nobody logs to.
+                "subscribe-topic" | "unsubscribe-topic" => {}
+                other if CLIENT_OPS_NOT_YET.contains(&other) => {
+                    tracing::warn!(
+                        op = other,
+                        "client stream op not supported by rask yet; ignored"
+                    );
+                }
+                other => {
+                    return Err(ServerError::UnknownOp(format!(
+                        "unknown client stream op {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `update-graph`: materialize in a helper (this client's stream waits; nobody else does),
+/// then hand the tasks to the core.
+async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<(), ServerError> {
+    let keys = keys_field(&msg, "keys")?;
+    let expr = match field(&msg, "expr_ser")? {
+        Value::Opaque(o) if o.kind == OpaqueKind::Serialized => o.clone(),
+        other => {
+            return Err(ServerError::BadMessage(format!(
+                "update-graph: expr_ser must be a serialized expression, not {}",
+                other.type_name()
+            )))
+        }
+    };
+    let (ann_pickle, ann_buffers, ann_compression) = match msg.get("annotations") {
+        Some(Value::Opaque(o)) => (
+            o.header_get("pickled-obj").cloned().unwrap_or(Value::Nil),
+            Value::Array(o.frames.iter().cloned().map(Value::Bin).collect()),
+            o.header_get("compression").cloned().unwrap_or(Value::Nil),
+        ),
+        _ => (Value::Nil, Value::Array(Vec::new()), Value::Nil),
+    };
+    let fifo_timeout = msg
+        .get("fifo_timeout")
+        .and_then(translate::parse_timedelta)
+        .unwrap_or(60.0);
+    let request = Value::map([
+        ("op", Value::from("update_graph")),
+        ("expr_header", Value::Map(expr.header.clone())),
+        (
+            "expr_frames",
+            Value::Array(expr.frames.iter().cloned().map(Value::Bin).collect()),
+        ),
+        (
+            "keys",
+            Value::Array(keys.iter().map(Key::to_value).collect()),
+        ),
+        (
+            "internal_priority",
+            msg.get("internal_priority").cloned().unwrap_or(Value::Nil),
+        ),
+        ("annotations_pickled", ann_pickle),
+        ("annotations_buffers", ann_buffers),
+        ("annotations_compression", ann_compression),
+    ]);
+    let stimulus = match ctx.helpers.call(request).await {
+        Ok(reply) if reply.get("status").and_then(Value::as_str) == Some("OK") => {
+            let tasks = match reply.get("tasks") {
+                Some(Value::Array(t)) => t
+                    .iter()
+                    .map(translate::new_task)
+                    .collect::<Result<Vec<_>, _>>(),
+                _ => Err(ServerError::Helper("helper reply without tasks".into())),
+            };
+            match tasks {
+                Ok(tasks) => Stimulus::UpdateGraph {
+                    client,
+                    tasks,
+                    keys,
+                    fifo_timeout,
+                    stimulus_id: format!("update-graph-{}", now()).into(),
+                },
+                Err(e) => graph_failed(client, keys, &e.to_string()),
+            }
+        }
+        Ok(reply) => {
+            let text = reply
+                .get("exception_text")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            tracing::warn!(%text, "graph failed to materialize");
+            let exception = match reply.get("exception") {
+                Some(Value::Bin(b)) => Value::Bin(b.clone()),
+                _ => Value::Bin(pickled_exception("RuntimeError", text)),
+            };
+            Stimulus::GraphFailed {
+                client,
+                keys,
+                exception,
+                traceback: match reply.get("traceback") {
+                    Some(Value::Bin(b)) => Value::Bin(b.clone()),
+                    _ => Value::Nil,
+                },
+            }
+        }
+        Err(e) => graph_failed(client, keys, &e.to_string()),
+    };
+    ctx.handle.send(move |s| s.stimulus(stimulus));
+    Ok(())
+}
+
+fn graph_failed(client: ClientId, keys: Vec<Key>, text: &str) -> Stimulus {
+    tracing::error!("graph failed: {text}");
+    Stimulus::GraphFailed {
+        client,
+        keys,
+        exception: Value::Bin(pickled_exception("RuntimeError", text)),
+        traceback: Value::Nil,
+    }
+}
+
+// ---- workers ---------------------------------------------------------------------------
+
+/// `register-worker` (scheduler.py:4663-4800), then the worker's stream.
+pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), ServerError> {
+    let address = str_field(&msg, "address")?;
+    let nthreads = int_field(&msg, "nthreads")?.max(1) as u32;
+    let name_value = msg
+        .get("name")
+        .cloned()
+        .unwrap_or_else(|| Value::Str(address.clone()));
+    let name: Arc<str> = match &name_value {
+        Value::Str(s) => s.clone(),
+        Value::Nil => address.clone(),
+        Value::Int(i) => i.to_string().into(),
+        other => format!("{other:?}").into(),
+    };
+    let memory_limit = msg
+        .get("memory_limit")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        .max(0) as u64;
+    let resources_value = msg
+        .get("resources")
+        .cloned()
+        .unwrap_or(Value::Map(Vec::new()));
+    let resources = match &resources_value {
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((Arc::<str>::from(k.as_str()?), v.as_f64()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let status = msg
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("running")
+        .to_string();
+    let Comm {
+        mut reader,
+        mut writer,
+        peer,
+    } = comm;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let info = WorkerInfo {
+        name: name_value,
+        nthreads,
+        memory_limit,
+        resources: resources_value,
+        local_directory: msg.get("local_directory").cloned().unwrap_or(Value::Nil),
+        services: msg
+            .get("services")
+            .cloned()
+            .unwrap_or(Value::Map(Vec::new())),
+        nanny: msg.get("nanny").cloned().unwrap_or(Value::Nil),
+        last_seen: now(),
+        metrics: msg
+            .get("metrics")
+            .cloned()
+            .unwrap_or(Value::Map(Vec::new())),
+        status: status.as_str().into(),
+        tx,
+    };
+    let spec = WorkerSpec {
+        address: address.clone(),
+        name: name.clone(),
+        nthreads,
+        memory_limit,
+        resources,
+        running: status == "running",
+    };
+    // Register and build the reply on the state task, so a name clash is decided atomically.
+    let registered: Result<(WorkerId, Value), Value> = ctx
+        .handle
+        .call(move |s| {
+            let taken = s
+                .core
+                .workers()
+                .any(|(_, w)| w.name == spec.name || w.address == spec.address);
+            if taken {
+                return Err(Value::map([
+                    ("status", Value::from("error")),
+                    ("message", Value::from(format!("name taken, {}", spec.name))),
+                    ("time", Value::Float(now())),
+                ]));
+            }
+            let id = s.core.new_worker_id();
+            s.workers.insert(id, info);
+            let reply = Value::map([
+                ("status", Value::from("OK")),
+                ("time", Value::Float(now())),
+                ("heartbeat-interval", Value::Float(s.heartbeat_interval())),
+                ("worker-plugins", Value::Map(Vec::new())),
+                ("warning", Value::from("")),
+                ("error", Value::from("")),
+            ]);
+            s.stimulus(Stimulus::AddWorker { id, spec });
+            Ok((id, reply))
+        })
+        .await?;
+    let worker = match registered {
+        Ok((id, reply)) => {
+            writer.write(&reply).await?;
+            id
+        }
+        Err(reply) => {
+            tracing::warn!(%address, "refusing worker: name taken");
+            writer.write(&reply).await?;
+            return Ok(());
+        }
+    };
+    tracing::info!(%address, %name, nthreads, %peer, "Register worker");
+    let writer_task = tokio::spawn(batched_writer(rx, writer));
+    let mut expected = false;
+    let result = worker_loop(&mut reader, worker, &ctx, &mut expected).await;
+    if let Err(e) = &result {
+        tracing::warn!(%address, "worker stream failed: {e}");
+    }
+    ctx.handle.send(move |s| {
+        s.stimulus(Stimulus::RemoveWorker {
+            worker,
+            expected,
+            stimulus_id: format!("handle-worker-cleanup-{}", now()).into(),
+        });
+        s.workers.remove(&worker);
+    });
+    tracing::info!(%address, "Remove worker");
+    writer_task.abort();
+    Ok(())
+}
+
+async fn worker_loop(
+    reader: &mut crate::comm::CommReader,
+    worker: WorkerId,
+    ctx: &Arc<Ctx>,
+    expected: &mut bool,
+) -> Result<(), ServerError> {
+    while let Some(batch) = reader.read().await? {
+        let mut stimuli = Vec::new();
+        for msg in messages(batch) {
+            let op = str_field(&msg, "op")?;
+            if let Some(s) = worker_message(worker, &op, &msg, expected)? {
+                if let Stimulus::WorkerStatusChange { status, .. } = &s {
+                    // `identity()` reports it; `Client.wait_for_workers` waits for "running".
+                    let status = status.clone();
+                    ctx.handle.stimuli(std::mem::take(&mut stimuli));
+                    ctx.handle.send(move |s| {
+                        if let Some(info) = s.workers.get_mut(&worker) {
+                            info.status = status;
+                        }
+                    });
+                }
+                stimuli.push(s);
+            }
+            if &*op == "close-stream" {
+                ctx.handle.stimuli(stimuli);
+                return Ok(());
+            }
+        }
+        ctx.handle.stimuli(stimuli);
+    }
+    Ok(())
+}
+
+/// One worker → scheduler stream message as a stimulus (worker_state_machine.py:420-560).
+fn worker_message(
+    worker: WorkerId,
+    op: &str,
+    msg: &Value,
+    expected: &mut bool,
+) -> Result<Option<Stimulus>, ServerError> {
+    let sid = || stimulus_id(msg, op);
+    Ok(Some(match op {
+        "task-finished" => Stimulus::TaskFinished {
+            worker,
+            key: key_field(msg, "key")?,
+            run_id: int_field(msg, "run_id")?.max(0) as u64,
+            nbytes: msg.get("nbytes").and_then(Value::as_i64).unwrap_or(0),
+            type_: msg.get("type").cloned().unwrap_or(Value::Nil),
+            compute_duration: compute_duration(msg),
+            stimulus_id: sid(),
+        },
+        "task-erred" => Stimulus::TaskErred {
+            worker,
+            key: key_field(msg, "key")?,
+            run_id: int_field(msg, "run_id")?.max(0) as u64,
+            exception: msg.get("exception").cloned().unwrap_or(Value::Nil),
+            traceback: msg.get("traceback").cloned().unwrap_or(Value::Nil),
+            stimulus_id: sid(),
+        },
+        "release-worker-data" => Stimulus::ReleaseWorkerData {
+            worker,
+            key: key_field(msg, "key")?,
+            stimulus_id: sid(),
+        },
+        "add-keys" => Stimulus::AddKeys {
+            worker,
+            keys: keys_field(msg, "keys")?,
+            stimulus_id: sid(),
+        },
+        "reschedule" => Stimulus::Reschedule {
+            worker,
+            key: key_field(msg, "key")?,
+            stimulus_id: sid(),
+        },
+        "long-running" => Stimulus::LongRunning {
+            worker,
+            key: key_field(msg, "key")?,
+        },
+        "request-refresh-who-has" => Stimulus::RequestRefreshWhoHas {
+            worker,
+            keys: keys_field(msg, "keys")?,
+            stimulus_id: sid(),
+        },
+        "worker-status-change" => {
+            let status = str_field(msg, "status")?;
+            if status.starts_with("closing") {
+                *expected = true;
+            }
+            Stimulus::WorkerStatusChange { worker, status }
+        }
+        // Nothing to do: liveness is the stream itself; events/steal come with later issues.
+        "keep-alive" | "log-event" | "steal-response" | "close-stream" => return Ok(None),
+        other => {
+            return Err(ServerError::UnknownOp(format!(
+                "unknown worker stream op {other:?}"
+            )))
+        }
+    }))
+}
+
+/// Seconds spent in `compute` according to `startstops`.
+fn compute_duration(msg: &Value) -> Option<f64> {
+    let spans = msg.get("startstops")?.as_array()?;
+    let mut total = 0.0;
+    let mut found = false;
+    for s in spans {
+        if s.get("action").and_then(Value::as_str) == Some("compute") {
+            total += s.get("stop")?.as_f64()? - s.get("start")?.as_f64()?;
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
