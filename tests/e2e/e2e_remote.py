@@ -1,0 +1,111 @@
+"""Functions executed on the workers.
+
+This module is importable on every process of the cluster (conftest puts this directory on
+PYTHONPATH), so ``distributed`` pickles these functions by reference, like user code from a
+package.  Keep it free of test-only imports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def inc(x):
+    return x + 1
+
+
+def double(x):
+    return 2 * x
+
+
+def add(x, y):
+    return x + y
+
+
+def slow_inc(x, delay=0.1):
+    time.sleep(delay)
+    return x + 1
+
+
+def sleep_and_return(delay, value):
+    time.sleep(delay)
+    return value
+
+
+def fail(x):
+    raise ValueError(f"intentional failure {x}")
+
+
+def flaky_inc(counter_file, failures, x):
+    """Fails ``failures`` times (counted in ``counter_file``), then returns ``x + 1``."""
+    path = Path(counter_file)
+    n = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(n + 1))
+    if n < failures:
+        raise RuntimeError(f"flaky attempt {n + 1}")
+    return x + 1
+
+
+def worker_address(*args):
+    from distributed import get_worker
+
+    return get_worker().address
+
+
+def inc_on(x):
+    """``(x + 1, address of the worker that ran it)``."""
+    return x + 1, worker_address()
+
+
+def pid():
+    return os.getpid()
+
+
+def total(xs):
+    return sum(xs)
+
+
+def run_address(dask_worker):
+    """For ``Client.run``: the address of the worker it runs on."""
+    return dask_worker.address
+
+
+def sleep_until_file(path, max_wait=30.0):
+    """Blocks until ``path`` exists (or ``max_wait`` passes); returns whether it appeared.
+
+    Used for tasks that must still be running when the test acts on them, without leaving a
+    worker thread busy for long after the test is done with them."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def key_state_on_worker(key, dask_worker):
+    """For ``Client.run``: the worker-side state of ``key`` (None if the worker forgot it)."""
+    ts = dask_worker.state.tasks.get(key)
+    return None if ts is None else ts.state
+
+
+class CustomError(Exception):
+    pass
+
+
+def raise_custom(msg):
+    raise CustomError(msg)
+
+
+def fail_if(x, bad):
+    if x == bad:
+        raise ValueError(f"bad value {x}")
+    return x
+
+
+def slow_inc_on(x, delay=0.1):
+    """``(x + 1, address of the worker)`` after sleeping ``delay`` seconds."""
+    time.sleep(delay)
+    return x + 1, worker_address()
