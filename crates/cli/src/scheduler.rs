@@ -136,14 +136,13 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
         }
         (None, None) => ("0.0.0.0".into(), default_ip()),
     };
+    // Like the stock scheduler, --no-dashboard still serves HTTP (/health), on a free port.
     let dashboard_port = if args.no_dashboard && !args.dashboard {
-        None
+        0
     } else {
         let port = args.dashboard_address.rsplit(':').next().unwrap_or("8787");
-        Some(
-            port.parse::<u16>()
-                .with_context(|| format!("bad --dashboard-address {:?}", args.dashboard_address))?,
-        )
+        port.parse::<u16>()
+            .with_context(|| format!("bad --dashboard-address {:?}", args.dashboard_address))?
     };
     Ok(ServerConfig {
         bind_host,
@@ -220,13 +219,13 @@ pub fn main(args: SchedulerArgs) -> Result<()> {
                 );
             }
         }
-        let dashboard = config.dashboard_port;
         rask_server::run(config, shutdown_signal(), |started| {
             tracing::info!("-----------------------------------------------");
             tracing::info!("  Scheduler at:   {}", started.address);
-            if let Some(p) = dashboard {
-                tracing::info!("  dashboard at:  (not served by rask yet) :{p}");
-            }
+            tracing::info!(
+                "  dashboard at:   :{} (status page and /health)",
+                started.dashboard_port
+            );
             tracing::info!("-----------------------------------------------");
         })
         .await?;

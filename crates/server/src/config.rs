@@ -16,8 +16,9 @@ pub struct ServerConfig {
     pub scheduler_file: Option<PathBuf>,
     /// where to write our pid
     pub pid_file: Option<PathBuf>,
-    /// dashboard port advertised in `identity().services` (None: `--no-dashboard`)
-    pub dashboard_port: Option<u16>,
+    /// HTTP (dashboard) port advertised as `identity().services.dashboard`; 0 picks a
+    /// free one (what `--no-dashboard` does, like the stock scheduler)
+    pub dashboard_port: u16,
     /// shut down after this long without clients or work
     pub idle_timeout: Option<Duration>,
     /// interpreter for the graph helpers
@@ -36,7 +37,7 @@ impl Default for ServerConfig {
             port: 0,
             scheduler_file: None,
             pid_file: None,
-            dashboard_port: None,
+            dashboard_port: 0,
             idle_timeout: None,
             python: "python3".into(),
             graph_helpers: 2,

@@ -11,6 +11,7 @@
 //! - [`translate`]: wire messages ⇄ core stimuli and commands; the only module that knows
 //!   both `rask_protocol` and `rask_core`.
 //! - [`helper`]: the pool of Python graph helpers that materialize `update-graph`.
+//! - [`http`]: `/health` and a status page on the dashboard port.
 //! - [`serve`]: binding, the scheduler file, signals and shutdown.
 
 pub mod comm;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod helper;
+pub mod http;
 pub mod rpc;
 pub mod runtime;
 pub mod serve;

@@ -19,6 +19,8 @@ pub use crate::helper::check_python;
 pub struct Started {
     /// `tcp://host:port` as advertised
     pub address: String,
+    /// the HTTP port
+    pub dashboard_port: u16,
 }
 
 /// Runs the scheduler until `shutdown` resolves (or the idle timeout passes). `on_start` is
@@ -37,6 +39,16 @@ pub async fn run(
     let port = listener.local_addr()?.port();
     let address = format!("tcp://{}:{}", config.advertise_host, port);
 
+    let http_listener = crate::http::bind(&config.bind_host, config.dashboard_port)
+        .await
+        .map_err(|e| {
+            ServerError::Startup(format!(
+                "cannot listen for HTTP on port {}: {e}",
+                config.dashboard_port
+            ))
+        })?;
+    let dashboard_port = http_listener.local_addr()?.port();
+
     let (helpers, versions) = HelperPool::start(
         &config.python,
         config.graph_helpers,
@@ -44,8 +56,9 @@ pub async fn run(
     )
     .await?;
     let (handle, rx) = runtime::channel();
-    let scheduler = Scheduler::new(address.clone(), config.dashboard_port, versions);
+    let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), versions);
     let state_task = tokio::spawn(runtime::run_state(scheduler, rx));
+    let http_task = tokio::spawn(crate::http::serve(http_listener, handle.clone()));
     let ctx = Arc::new(Ctx {
         handle: handle.clone(),
         helpers,
@@ -68,6 +81,7 @@ pub async fn run(
     }
     on_start(&Started {
         address: address.clone(),
+        dashboard_port,
     });
 
     let idle = idle_watch(handle.clone(), config.idle_timeout);
@@ -112,6 +126,7 @@ pub async fn run(
     }
     drop(ctx);
     drop(handle);
+    http_task.abort();
     state_task.abort();
     tracing::info!("End scheduler");
     Ok(())
