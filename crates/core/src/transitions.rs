@@ -41,7 +41,7 @@ impl SchedulerState {
         match (start, finish) {
             (Released, Waiting) => self.released_waiting(id, recs),
             (Waiting, Released) => self.waiting_released(id, recs),
-            (Waiting, Processing) | (NoWorker, Processing) => self.to_processing(id, sid),
+            (Waiting, Processing) | (NoWorker, Processing) => self.waiting_processing(id, sid),
             (Processing, Released) => self.processing_released(id, recs, sid),
             (NoWorker, Released) => self.no_worker_released(id),
             (Memory, Released) => self.memory_released(id, recs, sid),
@@ -133,7 +133,7 @@ impl SchedulerState {
     }
 
     /// waiting -> processing, or -> no-worker when no worker may run it.
-    fn to_processing(&mut self, id: TaskId, sid: &Arc<str>) {
+    fn waiting_processing(&mut self, id: TaskId, sid: &Arc<str>) {
         let Some(w) = self.decide_worker(id) else {
             self.tm(id).state = TaskStatus::NoWorker;
             self.unrunnable.insert(id);

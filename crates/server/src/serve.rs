@@ -141,7 +141,7 @@ async fn idle_watch(handle: runtime::Handle, timeout: Option<Duration>) {
         tokio::time::sleep(Duration::from_millis(500).min(timeout)).await;
         let idle_for = handle
             .call(|s| {
-                let busy = s.clients.len() > 0 || s.core.n_tasks() > 0;
+                let busy = !s.clients.is_empty() || s.core.n_tasks() > 0;
                 if busy {
                     s.last_busy = now();
                 }
