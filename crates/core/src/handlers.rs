@@ -60,9 +60,7 @@ impl SchedulerState {
                 reason,
                 msg,
             } => self.cancel_keys(client, &keys, force, reason, msg),
-            Stimulus::Retry { keys, stimulus_id } => {
-                self.retry(&keys, &stimulus_id);
-            }
+            Stimulus::Retry { keys, stimulus_id } => self.retry(&keys, &stimulus_id),
             Stimulus::ReportKey { client, key } => self.report_on_key(client, &key),
             Stimulus::TaskFinished {
                 worker,
@@ -498,8 +496,9 @@ impl SchedulerState {
         }));
     }
 
-    /// `stimulus_retry` (scheduler.py:5519): returns every key it touched.
-    pub fn retry(&mut self, keys: &[Key], sid: &Arc<str>) -> Vec<Key> {
+    /// The walk of `stimulus_retry` (scheduler.py:5519): from the given keys through erred
+    /// dependencies. Returns the erred roots to retry and every key touched (the RPC's reply).
+    pub fn retry_plan(&self, keys: &[Key]) -> (Vec<TaskId>, Vec<Key>) {
         let mut stack: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
         let mut seen = FxHashSet::default();
         let mut roots = Vec::new();
@@ -521,12 +520,16 @@ impl SchedulerState {
             }
         }
         let touched = seen.iter().map(|id| self.t(*id).key.clone()).collect();
+        (roots, touched)
+    }
+
+    fn retry(&mut self, keys: &[Key], sid: &Arc<str>) {
+        let (roots, _) = self.retry_plan(keys);
         let recs = roots
             .into_iter()
             .map(|id| (id, TaskStatus::Waiting))
             .collect();
         self.transitions(recs, sid);
-        touched
     }
 
     /// `stimulus_task_finished` (scheduler.py:5403-5481).

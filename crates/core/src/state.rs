@@ -317,6 +317,11 @@ impl SchedulerState {
         self.task_id(key).map(|id| self.t(id))
     }
 
+    /// A task by id (`None` once it is forgotten).
+    pub fn task_by_id(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
     /// All live tasks.
     pub fn tasks(&self) -> impl Iterator<Item = (TaskId, &Task)> {
         self.tasks

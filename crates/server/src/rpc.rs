@@ -198,15 +198,11 @@ pub async fn dispatch(op: &str, msg: Value, ctx: &Arc<Ctx>) -> Result<Value, Ser
         "retry" => {
             let keys = keys_field(&msg, "keys")?;
             h.call(move |s| {
-                let touched = s.core.retry(&keys, &Arc::from(format!("retry-{}", now())));
-                let cmds = s.core.handle(
-                    now(),
-                    Stimulus::ClientDesiresKeys {
-                        client: rask_core::FIRE_AND_FORGET,
-                        keys: Vec::new(),
-                    },
-                );
-                s.dispatch(cmds);
+                let (_, touched) = s.core.retry_plan(&keys);
+                s.stimulus(Stimulus::Retry {
+                    keys,
+                    stimulus_id: format!("retry-{}", now()).into(),
+                });
                 Value::Array(touched.iter().map(Key::to_value).collect())
             })
             .await
@@ -481,24 +477,28 @@ async fn scatter(ctx: &Arc<Ctx>, msg: Value) -> Result<Value, ServerError> {
             }),
     )
     .await;
-    let mut who_has: Vec<(Value, Vec<Value>)> = Vec::new();
-    let mut nbytes: Vec<(Value, Value)> = Vec::new();
+    // Holders per key, in the order of `data` (a key sits on one worker, or on all of them
+    // for a broadcast); sizes as the workers reported them.
+    let position: FxHashMap<Key, usize> = data
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (k, _))| Some((Key::from_value(k)?, i)))
+        .collect();
+    let mut holders: Vec<Vec<Value>> = vec![Vec::new(); data.len()];
+    let mut nbytes: Vec<(Value, Value)> = Vec::with_capacity(data.len());
     for (addr, keys, r) in results {
-        let sizes = r?;
+        // a broadcast key is reported by every worker; `apply_update_data` keeps one size
+        nbytes.extend(r?);
         for k in keys {
-            match who_has.iter_mut().find(|(wk, _)| *wk == k) {
-                Some((_, addrs)) => addrs.push(Value::Str(addr.clone())),
-                None => who_has.push((k.clone(), vec![Value::Str(addr.clone())])),
-            }
-            if let Some((_, n)) = sizes.iter().find(|(sk, _)| *sk == k) {
-                nbytes.push((k, n.clone()));
+            if let Some(i) = Key::from_value(&k).and_then(|k| position.get(&k).copied()) {
+                holders[i].push(Value::Str(addr.clone()));
             }
         }
     }
     let who_has = Value::Map(
-        who_has
-            .into_iter()
-            .map(|(k, v)| (k, Value::Array(v)))
+        data.iter()
+            .zip(holders)
+            .map(|((k, _), h)| (k.clone(), Value::Array(h)))
             .collect(),
     );
     let nbytes = Value::Map(nbytes);
