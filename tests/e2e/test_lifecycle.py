@@ -1,0 +1,122 @@
+"""How the scheduler process itself behaves: shutdown on a signal, the files it writes,
+and (for rask only) its command line and its graph helpers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import e2e_remote as remote
+from conftest import PYTHON, RASK_BIN, RESULT_TIMEOUT, child_env
+
+
+def wait_exit(proc, timeout):
+    try:
+        return proc.popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{proc.name} still running {timeout}s after the signal:\n{proc.report()}", pytrace=False)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_signal_closes_workers_and_exits_zero(cluster_factory, sig):
+    c = cluster_factory()
+    c.add_workers(1)
+    with c.client() as client:
+        assert client.submit(remote.inc, 1).result(timeout=RESULT_TIMEOUT) == 2
+    c.close_control()
+    c.scheduler.expected_exit = True
+    worker = c.workers["w0"]
+    worker.expected_exit = True
+    c.scheduler.popen.send_signal(sig)
+    assert wait_exit(c.scheduler, 30) == 0
+    # the scheduler told the worker to close (a worker left alone would keep retrying)
+    wait_exit(worker, 60)
+
+
+def test_scheduler_file_is_the_identity(cluster_factory, tmp_path):
+    c = cluster_factory()
+    ident = json.loads(next(tmp_path.glob(f"{c.tag}-scheduler.json")).read_text())
+    assert ident["type"] == "Scheduler"
+    assert ident["address"] == c.address
+    assert ident["id"].startswith("Scheduler-")
+    assert isinstance(ident["services"]["dashboard"], int)
+    assert ident["workers"] == {}
+
+
+# ---- rask only ---------------------------------------------------------------------------
+
+needs_rask = pytest.mark.skipif(not RASK_BIN.exists(), reason=f"no rask binary at {RASK_BIN}")
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run(
+        [str(RASK_BIN), *args], capture_output=True, text=True, timeout=timeout, env=child_env()
+    )
+
+
+@needs_rask
+def test_cli_version():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("rask ")
+
+
+@needs_rask
+@pytest.mark.parametrize(
+    "args, word",
+    [(["--preload", "x.py"], "--preload"), (["--jupyter"], "--jupyter"), (["--tls-cert", "c.pem"], "TLS")],
+)
+def test_cli_refuses_unsupported_options(args, word):
+    r = run_cli("scheduler", "--port", "0", *args)
+    assert r.returncode != 0
+    assert word in r.stderr and "not supported" in r.stderr
+
+
+@needs_rask
+def test_cli_refuses_python_without_distributed(tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    bare = tmp_path / "bare" / "bin" / "python"
+    env = child_env()
+    env.pop("PYTHONPATH", None)
+    r = subprocess.run(
+        [str(RASK_BIN), "scheduler", "--port", "0", "--python", str(bare)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert r.returncode != 0
+    assert str(bare) in r.stderr
+    assert "distributed" in r.stderr and "2026.8.0" in r.stderr
+
+
+@needs_rask
+def test_cli_port_taken(cluster_factory, scheduler_kind):
+    if scheduler_kind != "rask":
+        pytest.skip("rask's own message")
+    c = cluster_factory()
+    port = c.address.rsplit(":", 1)[1]
+    r = run_cli("scheduler", "--host", "127.0.0.1", "--port", port, "--python", PYTHON)
+    assert r.returncode != 0
+    assert port in r.stderr and "cannot listen" in r.stderr
+
+
+def test_graph_helper_crash_errs_that_graph_only(cluster_factory, scheduler_kind):
+    """A graph whose unpickling kills the process: the stock scheduler would die with it, so
+    this is rask's own guarantee: that graph's keys err with a clear message, the helper is
+    replaced, and everything else keeps working."""
+    if scheduler_kind != "rask":
+        pytest.skip("the stock scheduler unpickles graphs in its own process")
+    c = cluster_factory()
+    c.add_workers(1)
+    with c.client() as client:
+        before = client.submit(remote.slow_inc, 1, 0.5)
+        # more crashes than there are helpers, so a replaced helper is used too
+        for i in range(3):
+            bad = client.submit(remote.inc, remote.ExitOnUnpickle(), key=f"bad-{i}")
+            with pytest.raises(RuntimeError, match="graph helper"):
+                bad.result(timeout=RESULT_TIMEOUT)
+        assert before.result(timeout=RESULT_TIMEOUT) == 2
+        assert client.submit(remote.inc, 41).result(timeout=RESULT_TIMEOUT) == 42
+    assert c.scheduler.alive()
