@@ -57,7 +57,7 @@ pub async fn run(
     .await?;
     let (handle, rx) = runtime::channel();
     let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), versions);
-    let state_task = tokio::spawn(runtime::run_state(scheduler, rx));
+    let mut state_task = tokio::spawn(runtime::run_state(scheduler, rx));
     let http_task = tokio::spawn(crate::http::serve(http_listener, handle.clone()));
     let ctx = Arc::new(Ctx {
         handle: handle.clone(),
@@ -91,6 +91,11 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            // The state task only ends early if it panicked (a bug in rask): exit loudly
+            // rather than keep accepting connections nobody can serve.
+            ended = &mut state_task => {
+                return Err(ServerError::Startup(format!("the scheduler state task stopped: {ended:?}")));
+            }
             _ = &mut idle => {
                 tracing::info!("Scheduler closing due to idle timeout");
                 break;
