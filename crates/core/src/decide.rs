@@ -33,6 +33,7 @@ impl SchedulerState {
                 !restricted
                     || ts.worker_restrictions.contains(&w.address)
                     || ts.host_restrictions.contains(&w.host)
+                    || ts.host_restrictions.contains(&w.name)
             })
             .map(|(id, _)| *id)
             .collect();

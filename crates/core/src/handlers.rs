@@ -200,7 +200,7 @@ impl SchedulerState {
     fn schedule_unrunnable(&mut self, sid: &str) {
         let mut ids: Vec<TaskId> = self.unrunnable.iter().copied().collect();
         ids.sort_by_key(|id| std::cmp::Reverse(self.t(*id).priority));
-        let recs = ids
+        let recs: Recs = ids
             .into_iter()
             .map(|id| (id, TaskStatus::Processing))
             .collect();
@@ -308,12 +308,17 @@ impl SchedulerState {
     ) {
         // Lost dependencies: a dependency neither in this graph nor known to the scheduler
         // (a future released meanwhile) (scheduler.py:4817-4846, 5061-5079).
+        // Only what the requested keys reach becomes state (`_generate_taskstates` walks
+        // from `keys`); the helper returns every node of the materialized graph.
+        let tasks = reachable(tasks, &keys);
         let in_graph: FxHashSet<&Key> = tasks.iter().map(|t| &t.key).collect();
         let lost = tasks
             .iter()
             .flat_map(|t| t.deps.iter())
             .any(|d| !in_graph.contains(d) && !self.task_index.contains_key(d));
         if lost {
+            // scheduler.py:5061-5079: report, then release the keys for this client
+            let ids: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
             self.emit(Command::Client(
                 client,
                 ToClient::CancelledKeys {
@@ -322,6 +327,9 @@ impl SchedulerState {
                     msg: None,
                 },
             ));
+            let mut recs = Recs::new();
+            self.client_releases_keys(client, &ids, &mut recs);
+            self.transitions(recs, sid);
             return;
         }
         // Priority generation (`_set_priorities`, scheduler.py:5312-5359).
@@ -329,9 +337,6 @@ impl SchedulerState {
             self.generation += 1;
             self.last_generation_time = self.now;
         }
-        // Only what the requested keys reach becomes state (`_generate_taskstates` walks
-        // from `keys`); the helper returns every node of the materialized graph.
-        let tasks = reachable(tasks, &keys);
         let mut touched: Vec<TaskId> = Vec::with_capacity(tasks.len());
         let mut fresh: Vec<(TaskId, Vec<Key>)> = Vec::new();
         for nt in tasks {
@@ -378,23 +383,27 @@ impl SchedulerState {
             }
         }
         let mut recs = Recs::new();
-        // Dependents of erred tasks err at once (scheduler.py:4942-4947).
+        // Dependents of erred tasks err at once (scheduler.py:4942-4947). Only an erred
+        // dependency blames: a released task may carry a stale blame from an earlier
+        // failure, which is cleared here.
+        let mut erred = Vec::new();
         for &id in &touched {
             if self.t(id).state != TaskStatus::Released {
                 continue;
             }
-            let blame = self
-                .t(id)
-                .dependencies
-                .iter()
-                .find_map(|d| self.t(*d).exception_blame);
-            if let Some(b) = blame {
-                self.tm(id).exception_blame = Some(b);
-                recs.push((id, TaskStatus::Erred));
+            let blame = self.t(id).dependencies.iter().find_map(|d| {
+                let dts = self.t(*d);
+                (dts.state == TaskStatus::Erred)
+                    .then_some(dts.exception_blame)
+                    .flatten()
+            });
+            self.tm(id).exception_blame = blame;
+            if blame.is_some() {
+                erred.push((id, TaskStatus::Erred));
             }
         }
         // released -> waiting in priority order: the smallest priority is pushed last and so
-        // handled first.
+        // handled first; as in Dask, the erred recommendations come after (handled first).
         let mut runnable: Vec<TaskId> = touched
             .iter()
             .copied()
@@ -407,6 +416,7 @@ impl SchedulerState {
             .collect();
         runnable.sort_by_key(|id| std::cmp::Reverse(self.t(*id).priority));
         recs.extend(runnable.into_iter().map(|id| (id, TaskStatus::Waiting)));
+        recs.extend(erred);
         self.transitions(recs, sid);
         for id in wanted {
             if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if matches!(t.state, TaskStatus::Memory | TaskStatus::Erred))
@@ -525,7 +535,7 @@ impl SchedulerState {
 
     fn retry(&mut self, keys: &[Key], sid: &Arc<str>) {
         let (roots, _) = self.retry_plan(keys);
-        let recs = roots
+        let recs: Recs = roots
             .into_iter()
             .map(|id| (id, TaskStatus::Waiting))
             .collect();
@@ -694,8 +704,13 @@ impl SchedulerState {
             }
             let state = self.t(id).state;
             if state == TaskStatus::Processing {
-                // a scattered value replaces a running computation: drop that run
-                self.transitions(vec![(id, TaskStatus::Released)], sid);
+                // a scattered value replaces a running computation: cancel that run (but
+                // not on a worker that just received the value)
+                if let Some(w) = self.exit_processing(id) {
+                    if !workers.contains(&w) {
+                        self.free_keys(w, vec![key.clone()], sid);
+                    }
+                }
             }
             if self.t(id).state == TaskStatus::NoWorker {
                 self.unrunnable.remove(&id);

@@ -7,15 +7,94 @@ use crate::state::{ClientId, SchedulerState, TaskId, TaskStatus, WorkerId};
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
 
-/// Pending recommendations: the last pushed is handled first.
-pub(crate) type Recs = Vec<(TaskId, TaskStatus)>;
+/// Pending recommendations with the semantics of Dask's `dict` + `popitem()`: the most
+/// recently inserted task is handled first, and a recommendation for a task that already has
+/// one pending replaces its target in place instead of queueing a second, stale one.
+#[derive(Debug, Default)]
+pub(crate) struct Recs {
+    order: Vec<TaskId>,
+    target: rustc_hash::FxHashMap<TaskId, TaskStatus>,
+}
+
+impl Recs {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// `recommendations[key] = finish`, except that a pending `forgotten` is never
+    /// replaced: nothing can make a task needed again within one stimulus.
+    pub(crate) fn push(&mut self, (id, finish): (TaskId, TaskStatus)) {
+        match self.target.get_mut(&id) {
+            Some(TaskStatus::Forgotten) => {}
+            Some(pending) => *pending = finish,
+            None => {
+                self.target.insert(id, finish);
+                self.order.push(id);
+            }
+        }
+    }
+
+    /// `recommendations.popitem()`
+    pub(crate) fn pop(&mut self) -> Option<(TaskId, TaskStatus)> {
+        while let Some(id) = self.order.pop() {
+            if let Some(finish) = self.target.remove(&id) {
+                return Some((id, finish));
+            }
+        }
+        None
+    }
+
+    /// `recommendations.pop(key, None)`
+    pub(crate) fn take(&mut self, id: TaskId) -> Option<TaskStatus> {
+        let finish = self.target.remove(&id)?;
+        if let Some(p) = self.order.iter().rposition(|t| *t == id) {
+            self.order.remove(p);
+        }
+        Some(finish)
+    }
+}
+
+impl Extend<(TaskId, TaskStatus)> for Recs {
+    fn extend<I: IntoIterator<Item = (TaskId, TaskStatus)>>(&mut self, iter: I) {
+        for r in iter {
+            self.push(r);
+        }
+    }
+}
+
+impl FromIterator<(TaskId, TaskStatus)> for Recs {
+    fn from_iter<I: IntoIterator<Item = (TaskId, TaskStatus)>>(iter: I) -> Self {
+        let mut recs = Recs::new();
+        recs.extend(iter);
+        recs
+    }
+}
+
+impl From<Vec<(TaskId, TaskStatus)>> for Recs {
+    fn from(v: Vec<(TaskId, TaskStatus)>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl Recs {
+    fn drain_into(mut self, other: &mut Recs) {
+        // oldest first, so `other` sees them in the order they were made
+        let order = std::mem::take(&mut self.order);
+        for id in order {
+            if let Some(f) = self.target.remove(&id) {
+                other.push((id, f));
+            }
+        }
+    }
+}
 
 /// The client id reserved for `fire_and_forget` futures (`scheduler.py:1739`).
 pub const FIRE_AND_FORGET: ClientId = ClientId(0);
 
 impl SchedulerState {
     /// Runs recommendations until none are left (`Scheduler._transitions`).
-    pub(crate) fn transitions(&mut self, mut recs: Recs, sid: &Arc<str>) {
+    pub(crate) fn transitions(&mut self, recs: impl Into<Recs>, sid: &Arc<str>) {
+        let mut recs = recs.into();
         while let Some((id, finish)) = recs.pop() {
             // A recommendation may outlive its task (forgotten earlier in this loop).
             if !matches!(self.tasks.get(id.0 as usize), Some(Some(_))) {
@@ -43,7 +122,7 @@ impl SchedulerState {
             (Waiting, Released) => self.waiting_released(id, recs),
             (Waiting, Processing) | (NoWorker, Processing) => self.waiting_processing(id, sid),
             (Processing, Released) => self.processing_released(id, recs, sid),
-            (NoWorker, Released) => self.no_worker_released(id),
+            (NoWorker, Released) => self.no_worker_released(id, recs),
             (Memory, Released) => self.memory_released(id, recs, sid),
             (Erred, Released) => self.erred_released(id, recs, sid),
             (Released, Erred) => self.released_erred(id, recs),
@@ -61,16 +140,8 @@ impl SchedulerState {
                 // over `finish` (`scheduler.py` `_transition`: `a_recs.get(key, finish)`).
                 let mut sub = Recs::new();
                 self.transition(id, Released, &mut sub, sid);
-                let mut next = finish;
-                sub.retain(|(t, s)| {
-                    if *t == id {
-                        next = *s;
-                        false
-                    } else {
-                        true
-                    }
-                });
-                recs.extend(sub);
+                let next = sub.take(id).unwrap_or(finish);
+                sub.drain_into(recs);
                 if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if t.state == Released) {
                     self.transition(id, next, recs, sid);
                 }
@@ -84,6 +155,20 @@ impl SchedulerState {
             recs.push((id, TaskStatus::Forgotten));
             return;
         }
+        // A dependency is still erred (e.g. only one of two failed roots was retried):
+        // waiting on it would wait forever, so inherit its blame instead.
+        let blame = ts.dependencies.iter().find_map(|d| {
+            let dts = self.t(*d);
+            (dts.state == TaskStatus::Erred)
+                .then_some(dts.exception_blame)
+                .flatten()
+        });
+        if let Some(b) = blame {
+            self.tm(id).exception_blame = Some(b);
+            recs.push((id, TaskStatus::Erred));
+            return;
+        }
+        let ts = self.t(id);
         let deps = ts.dependencies.clone();
         let mut waiting_on = Vec::new();
         for &d in &deps {
@@ -204,12 +289,9 @@ impl SchedulerState {
         self.propagate_released(id, recs);
     }
 
-    fn no_worker_released(&mut self, id: TaskId) {
-        for d in self.t(id).dependencies.clone() {
-            self.tm(d).waiters.remove(&id);
-        }
+    fn no_worker_released(&mut self, id: TaskId, recs: &mut Recs) {
         self.unrunnable.remove(&id);
-        self.tm(id).state = TaskStatus::Released;
+        self.propagate_released(id, recs);
     }
 
     fn propagate_released(&mut self, id: TaskId, recs: &mut Recs) {
@@ -305,16 +387,12 @@ impl SchedulerState {
         for c in clients {
             self.emit(Command::Client(c, ToClient::LostData { key: key.clone() }));
         }
-        let dep_erred = self
-            .t(id)
-            .dependencies
-            .iter()
-            .any(|d| self.t(*d).state == TaskStatus::Erred);
         let ts = self.tm(id);
         ts.state = TaskStatus::Released;
         if ts.run_spec.is_none() || ts.has_lost_dependencies {
             recs.push((id, TaskStatus::Forgotten));
-        } else if ts.is_needed() && !dep_erred {
+        } else if ts.is_needed() {
+            // (an erred input makes released -> waiting err it instead)
             recs.push((id, TaskStatus::Waiting));
         }
         for d in self.t(id).waiters.clone() {

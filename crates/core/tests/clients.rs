@@ -362,7 +362,6 @@ fn scatter_over_a_waiting_key_satisfies_it() {
 /// A scattered value replacing a running task must cancel the run and leave the task in
 /// memory, not processing and in memory at once.
 #[test]
-#[ignore = "BUG: update_data over a processing key re-dispatches it, then marks it memory while still processing (validate panics)"]
 fn scatter_over_a_processing_key_replaces_the_run() {
     let mut env = TestEnv::new();
     let wa = env.worker_at(A);
@@ -601,7 +600,6 @@ fn tasks_not_needed_by_the_wanted_keys_are_not_run() {
 /// requested keys for that client (`client_releases_keys`, scheduler.py:5061-5079): the
 /// client marks those futures cancelled, so the scheduler must stop holding them for it.
 #[test]
-#[ignore = "BUG: update_graph with lost dependencies does not release the requested keys for the client"]
 fn lost_dependencies_release_the_requested_keys() {
     let mut env = TestEnv::new();
     let w = env.worker_at(A);
@@ -629,7 +627,6 @@ fn lost_dependencies_release_the_requested_keys() {
 /// (`_find_lost_dependencies` walks from `keys`, scheduler.py:4817-4846); a node of the
 /// message that the keys do not need cannot cancel the graph.
 #[test]
-#[ignore = "BUG: update_graph checks lost dependencies before culling to what the keys need"]
 fn lost_dependency_outside_the_requested_keys_is_ignored() {
     let mut env = TestEnv::new();
     let w = env.worker_at(A);

@@ -380,7 +380,6 @@ fn lost_input_of_a_task_running_elsewhere_restarts_both() {
 /// and lost results into one recommendation dict; `a` is recomputed exactly once and `b`,
 /// whose worker is gone, gets no `free-keys`.
 #[test]
-#[ignore = "BUG: Recs is a stack with duplicates, not Dask's dict: stale (b, released) re-releases a, which is freed and dispatched twice"]
 fn worker_dying_with_a_result_and_its_running_dependent_recomputes_once() {
     let (mut env, wa, c) = setup(vec![task("a"), task("b").deps(&["a"])], &["b"]);
     let ca = env.computing("a");
@@ -407,7 +406,6 @@ fn worker_dying_with_a_result_and_its_running_dependent_recomputes_once() {
 /// no-worker and, since `no-worker -> released` skips `_propagate_released`, nothing ever
 /// recommends `a` again: the graph deadlocks.
 #[test]
-#[ignore = "BUG: deadlock: worker dying with a result and its running dependent leaves the result released with waiters forever"]
 fn only_worker_dying_with_a_result_and_its_running_dependent_recovers() {
     let (mut env, wa, c) = setup(vec![task("a"), task("b").deps(&["a"])], &["b"]);
     let ca = env.computing("a");
@@ -563,7 +561,6 @@ fn removing_an_unknown_worker_does_nothing() {
 /// future) makes Dask's `erred -> released` recommend `d` to `waiting` although `a` is still
 /// erred: `d` then waits on an erred task forever. It must err again instead, blamed on `a`.
 #[test]
-#[ignore = "BUG: retrying one erred root moves a dependent with another erred dependency to waiting forever"]
 fn retrying_one_of_two_failed_inputs_keeps_the_dependent_erred() {
     let mut env = TestEnv::new();
     let w = env.worker(worker(A).nthreads(2));
@@ -697,7 +694,6 @@ fn worker_death_that_orphans_a_running_task_forgets_it() {
 /// exception. rask moves `b` released -> waiting on the erred `a` (Dask's validate would
 /// assert there), and the new key waits forever without a word to its client.
 #[test]
-#[ignore = "BUG: released -> waiting on an erred dependency: a graph on top of it waits forever"]
 fn graph_on_a_released_task_with_an_erred_input_errs() {
     let mut env = TestEnv::new();
     let w = env.worker(worker(A).nthreads(2));
@@ -738,7 +734,6 @@ fn graph_on_a_released_task_with_an_erred_input_errs() {
 /// released (scheduler.py:2590-2595), so `b`'s client hears `lost-data` and then nothing,
 /// forever. It should err, blamed on `a`.
 #[test]
-#[ignore = "BUG: a lost result whose input has erred since stays released forever (client never hears back)"]
 fn lost_result_with_an_erred_input_errs() {
     let (mut env, wa, c1) = setup(vec![task("a"), task("b").deps(&["a"])], &["b"]);
     let ca = env.computing("a");

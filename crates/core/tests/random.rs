@@ -955,10 +955,9 @@ fn steps() -> usize {
         .unwrap_or(250)
 }
 
-/// Everything at once. Fails today on the core bugs listed in the ignore reason; passes
-/// (20 000 seeds x 250 steps, 3 000 x 2 000) with the fixes from the test report applied.
+/// Everything at once (checked with 20 000 seeds x 250 steps and 3 000 x 2 000 via
+/// `RASK_FUZZ_SEEDS`/`RASK_FUZZ_STEPS`).
 #[test]
-#[ignore = "BUG: finds the Recs-stack deadlock, no-worker->released leak, lost-dependencies not released, waiting on erred inputs"]
 fn random_stimuli_keep_the_state_consistent() {
     for seed in seeds() {
         run(seed, steps(), ALL);
@@ -967,7 +966,6 @@ fn random_stimuli_keep_the_state_consistent() {
 
 /// Without scatter and restrictions (a second stream of seeds over the core paths).
 #[test]
-#[ignore = "BUG: same core bugs as random_stimuli_keep_the_state_consistent"]
 fn random_stimuli_without_restrictions_or_scatter() {
     for seed in seeds() {
         run(
@@ -982,9 +980,9 @@ fn random_stimuli_without_restrictions_or_scatter() {
     }
 }
 
-/// What passes today: graphs, finishes, stale reports, releases, cancels, desires, scatter,
-/// add-keys, release-worker-data, refresh-who-has, reschedule, long-running, client churn,
-/// clock jumps; no task errors, no worker deaths or pauses, no restrictions.
+/// Healthy workers only: graphs, finishes, stale reports, releases, cancels, desires,
+/// scatter, add-keys, release-worker-data, refresh-who-has, reschedule, long-running, client
+/// churn, clock jumps; no task errors, no worker deaths or pauses, no restrictions.
 #[test]
 fn random_stimuli_on_healthy_workers() {
     for seed in seeds() {

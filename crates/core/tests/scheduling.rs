@@ -96,7 +96,6 @@ fn restriction_to_a_worker_name() {
 /// (`valid_workers` -> `coerce_hostname` through `aliases`), so the task runs once the
 /// named worker arrives.
 #[test]
-#[ignore = "BUG: a workers=[name] restriction for a worker not yet registered becomes a host restriction that never matches"]
 fn restriction_to_a_worker_name_registered_later() {
     let mut env = TestEnv::new();
     env.worker(worker(A).name("alice"));
@@ -303,7 +302,6 @@ fn dependent_goes_where_its_input_is_when_that_worker_is_free() {
 /// Dask's `_transition_no_worker_released` goes through `_propagate_released`, which
 /// releases dependencies nothing needs any more (scheduler.py:2950-2963, 3492-3512).
 #[test]
-#[ignore = "BUG: no-worker -> released does not release dependencies nobody needs any more (a stays in memory)"]
 fn releasing_a_no_worker_task_releases_its_unneeded_inputs() {
     let mut env = TestEnv::new();
     let w = env.worker(worker(A).nthreads(2));
