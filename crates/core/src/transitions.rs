@@ -554,7 +554,8 @@ impl SchedulerState {
                 c,
                 ToClient::CancelledKeys {
                     keys: vec![key.clone()],
-                    reason: None,
+                    // `_task_to_report_msg` (scheduler.py:8959)
+                    reason: Some("already forgotten".into()),
                     msg: None,
                 },
             ));

@@ -299,7 +299,7 @@ fn scattered_data_feeds_tasks_and_is_forgotten_when_released() {
     // memory->released->forgotten reports both)
     let (other, gone) = if w == wa { (wb, A) } else { (wa, B) };
     let mut out = env.kill_worker(w);
-    out.assert_client(c, vec![lost_data("y"), cancelled(&["y"])]);
+    out.assert_client(c, vec![lost_data("y"), forgotten(&["y"])]);
     out.assert_remove_worker(other, gone);
     out.assert_empty();
     env.assert_idle();

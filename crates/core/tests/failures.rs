@@ -443,7 +443,7 @@ fn lost_scattered_data_is_forgotten_and_cancelled() {
     assert_eq!(env.task("x").nbytes, 42);
 
     let mut out = env.kill_worker(wa);
-    out.assert_client(c, vec![cancelled(&["x"])]);
+    out.assert_client(c, vec![forgotten(&["x"])]);
     out.assert_remove_worker(wb, A);
     out.assert_empty();
     env.assert_forgotten(&["x"]);
@@ -462,7 +462,7 @@ fn dependents_of_lost_scattered_data_are_forgotten() {
     out.assert_empty();
     assert_eq!(who_has_of(&cy), vec![holders("x", &[A])]);
     let mut out = env.kill_worker(wa);
-    out.assert_client(c, vec![cancelled(&["x"]), cancelled(&["y"])]);
+    out.assert_client(c, vec![forgotten(&["x"]), forgotten(&["y"])]);
     out.assert_free_keys(wb, &["y"]);
     out.assert_remove_worker(wb, A);
     out.assert_empty();
@@ -683,7 +683,7 @@ fn worker_death_that_orphans_a_running_task_forgets_it() {
     ]);
 
     let mut out = env.kill_worker(wa);
-    out.assert_client(c, vec![cancelled(&["x"]), cancelled(&["d"])]);
+    out.assert_client(c, vec![forgotten(&["x"]), forgotten(&["d"])]);
     out.assert_remove_worker(wb, A);
     out.assert_empty();
     env.assert_idle();

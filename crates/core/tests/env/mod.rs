@@ -834,6 +834,15 @@ pub fn cancelled(keys: &[&str]) -> ToClient {
     }
 }
 
+/// `cancelled-keys` for wanted keys the scheduler forgot (`_task_to_report_msg`).
+pub fn forgotten(keys: &[&str]) -> ToClient {
+    ToClient::CancelledKeys {
+        keys: ks(keys),
+        reason: Some("already forgotten".into()),
+        msg: None,
+    }
+}
+
 /// The `who_has` of a `compute-task`, as `(key, addresses)` strings.
 pub fn who_has_of(ct: &ComputeTask) -> Vec<(Key, Vec<String>)> {
     let mut v: Vec<(Key, Vec<String>)> = ct
