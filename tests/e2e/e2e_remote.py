@@ -119,3 +119,20 @@ class ExitOnUnpickle:
         import os
 
         return (os._exit, (13,))
+
+
+def _slow_value(seconds, value):
+    import time
+
+    time.sleep(seconds)
+    return value
+
+
+class SlowToUnpickle:
+    """Unpickles to ``value`` after ``seconds``: a graph that takes a while to materialize."""
+
+    def __init__(self, seconds, value):
+        self.seconds, self.value = seconds, value
+
+    def __reduce__(self):
+        return (_slow_value, (self.seconds, self.value))

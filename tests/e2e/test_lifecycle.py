@@ -120,3 +120,29 @@ def test_graph_helper_crash_errs_that_graph_only(cluster_factory, scheduler_kind
         assert before.result(timeout=RESULT_TIMEOUT) == 2
         assert client.submit(remote.inc, 41).result(timeout=RESULT_TIMEOUT) == 42
     assert c.scheduler.alive()
+
+
+def test_slow_graph_does_not_stall_other_clients(cluster_factory, scheduler_kind):
+    """While one client's graph is being materialized, another client's work goes through.
+    (The stock scheduler unpickles graphs on its event loop, so this is rask's guarantee.)"""
+    if scheduler_kind != "rask":
+        pytest.skip("the stock scheduler deserializes graphs on its event loop")
+    c = cluster_factory()
+    c.add_workers(1)
+    with c.client() as slow_client, c.client() as other:
+        slow = slow_client.submit(remote.inc, remote.SlowToUnpickle(8, 1), key="slow-graph")
+        time.sleep(0.5)  # let the slow graph reach a helper first
+        for i in range(5):
+            assert other.submit(remote.inc, i, key=f"quick-{i}").result(timeout=RESULT_TIMEOUT) == i + 1
+        # ordering, not timing: the quick work finished while the slow graph was still
+        # being materialized
+        assert slow.status == "pending"
+        assert slow.result(timeout=RESULT_TIMEOUT) == 2
+
+
+def test_versions_check(cluster, client):
+    """`get_versions(check=True)` compares client, scheduler and workers: the scheduler's
+    report must be a real Python environment report."""
+    v = client.get_versions(check=True)
+    assert v["scheduler"]["packages"]["distributed"] == v["client"]["packages"]["distributed"]
+    assert set(v["workers"]) == set(client.scheduler_info()["workers"])
