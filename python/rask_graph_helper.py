@@ -34,7 +34,11 @@ Modes
     First message written, once the imports are done::
 
         {"op": "ready", "pid": int, "versions": distributed.versions.get_versions(),
-         "python": sys.executable}
+         "python": sys.executable, "config": {name: value}}
+
+    ``config`` carries the user's Dask scheduler settings that rask honours (read with
+    ``dask.config`` in this environment, so YAML files and ``DASK_*`` variables count):
+    ``allowed-failures`` (``distributed.scheduler.allowed-failures``).
 
     If dask/distributed cannot be imported it writes
     ``{"op": "fatal", "pid": int, "error": "<ExceptionType>: <message>"}`` instead and
@@ -643,6 +647,7 @@ def run_serve() -> int:
         import distributed.versions
 
         versions = distributed.versions.get_versions()
+        config = scheduler_config()
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"
         _log(f"cannot start: {error}")
@@ -654,11 +659,26 @@ def run_serve() -> int:
 
     try:
         server.write(
-            {"op": "ready", "pid": os.getpid(), "versions": versions, "python": sys.executable}
+            {
+                "op": "ready",
+                "pid": os.getpid(),
+                "versions": versions,
+                "python": sys.executable,
+                "config": config,
+            }
         )
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
+
+
+def scheduler_config() -> dict:
+    """The scheduler settings rask takes from the user's Dask configuration."""
+    import dask.config
+
+    return {
+        "allowed-failures": int(dask.config.get("distributed.scheduler.allowed-failures")),
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ import pytest
 from dask import delayed
 
 from conftest import RESULT_TIMEOUT
+import e2e_remote as remote
 from e2e_remote import CustomError, add, fail, fail_if, flaky_inc, inc, raise_custom
 
 
@@ -148,3 +149,21 @@ def test_graph_not_unpicklable_on_scheduler(client, client_only_module):
     # nothing else is affected
     assert client.submit(inc, 41).result(timeout=RESULT_TIMEOUT) == 42
     assert delayed(add)(delayed(inc)(1), 2).compute() == 4
+
+
+def test_task_killing_its_workers_errs_with_killed_worker(cluster_factory, monkeypatch):
+    """A task that takes its worker down every time errs with `KilledWorker` once more than
+    `distributed.scheduler.allowed-failures` workers died running it (the scheduler reads
+    the user's Dask config; here from the environment)."""
+    from distributed.scheduler import KilledWorker
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "1")
+    c = cluster_factory()
+    c.add_workers(1, nanny=True)  # the nanny restarts the worker after each death
+    with c.client() as client:
+        fut = client.submit(remote.exit_worker, key="kills-its-worker")
+        with pytest.raises(KilledWorker, match="kills-its-worker"):
+            fut.result(timeout=RESULT_TIMEOUT)
+        # the cluster keeps working
+        c.wait_for_workers(1)
+        assert client.submit(remote.inc, 1).result(timeout=RESULT_TIMEOUT) == 2

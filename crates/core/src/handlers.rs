@@ -238,18 +238,18 @@ impl SchedulerState {
                 let ts = self.tm(id);
                 ts.suspicious += 1;
                 if ts.suspicious > allowed_failures {
-                    let msg = format!(
-                        "Attempted to run task {} on {} different workers, but all those workers died while running it. The last worker that attempt to run the task was {}. Inspecting worker logs is often a good next step to diagnose what went wrong. For more information see https://distributed.dask.org/en/stable/killed.html.",
-                        ts.key,
-                        allowed_failures + 1,
-                        ws.address
+                    // `KilledWorker` (scheduler.py:5634-5663), pickled as the stock scheduler does
+                    let exc = rask_protocol::pickle::killed_worker(
+                        &ts.key,
+                        &ws.address,
+                        allowed_failures,
                     );
                     self.exit_processing(id);
                     self.propagate_erred(
                         id,
                         Some(worker),
                         Some(id),
-                        Value::from(msg),
+                        Value::Bin(exc),
                         Value::Nil,
                         &mut recs,
                     );

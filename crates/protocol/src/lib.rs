@@ -17,6 +17,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod msgpack;
+pub mod pickle;
 pub mod value;
 
 pub use error::ProtocolError;

@@ -36,7 +36,8 @@ pub struct HelperPool {
 
 impl HelperPool {
     /// Starts `n` helpers with `python`. Returns once the first one is ready, with its
-    /// `versions` report (`distributed.versions.get_versions()`).
+    /// `ready` message: `versions` (`distributed.versions.get_versions()`) and `config`
+    /// (the user's Dask scheduler settings rask honours).
     pub async fn start(
         python: &str,
         n: usize,
@@ -117,9 +118,8 @@ async fn spawn(
             "unexpected first message from helper: {ready:?}"
         )));
     }
-    let versions = ready.get("versions").cloned().unwrap_or(Value::Nil);
     tracing::debug!(helper = index, pid = ?p.child.id(), "graph helper ready");
-    Ok((p, versions))
+    Ok((p, ready))
 }
 
 async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, ServerError> {

@@ -125,11 +125,21 @@ pub fn now() -> f64 {
 }
 
 impl Scheduler {
-    /// A scheduler with no peers yet.
-    pub fn new(address: String, dashboard_port: Option<u16>, versions: Value) -> Scheduler {
+    /// A scheduler with no peers yet. `helper_ready` is a graph helper's first message: the
+    /// Python environment's `versions` and the user's Dask scheduler `config`.
+    pub fn new(address: String, dashboard_port: Option<u16>, helper_ready: &Value) -> Scheduler {
+        let defaults = CoreConfig::default();
+        let config = helper_ready.get("config");
+        let allowed_failures = config
+            .and_then(|c| c.get("allowed-failures"))
+            .and_then(Value::as_i64)
+            .map_or(defaults.allowed_failures, |n| {
+                n.clamp(0, u32::MAX as i64) as u32
+            });
         let mut core = SchedulerState::new(CoreConfig {
             validate: false,
-            ..CoreConfig::default()
+            allowed_failures,
+            ..defaults
         });
         core.ensure_fire_and_forget();
         let mut client_ids = FxHashMap::default();
@@ -143,7 +153,7 @@ impl Scheduler {
             address,
             started: now(),
             dashboard_port,
-            versions,
+            versions: helper_ready.get("versions").cloned().unwrap_or(Value::Nil),
             last_busy: now(),
         }
     }

@@ -49,14 +49,14 @@ pub async fn run(
         })?;
     let dashboard_port = http_listener.local_addr()?.port();
 
-    let (helpers, versions) = HelperPool::start(
+    let (helpers, ready) = HelperPool::start(
         &config.python,
         config.graph_helpers,
         config.helper_start_timeout,
     )
     .await?;
     let (handle, rx) = runtime::channel();
-    let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), versions);
+    let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), &ready);
     let mut state_task = tokio::spawn(runtime::run_state(scheduler, rx));
     let http_task = tokio::spawn(crate::http::serve(http_listener, handle.clone()));
     let ctx = Arc::new(Ctx {

@@ -1,7 +1,6 @@
 //! Wire messages ⇄ core stimuli and commands. The only module that knows both vocabularies.
 
 use crate::error::ServerError;
-use bytes::{BufMut, Bytes, BytesMut};
 use rask_core::{ComputeTask, NewTask, ToClient, ToWorker};
 use rask_protocol::{Key, Opaque, Value};
 use std::sync::Arc;
@@ -108,30 +107,8 @@ pub fn parse_timedelta(v: &Value) -> Option<f64> {
     Some(n * scale)
 }
 
-// ---- scheduler-made exceptions -----------------------------------------------------------
-
-/// A protocol-2 pickle of `builtins.<name>(message)` (PROTOCOL.md §7.6). Clients unpickle
-/// it in `clean_exception`, so scheduler-made errors arrive as real exceptions.
-pub fn pickled_exception(name: &str, message: &str) -> Bytes {
-    let mut b = BytesMut::with_capacity(32 + name.len() + message.len());
-    b.put_slice(b"\x80\x02cbuiltins\n");
-    b.put_slice(name.as_bytes());
-    b.put_slice(b"\nX");
-    b.put_u32_le(message.len() as u32);
-    b.put_slice(message.as_bytes());
-    b.put_slice(b"\x85R.");
-    b.freeze()
-}
-
-/// An exception value for `task-erred`: worker-sent payloads pass through; a plain message
-/// (the core's own errors, e.g. a task that killed too many workers) becomes a pickled
-/// `RuntimeError`.
-fn exception_value(v: Value) -> Value {
-    match v {
-        Value::Str(msg) => Value::Bin(pickled_exception("RuntimeError", &msg)),
-        other => other,
-    }
-}
+/// A scheduler-made exception, pickled (`builtins.<name>(message)`).
+pub use rask_protocol::pickle::builtin_exception as pickled_exception;
 
 // ---- commands -> wire ----------------------------------------------------------------------
 
@@ -252,7 +229,7 @@ pub fn to_client(msg: ToClient) -> Value {
         } => Value::map([
             ("op", Value::from("task-erred")),
             ("key", key.to_value()),
-            ("exception", exception_value(exception)),
+            ("exception", exception),
             ("traceback", traceback),
         ]),
         ToClient::LostData { key } => {
@@ -323,12 +300,5 @@ mod tests {
         assert_eq!(parse_timedelta(&Value::Int(2)), Some(2.0));
         assert_eq!(parse_timedelta(&Value::from("1 minute")), Some(60.0));
         assert_eq!(parse_timedelta(&Value::from("soon")), None);
-    }
-
-    #[test]
-    fn pickled_exception_layout() {
-        let p = pickled_exception("RuntimeError", "boom");
-        assert!(p.starts_with(b"\x80\x02cbuiltins\nRuntimeError\nX\x04\x00\x00\x00boom"));
-        assert!(p.ends_with(b"\x85R."));
     }
 }
