@@ -146,3 +146,21 @@ def test_versions_check(cluster, client):
     v = client.get_versions(check=True)
     assert v["scheduler"]["packages"]["distributed"] == v["client"]["packages"]["distributed"]
     assert set(v["workers"]) == set(client.scheduler_info()["workers"])
+
+
+def test_idle_timeout_and_pid_file(scheduler_kind, procs, tmp_path):
+    """`--idle-timeout`: with no clients and no work the scheduler exits by itself (code 0);
+    `--pid-file` holds its pid while it runs."""
+    from conftest import scheduler_argv
+
+    sched_file, pid_file = tmp_path / "s.json", tmp_path / "s.pid"
+    argv = scheduler_argv(scheduler_kind, sched_file) + ["--idle-timeout", "3s", "--pid-file", str(pid_file)]
+    p = procs.start(f"idle-scheduler-{scheduler_kind}", argv)
+    p.expected_exit = True
+    deadline = time.monotonic() + 30
+    while not (sched_file.exists() and pid_file.exists() and pid_file.read_text().strip()):
+        assert p.alive(), p.report()
+        assert time.monotonic() < deadline, p.report()
+        time.sleep(0.05)
+    assert int(pid_file.read_text()) == p.pid
+    assert wait_exit(p, 60) == 0
