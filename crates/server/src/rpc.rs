@@ -66,29 +66,24 @@ pub async fn dispatch(op: &str, msg: Value, ctx: &Arc<Ctx>) -> Result<Value, Ser
         }
         "who_has" => {
             let keys = match msg.get("keys") {
-                None | Some(Value::Nil) => None,
-                Some(_) => Some(keys_field(&msg, "keys")?),
+                None | Some(Value::Nil) => {
+                    h.call(|s| s.core.tasks().map(|(_, t)| t.key.clone()).collect())
+                        .await?
+                }
+                Some(_) => keys_field(&msg, "keys")?,
             };
-            h.call(move |s| {
-                let keys: Vec<Key> =
-                    keys.unwrap_or_else(|| s.core.tasks().map(|(_, t)| t.key.clone()).collect());
-                Value::Map(
-                    keys.into_iter()
-                        .map(|k| {
-                            let addrs = s
-                                .core
-                                .task_id(&k)
-                                .map(|id| s.core.who_has_addrs(id))
-                                .unwrap_or_default();
-                            (
-                                k.to_value(),
-                                Value::Array(addrs.into_iter().map(Value::Str).collect()),
-                            )
-                        })
-                        .collect(),
-                )
-            })
-            .await
+            let who_has = holders(ctx, keys).await?;
+            Ok(Value::Map(
+                who_has
+                    .into_iter()
+                    .map(|(k, a)| {
+                        (
+                            k.to_value(),
+                            Value::Array(a.into_iter().map(Value::Str).collect()),
+                        )
+                    })
+                    .collect(),
+            ))
         }
         "has_what" | "processing" => {
             let processing = op == "processing";
@@ -270,15 +265,11 @@ pub fn apply_update_data(
     });
 }
 
-/// `gather` (scheduler.py:6380-6420): fetch from holders with `get_data`, ack with `"OK"`,
-/// relay the serialized values untouched.
-async fn gather(ctx: &Arc<Ctx>, keys: Vec<Key>) -> Result<Value, ServerError> {
-    let keys2 = keys.clone();
-    let mut holders: Vec<(Key, Vec<Arc<str>>)> = ctx
-        .handle
+/// Current holders of each key (empty for unknown keys).
+async fn holders(ctx: &Arc<Ctx>, keys: Vec<Key>) -> Result<Vec<(Key, Vec<Arc<str>>)>, ServerError> {
+    ctx.handle
         .call(move |s| {
-            keys2
-                .into_iter()
+            keys.into_iter()
                 .map(|k| {
                     let addrs = s
                         .core
@@ -289,17 +280,25 @@ async fn gather(ctx: &Arc<Ctx>, keys: Vec<Key>) -> Result<Value, ServerError> {
                 })
                 .collect()
         })
-        .await?;
+        .await
+}
+
+/// `gather` (scheduler.py:6380-6420): fetch from holders with `get_data`, ack with `"OK"`,
+/// relay the serialized values untouched. Keys a worker did not deliver are tried again
+/// (another holder first) before they are reported missing.
+async fn gather(ctx: &Arc<Ctx>, keys: Vec<Key>) -> Result<Value, ServerError> {
     let mut data: Vec<(Value, Value)> = Vec::with_capacity(keys.len());
     let mut missing: Vec<Key> = Vec::new();
+    let mut pending = keys;
     for attempt in 0..3usize {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+        }
         let mut by_worker: FxHashMap<Arc<str>, Vec<Key>> = FxHashMap::default();
-        for (k, addrs) in holders.drain(..) {
-            if addrs.is_empty() {
-                missing.push(k);
-            } else {
-                let a = addrs[attempt % addrs.len()].clone();
-                by_worker.entry(a).or_default().push(k);
+        for (k, addrs) in holders(ctx, std::mem::take(&mut pending)).await? {
+            match addrs.get(attempt % addrs.len().max(1)) {
+                Some(a) => by_worker.entry(a.clone()).or_default().push(k),
+                None => missing.push(k),
             }
         }
         let results = join_all(by_worker.into_iter().map(|(addr, ks)| async move {
@@ -307,50 +306,31 @@ async fn gather(ctx: &Arc<Ctx>, keys: Vec<Key>) -> Result<Value, ServerError> {
             (addr, ks, r)
         }))
         .await;
-        let mut retry = Vec::new();
         for (addr, ks, r) in results {
             match r {
                 Ok(found) => {
+                    let mut found: FxHashMap<Key, Value> = found
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((Key::from_value(&k)?, v)))
+                        .collect();
                     for k in ks {
-                        let kv = k.to_value();
-                        match found.iter().find(|(fk, _)| *fk == kv) {
-                            Some((_, v)) => data.push((kv, v.clone())),
-                            None => retry.push(k),
+                        match found.remove(&k) {
+                            Some(v) => data.push((k.to_value(), v)),
+                            None => pending.push(k),
                         }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(worker = %addr, "get_data failed: {e}");
-                    retry.extend(ks);
+                    pending.extend(ks);
                 }
             }
         }
-        if retry.is_empty() {
+        if pending.is_empty() {
             break;
         }
-        let again = retry.clone();
-        holders = ctx
-            .handle
-            .call(move |s| {
-                again
-                    .into_iter()
-                    .map(|k| {
-                        let addrs = s
-                            .core
-                            .task_id(&k)
-                            .map(|id| s.core.who_has_addrs(id))
-                            .unwrap_or_default();
-                        (k, addrs)
-                    })
-                    .collect()
-            })
-            .await?;
-        if attempt == 2 {
-            missing.extend(holders.drain(..).map(|(k, _)| k));
-        } else {
-            tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1))).await;
-        }
     }
+    missing.extend(pending);
     if !missing.is_empty() {
         return Ok(Value::map([
             ("status", Value::from("error")),
