@@ -10,6 +10,7 @@
 //! - [`rpc`]: the request/reply ops (`identity`, `gather`, `scatter`, `who_has`, ...).
 //! - [`translate`]: wire messages ⇄ core stimuli and commands; the only module that knows
 //!   both `rask_protocol` and `rask_core`.
+//! - [`extensions`]: datasets, coordination primitives, events (Dask's scheduler extensions).
 //! - [`helper`]: the pool of Python graph helpers that materialize `update-graph`.
 //! - [`http`]: `/health` and a status page on the dashboard port.
 //! - [`serve`]: binding, the scheduler file, signals and shutdown.
@@ -18,6 +19,7 @@ pub mod comm;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod extensions;
 pub mod helper;
 pub mod http;
 pub mod rpc;

@@ -114,6 +114,8 @@ pub struct Scheduler {
     pub versions: Value,
     /// last time a client or task existed (for `--idle-timeout`)
     pub last_busy: f64,
+    /// datasets, coordination primitives, events
+    pub ext: crate::extensions::Extensions,
 }
 
 /// Wall-clock seconds since the epoch, as Dask's `time()`.
@@ -155,6 +157,7 @@ impl Scheduler {
             dashboard_port,
             versions: helper_ready.get("versions").cloned().unwrap_or(Value::Nil),
             last_busy: now(),
+            ext: Default::default(),
         }
     }
 
@@ -186,6 +189,20 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// The id of a scheduler-side pseudo-client (`"published-<name>"`, `"variable-<name>"`,
+    /// ...), registering it on first use. Keys it "wants" stay alive, as in Dask, where
+    /// extensions call `client_desires_keys(keys, "<pseudo-client>")`.
+    pub fn pseudo_client(&mut self, name: &str) -> ClientId {
+        if let Some(id) = self.client_ids.get(name) {
+            return *id;
+        }
+        let id = self.core.new_client_id();
+        let name: Arc<str> = name.into();
+        self.client_ids.insert(name.clone(), id);
+        self.stimulus(Stimulus::AddClient { id, name });
+        id
     }
 
     /// Worker ids by address.

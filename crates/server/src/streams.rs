@@ -100,6 +100,7 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
         s.stimulus(Stimulus::RemoveClient { client });
         if let Some(info) = s.clients.remove(&client) {
             s.client_ids.remove(&info.name);
+            crate::extensions::on_client_removed(s, client, &info.name);
         }
     });
     tracing::info!(client = %name, "Remove client");
@@ -186,21 +187,23 @@ async fn client_loop(
                         crate::rpc::apply_update_data(s, Some(client), &who_has, &nbytes)
                     });
                 }
-                // Topics and events arrive with the events extension (a later issue); a
-                // subscription that never fires is what a stock scheduler does for topics
-                // nobody logs to.
-                "subscribe-topic" | "unsubscribe-topic" => {}
-                other if CLIENT_OPS_NOT_YET.contains(&other) => {
-                    tracing::warn!(
-                        op = other,
-                        "client stream op not supported by rask yet; ignored"
-                    );
-                }
-                other => {
-                    return Err(ServerError::UnknownOp(format!(
-                        "unknown client stream op {other:?}"
-                    )))
-                }
+                other => match crate::extensions::client_stream_op(other, &msg, client, ctx) {
+                    Some(result) => result?,
+                    // Clients subscribe to `print`/`warn` on start; without an events
+                    // extension a subscription simply never fires.
+                    None if matches!(other, "subscribe-topic" | "unsubscribe-topic") => {}
+                    None if CLIENT_OPS_NOT_YET.contains(&other) => {
+                        tracing::warn!(
+                            op = other,
+                            "client stream op not supported by rask yet; ignored"
+                        );
+                    }
+                    None => {
+                        return Err(ServerError::UnknownOp(format!(
+                            "unknown client stream op {other:?}"
+                        )));
+                    }
+                },
             }
         }
     }
@@ -447,6 +450,12 @@ async fn worker_loop(
         let mut stimuli = Vec::new();
         for msg in messages(batch) {
             let op = str_field(&msg, "op")?;
+            if crate::extensions::WORKER_STREAM_OPS.contains(&&*op) {
+                // Extensions act through the state task too: keep the order of messages.
+                ctx.handle.stimuli(std::mem::take(&mut stimuli));
+                crate::extensions::worker_stream_op(&op, &msg, worker, ctx)?;
+                continue;
+            }
             if let Some(s) = worker_message(worker, &op, &msg, expected)? {
                 if let Stimulus::WorkerStatusChange { status, .. } = &s {
                     // `identity()` reports it; `Client.wait_for_workers` waits for "running".
