@@ -143,3 +143,70 @@ def exit_worker():
     import os
 
     os._exit(1)
+
+
+# ---- coordination primitives (test_coordination.py) -----------------------------------------
+
+
+def variable_put_from_task(name, value):
+    """Sets a ``Variable`` from inside a task."""
+    from distributed import Variable
+
+    Variable(name).set(value)
+    return value
+
+
+def variable_get_in_task(name, timeout=30):
+    """Reads a ``Variable`` from inside a task (a future's result, or the value)."""
+    from distributed import Future, Variable
+
+    v = Variable(name).get(timeout=timeout)
+    return v.result(timeout=timeout) if isinstance(v, Future) else v
+
+
+def queue_put_from_task(name, items):
+    from distributed import Queue
+
+    q = Queue(name)
+    for x in items:
+        q.put(x, timeout=30)
+    return len(items)
+
+
+def queue_get_in_task(name, n, timeout=30):
+    from distributed import Queue
+
+    q = Queue(name)
+    return [q.get(timeout=timeout) for _ in range(n)]
+
+
+def event_wait_in_task(name, timeout):
+    """Waits for an ``Event`` inside a task; returns whether it was set in time."""
+    from distributed import Event
+
+    return Event(name).wait(timeout=timeout)
+
+
+def locked_increment(path, lock_name, i):
+    """Read-modify-write of a counter file under a distributed ``Lock``."""
+    import time
+
+    from distributed import Lock
+
+    with Lock(lock_name):
+        n = int(open(path).read() or "0")
+        time.sleep(0.01)
+        with open(path, "w") as f:
+            f.write(str(n + 1))
+    return i
+
+
+def hold_semaphore_forever(name, max_leases):
+    """Takes a lease and never gives it back (the worker is killed while it sleeps)."""
+    import time
+
+    from distributed import Semaphore
+
+    sem = Semaphore(max_leases=max_leases, name=name)
+    sem.acquire(timeout=30)
+    time.sleep(3600)

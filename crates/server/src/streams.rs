@@ -51,13 +51,7 @@ fn stimulus_id(msg: &Value, default: &str) -> Arc<str> {
 
 /// Stream ops a stock client may send that rask does not implement yet: logged, not fatal,
 /// so a client using them keeps working for everything else.
-const CLIENT_OPS_NOT_YET: &[&str] = &[
-    "variable-future-received-confirm",
-    "variable_delete",
-    "queue-future-release",
-    "queue_release",
-    "publish_flush_batched_send",
-];
+const CLIENT_OPS_NOT_YET: &[&str] = &[];
 
 // ---- clients ---------------------------------------------------------------------------
 
