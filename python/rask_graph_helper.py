@@ -88,6 +88,15 @@ Modes
                        coerce_address / the host-name split), "allow_other_workers": bool,
                        "resources": map, "retries": int, "priority": number
 
+    ``{"op": "run_function", "id": n, "function": bytes, "args": bytes|None,``
+    ``"kwargs": bytes|None, "wait": bool}`` (``Client.run_on_scheduler``; the fields of
+    the ``run_function`` RPC, pickled by the client) ->
+    ``{"id": n, "status": "OK", "result": bytes}``, the result pickled with
+    ``distributed.protocol.pickle.dumps``. Mirrors ``distributed.worker.run`` (worker.py
+    2997-3037), except that a function taking ``dask_scheduler`` is refused: there is no
+    Python ``Scheduler`` object to pass. Coroutine functions run to completion here, also
+    with ``wait=False``. A failing function gives the error reply below.
+
     Errors (any failing request, unknown op, undecodable request) ->
     ``{"id": n, "status": "error", "exception": bytes, "traceback": bytes|None,
     "exception_text": str, "traceback_text": str}`` built with
@@ -491,6 +500,39 @@ def _fallback_error_reply(e: BaseException) -> dict:
 # ---------------------------------------------------------------------------
 
 
+NO_SCHEDULER_OBJECT_ERROR = (
+    "rask cannot pass `dask_scheduler` to {name}: rask is a Rust scheduler and has no "
+    "Python Scheduler object. client.run_on_scheduler runs the function in one of rask's "
+    "Python helper processes, so only functions that do not need the scheduler object "
+    "work. For cluster state use client.scheduler_info(), client.who_has(), "
+    "client.get_events(), or run the stock `dask scheduler`."
+)
+
+
+def run_function(req: dict) -> dict:
+    """``Client.run_on_scheduler`` in a helper (see the module docstring)."""
+    import asyncio
+    import inspect
+
+    from distributed.protocol import pickle
+    from distributed.utils import has_arg
+
+    function = pickle.loads(req["function"])
+    args = pickle.loads(req["args"]) if req.get("args") else ()
+    kwargs = pickle.loads(req["kwargs"]) if req.get("kwargs") else {}
+    is_coro = inspect.iscoroutinefunction(function)
+    # worker.run asserts this too: a plain function cannot run in the background.
+    assert req.get("wait", True) or is_coro, "Combination not supported"
+    if has_arg(function, "dask_scheduler"):
+        name = getattr(function, "__name__", repr(function))
+        raise NotImplementedError(NO_SCHEDULER_OBJECT_ERROR.format(name=name))
+    if is_coro:
+        result = asyncio.run(function(*args, **kwargs))
+    else:
+        result = function(*args, **kwargs)
+    return {"status": "OK", "result": pickle.dumps(result)}
+
+
 def _pack_default(obj):
     """Last resort for reply values msgpack does not know (only parsed restrictions
     can contain them; annotations are checked and pickled if needed)."""
@@ -554,6 +596,10 @@ class Server:
                 reply = self.helper.update_graph(req)
             elif op == "ping":
                 reply = {"status": "OK"}
+            elif op == "run_function":
+                reply = run_function(req)
+            elif op == "shuffle_create_run":
+                reply = shuffle_create_run(req)
             else:
                 raise ValueError(f"unknown op {op!r}")
         except KeyboardInterrupt:
@@ -665,11 +711,50 @@ def run_serve() -> int:
                 "versions": versions,
                 "python": sys.executable,
                 "config": config,
+                "worker_plugins": worker_plugins(),
             }
         )
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
+
+
+def shuffle_create_run(req: dict) -> dict:
+    """The Python half of ``ShuffleSchedulerPlugin._create`` (shuffle/_scheduler_plugin.py):
+    read the ``ShuffleSpec`` from the barrier task's pickled run_spec, pin every output
+    partition to a worker (``existing`` pins from shuffles sharing output tasks win, as in
+    ``_calculate_worker_for``), and build the pickled ``ShuffleRunSpec``. Rust chooses the
+    worker order (rotation included) and the run id, so run ids stay unique across helpers.
+
+    Request: ``{"barrier_run_spec": bytes, "workers": [str], "existing": {partition: str},
+    "run_id": int, "span_id": str|None}``.
+    Reply: ``{"status": "OK", "run_spec": bytes, "worker_for": {partition: str}}``.
+    """
+    from distributed.protocol.pickle import dumps, loads
+    from distributed.shuffle._core import ShuffleRunSpec
+
+    spec = loads(req["barrier_run_spec"]).spec
+    workers = list(req["workers"])
+    existing = dict(req.get("existing") or {})
+    worker_for = {}
+    for partition in spec.output_partitions:
+        worker = existing.get(partition)
+        if worker is None:
+            worker = spec.pick_worker(partition, workers)
+        worker_for[partition] = worker
+    run_spec = ShuffleRunSpec(spec=spec, worker_for=worker_for, span_id=req.get("span_id"))
+    # run_id is init=False with a process-wide counter; the scheduler owns the numbering.
+    object.__setattr__(run_spec, "run_id", int(req["run_id"]))
+    return {"status": "OK", "run_spec": dumps(run_spec), "worker_for": worker_for}
+
+
+def worker_plugins() -> dict:
+    """What the stock scheduler registers at start: the P2P shuffle worker plugin
+    (``ShuffleSchedulerPlugin.start``), pickled, for every ``register-worker`` reply."""
+    from distributed.protocol.pickle import dumps
+    from distributed.shuffle._worker_plugin import ShuffleWorkerPlugin
+
+    return {"shuffle": dumps(ShuffleWorkerPlugin())}
 
 
 def scheduler_config() -> dict:
