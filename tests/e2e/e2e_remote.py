@@ -145,6 +145,54 @@ def exit_worker():
     os._exit(1)
 
 
+# ---- events / run_on_scheduler (test_events.py) ---------------------------------------------
+
+
+def log_worker_event(topic, msg):
+    """Logs ``msg`` under ``topic`` from inside a task (``Worker.log_event``)."""
+    from distributed import get_worker
+
+    get_worker().log_event(topic, msg)
+    return get_worker().address
+
+
+def remote_print(*args, **kwargs):
+    """``distributed.print`` inside a task: the client prints it too."""
+    from distributed import print as dprint
+
+    dprint(*args, **kwargs)
+    return len(args)
+
+
+def scheduler_side_sum(x, y, scale=1):
+    """A plain function for ``Client.run_on_scheduler``."""
+    return (x + y) * scale
+
+
+def scheduler_address(dask_scheduler=None):
+    """Wants the scheduler object, as the ``run_on_scheduler`` docs suggest."""
+    return dask_scheduler.address
+
+
+def has_scheduler_plugin(name, dask_scheduler=None):
+    return name in dask_scheduler.plugins
+
+
+from distributed.diagnostics.plugin import SchedulerPlugin  # noqa: E402
+
+
+class EventCountingPlugin(SchedulerPlugin):
+    """Counts events seen by the scheduler (``SchedulerPlugin.log_event``)."""
+
+    name = "e2e-event-counting-plugin"
+
+    def __init__(self):
+        self.count = 0
+
+    def log_event(self, topic, msg):
+        self.count += 1
+
+
 # ---- coordination primitives (test_coordination.py) -----------------------------------------
 
 

@@ -183,9 +183,6 @@ async fn client_loop(
                 }
                 other => match crate::extensions::client_stream_op(other, &msg, client, ctx) {
                     Some(result) => result?,
-                    // Clients subscribe to `print`/`warn` on start; without an events
-                    // extension a subscription simply never fires.
-                    None if matches!(other, "subscribe-topic" | "unsubscribe-topic") => {}
                     None if CLIENT_OPS_NOT_YET.contains(&other) => {
                         tracing::warn!(
                             op = other,

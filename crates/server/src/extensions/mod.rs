@@ -46,7 +46,7 @@ pub fn client_stream_op(
 
 /// Worker stream ops that extensions handle (checked before dispatch, so the worker stream
 /// can keep its messages in order around them).
-pub const WORKER_STREAM_OPS: &[&str] = &[];
+pub const WORKER_STREAM_OPS: &[&str] = &["log-event"];
 
 /// Handles a worker stream op listed in [`WORKER_STREAM_OPS`].
 pub fn worker_stream_op(
