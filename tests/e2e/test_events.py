@@ -160,6 +160,8 @@ def test_scheduler_plugin(client, scheduler_kind):
         with pytest.raises(NotImplementedError, match="rask does not run scheduler plugins"):
             client.register_plugin(plugin)
         assert time.monotonic() - start < 10
+    with pytest.raises(ValueError, match="Could not find plugin 'never-registered'"):
+        client.unregister_scheduler_plugin("never-registered")
     # the client and cluster keep working
     topic = topic_name("after-plugin")
     client.log_event(topic, "ok")

@@ -126,21 +126,15 @@ const NO_SCHEDULER_PLUGINS: &str = "rask does not run scheduler plugins: it is a
      (client.register_plugin(WorkerPlugin())) or the event log (client.subscribe_topic / \
      get_events) instead, or run the stock `dask scheduler` if you need scheduler plugins.";
 
-/// An error reply carrying `NotImplementedError(text)`, which the client raises as is.
-/// Not a `ServerError`: those the connection treats as the peer's fault or label
-/// `RuntimeError`, while this is a well-formed request rask declines.
-fn not_implemented(text: &str) -> Value {
+/// An error reply carrying `kind(text)` (a builtin exception), which the client raises as
+/// is. Not a `ServerError`: those the connection treats as the peer's fault or labels
+/// `RuntimeError`, while these are well-formed requests rask declines.
+fn refusal(kind: &str, text: &str) -> Value {
     Value::map([
         ("status", Value::from("uncaught-error")),
-        (
-            "exception",
-            Value::Bin(pickled_exception("NotImplementedError", text)),
-        ),
+        ("exception", Value::Bin(pickled_exception(kind, text))),
         ("traceback", Value::Nil),
-        (
-            "exception_text",
-            Value::from(format!("NotImplementedError('{text}')")),
-        ),
+        ("exception_text", Value::from(format!("{kind}('{text}')"))),
         ("traceback_text", Value::from("")),
     ])
 }
@@ -151,7 +145,19 @@ pub async fn rpc(op: &str, msg: &Value, ctx: &Arc<Ctx>) -> Option<Result<Value, 
         "log_event" => log_event(msg, ctx).await,
         "events" => events(msg, ctx).await,
         "run_function" => run_function(msg, ctx).await,
-        "register_scheduler_plugin" => Ok(not_implemented(NO_SCHEDULER_PLUGINS)),
+        "register_scheduler_plugin" => Ok(refusal("NotImplementedError", NO_SCHEDULER_PLUGINS)),
+        // No plugin is ever registered, so this is the stock "not found" error
+        // (`Scheduler.remove_plugin`, scheduler.py:6238).
+        "unregister_scheduler_plugin" => {
+            let name = match msg.get("name") {
+                Some(Value::Str(n)) => format!("'{n}'"),
+                _ => "None".to_string(),
+            };
+            Ok(refusal(
+                "ValueError",
+                &format!("Could not find plugin {name} among the current scheduler plugins"),
+            ))
+        }
         _ => return None,
     })
 }
