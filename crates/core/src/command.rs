@@ -14,6 +14,17 @@ pub enum Command {
     Client(ClientId, ToClient),
     /// A message for every connected client (`Scheduler.report` without a client).
     AllClients(ToClient),
+    /// A watched task (`NewTask::watch`) became released, erred or forgotten: what Dask's
+    /// `SchedulerPlugin.transition` hook sees (the P2P shuffle plugin watches its barriers).
+    /// Placed before the messages of the transition itself, as the hook's messages are.
+    Transitioned {
+        /// the task
+        key: Key,
+        /// its new state
+        finish: crate::state::TaskStatus,
+        /// the stimulus that caused it
+        stimulus_id: Arc<str>,
+    },
 }
 
 /// `compute-task` (`scheduler.py:3576-3600`): every field the worker requires.

@@ -142,6 +142,22 @@ impl SchedulerState {
                 data,
                 stimulus_id,
             } => self.update_data(client, data, &stimulus_id),
+            Stimulus::SetRestrictions { key, workers } => {
+                // `set_restrictions` (scheduler.py): takes effect at the next dispatch
+                if let Some(id) = self.task_id(&key) {
+                    let ts = self.tm(id);
+                    ts.worker_restrictions = workers.unwrap_or_default().into_iter().collect();
+                    ts.loose_restrictions = false;
+                }
+            }
+            Stimulus::Release { keys, stimulus_id } => {
+                let recs: Recs = keys
+                    .iter()
+                    .filter_map(|k| self.task_id(k))
+                    .map(|id| (id, TaskStatus::Released))
+                    .collect();
+                self.transitions(recs, &stimulus_id);
+            }
             Stimulus::GraphFailed {
                 client,
                 keys,
@@ -351,6 +367,7 @@ impl SchedulerState {
             ts.retries = nt.retries;
             ts.annotations = nt.annotations;
             ts.loose_restrictions = nt.allow_other_workers;
+            ts.watch = nt.watch;
             ts.resource_restrictions = nt.resources;
             for w in nt.workers {
                 match self.coerce_address(&w) {

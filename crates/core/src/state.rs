@@ -112,6 +112,8 @@ pub struct Task {
     pub resource_restrictions: Vec<(Arc<str>, f64)>,
     /// seceded (`long-running`): does not count against the worker's slots
     pub long_running: bool,
+    /// report released/erred/forgotten transitions (`Command::Transitioned`)
+    pub watch: bool,
 }
 
 impl Task {
@@ -145,6 +147,7 @@ impl Task {
             loose_restrictions: false,
             resource_restrictions: Vec::new(),
             long_running: false,
+            watch: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct NewTask {
     pub retries: u32,
     /// `priority=` (user priority; higher runs first)
     pub user_priority: i64,
+    /// report this task's transitions to released/erred/forgotten (`Command::Transitioned`)
+    pub watch: bool,
 }
 
 /// A stimulus: one event from a peer or a timer. Each carries the `stimulus_id` Dask uses to
@@ -225,6 +227,22 @@ pub enum Stimulus {
         client: Option<ClientId>,
         /// key → workers holding it, with its size
         data: Vec<(Key, Vec<WorkerId>, i64)>,
+        /// why
+        stimulus_id: Arc<str>,
+    },
+    /// `set_restrictions`: a task may only run on these worker addresses (`None`: no
+    /// worker restriction). P2P pins output tasks this way; a running task keeps running.
+    SetRestrictions {
+        /// the task
+        key: Key,
+        /// allowed worker addresses
+        workers: Option<Vec<Arc<str>>>,
+    },
+    /// Recommends `released` for these keys (tasks still wanted go back to `waiting` and
+    /// run again): how a P2P shuffle restarts.
+    Release {
+        /// the tasks
+        keys: Vec<Key>,
         /// why
         stimulus_id: Arc<str>,
     },

@@ -112,6 +112,41 @@ impl SchedulerState {
         recs: &mut Recs,
         sid: &Arc<str>,
     ) {
+        let ts = self.t(id);
+        if ts.state == finish {
+            return;
+        }
+        if !ts.watch {
+            return self.transition_inner(id, finish, recs, sid);
+        }
+        let key = ts.key.clone();
+        let mark = self.out.len();
+        self.transition_inner(id, finish, recs, sid);
+        let now = match self.tasks.get(id.0 as usize) {
+            Some(Some(t)) => t.state,
+            _ => TaskStatus::Forgotten,
+        };
+        if matches!(
+            now,
+            TaskStatus::Released | TaskStatus::Erred | TaskStatus::Forgotten
+        ) {
+            // Dask's plugin hook sends its messages before the transition's own.
+            let note = Command::Transitioned {
+                key,
+                finish: now,
+                stimulus_id: sid.clone(),
+            };
+            self.out.insert(mark.min(self.out.len()), note);
+        }
+    }
+
+    fn transition_inner(
+        &mut self,
+        id: TaskId,
+        finish: TaskStatus,
+        recs: &mut Recs,
+        sid: &Arc<str>,
+    ) {
         use TaskStatus::*;
         let start = self.t(id).state;
         if start == finish {
@@ -139,11 +174,11 @@ impl SchedulerState {
                 // Via released; if that hop recommends something for this task, that wins
                 // over `finish` (`scheduler.py` `_transition`: `a_recs.get(key, finish)`).
                 let mut sub = Recs::new();
-                self.transition(id, Released, &mut sub, sid);
+                self.transition_inner(id, Released, &mut sub, sid);
                 let next = sub.take(id).unwrap_or(finish);
                 sub.drain_into(recs);
                 if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if t.state == Released) {
-                    self.transition(id, next, recs, sid);
+                    self.transition_inner(id, next, recs, sid);
                 }
             }
         }

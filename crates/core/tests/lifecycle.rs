@@ -5,7 +5,7 @@
 mod env;
 
 use env::*;
-use rask_core::{Stimulus, TaskStatus::*};
+use rask_core::{Command, Stimulus, TaskStatus::*, ToWorker};
 use rask_protocol::Value;
 
 #[test]
@@ -506,4 +506,50 @@ fn tuple_keys_round_trip() {
     );
     out.assert_empty();
     assert_eq!(env.state.task(&key).unwrap().prefix.as_ref(), "x");
+}
+
+/// A watched task (P2P barriers) reports its released/forgotten transitions, once each and
+/// ahead of the messages of the transition itself (Dask's plugin `transition` hook).
+#[test]
+fn watched_task_reports_released_and_forgotten() {
+    let mut env = TestEnv::new();
+    let w = env.worker_at(A);
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a").watched(), task("b").deps(&["a"])], &["b"]);
+    let ca = out.take_compute(w);
+    out.assert_empty();
+    let mut out = env.finish(w, &ca);
+    let cb = out.take_compute(w);
+    out.assert_empty();
+
+    // b done: a is released; the note comes before a's free-keys
+    let cmds = env.finish(w, &cb).take_all();
+    let note = cmds
+        .iter()
+        .position(
+            |c| matches!(c, Command::Transitioned { key, finish: Released, .. } if *key == k("a")),
+        )
+        .unwrap_or_else(|| panic!("no released note in {cmds:#?}"));
+    let free = cmds
+        .iter()
+        .position(|c| matches!(c, Command::Worker(_, ToWorker::FreeKeys { keys, .. }) if keys == &ks(&["a"])))
+        .unwrap_or_else(|| panic!("no free-keys in {cmds:#?}"));
+    assert!(note < free, "{cmds:#?}");
+    assert_eq!(
+        cmds.iter()
+            .filter(|c| matches!(c, Command::Transitioned { .. }))
+            .count(),
+        1
+    );
+
+    // the client lets go: a is forgotten, reported once
+    let cmds = env.release(c, &["b"]).take_all();
+    let notes: Vec<&Command> = cmds
+        .iter()
+        .filter(|c| matches!(c, Command::Transitioned { .. }))
+        .collect();
+    assert!(
+        matches!(notes.as_slice(), [Command::Transitioned { key, finish: Forgotten, .. }] if *key == k("a")),
+        "{cmds:#?}"
+    );
 }

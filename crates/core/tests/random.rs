@@ -215,6 +215,8 @@ impl Sim {
                     }
                 }
                 Command::Client(c, msg) => self.hear(c, msg),
+                // nothing in these graphs is watched
+                Command::Transitioned { key, .. } => panic!("unexpected transition note for {key}"),
                 Command::AllClients(msg) => {
                     for c in self.clients.clone() {
                         self.hear(c, msg.clone());

@@ -120,6 +120,7 @@ pub struct TaskBuilder {
     resources: Vec<(Arc<str>, f64)>,
     retries: u32,
     user_priority: i64,
+    watch: bool,
 }
 
 /// A task with a string key, no dependencies and default everything.
@@ -141,6 +142,7 @@ pub fn task_k(key: Key) -> TaskBuilder {
         resources: Vec::new(),
         retries: 0,
         user_priority: 0,
+        watch: false,
     }
 }
 
@@ -196,6 +198,12 @@ impl TaskBuilder {
         self
     }
     /// `priority=`
+    /// Report the task's released/erred/forgotten transitions (`Command::Transitioned`).
+    pub fn watched(mut self) -> Self {
+        self.watch = true;
+        self
+    }
+
     pub fn priority(mut self, p: i64) -> Self {
         self.user_priority = p;
         self
@@ -219,6 +227,7 @@ impl TaskBuilder {
             resources: self.resources,
             retries: self.retries,
             user_priority: self.user_priority,
+            watch: self.watch,
         }
     }
 }
