@@ -56,11 +56,13 @@ def main():
     np.testing.assert_allclose(got, want)
     print(f"array:     (x + x.T)[::2, 1000:].mean(axis=1) -> shape {got.shape}, sum {got.sum():.4f}")
 
-    # dask.dataframe, groupby and a task-based merge
+    # dask.dataframe: groupby, and a merge (Dask's default P2P shuffle)
     pdf = pd.DataFrame({"k": np.arange(10_000) % 17, "v": np.arange(10_000, dtype=float)})
     df = dd.from_pandas(pdf, npartitions=8)
     g = df.groupby("k").v.agg(["sum", "mean", "count"])
-    pd.testing.assert_frame_equal(g.compute().sort_index(), g.compute(scheduler="sync").sort_index())
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):  # the local reference
+        want = df.groupby("k").v.agg(["sum", "mean", "count"]).compute(scheduler="sync")
+    pd.testing.assert_frame_equal(g.compute().sort_index(), want.sort_index())
     m = df.merge(dd.from_pandas(pdf.groupby("k").v.max().rename("vmax").reset_index(), npartitions=2), on="k")
     assert len(m.compute()) == len(pdf)
     print(f"dataframe: groupby agg over {len(pdf)} rows, {len(g.compute())} groups; merge ok")

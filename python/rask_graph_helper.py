@@ -38,7 +38,9 @@ Modes
 
     ``config`` carries the user's Dask scheduler settings that rask honours (read with
     ``dask.config`` in this environment, so YAML files and ``DASK_*`` variables count):
-    ``allowed-failures`` (``distributed.scheduler.allowed-failures``).
+    ``allowed-failures`` (``distributed.scheduler.allowed-failures``) and
+    ``lease-validation-interval`` in seconds (``distributed.scheduler.locks.*``), and
+    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic).
 
     If dask/distributed cannot be imported it writes
     ``{"op": "fatal", "pid": int, "error": "<ExceptionType>: <message>"}`` instead and
@@ -123,14 +125,6 @@ DESERIALIZATION_ERROR = textwrap.dedent(
     For more information, see
     https://docs.dask.org/en/stable/deployment-considerations.html#consistent-software-environments
 """
-)
-
-P2P_UNSUPPORTED_ERROR = (
-    "rask does not support the P2P shuffle yet, and this graph uses it "
-    "(it contains a P2P shuffle/rechunk barrier task). Use task-based shuffling instead: "
-    "set the Dask config `dataframe.shuffle.method: tasks` (and `array.rechunk.method: "
-    "tasks` for rechunking) on the client, e.g. DASK_DATAFRAME__SHUFFLE__METHOD=tasks "
-    "DASK_ARRAY__RECHUNK__METHOD=tasks, or pass shuffle_method='tasks' / method='tasks'."
 )
 
 # A length prefix above this cannot be a real request: the stream is out of sync.
@@ -367,8 +361,7 @@ class GraphHelper:
 
         kind = self._kind
         for t in {type(node) for node in dsk.values()}:
-            if kind(t)[1]:
-                raise RuntimeError(P2P_UNSUPPORTED_ERROR)
+            kind(t)  # fills the cache the per-task loop reads
 
         # scheduler.py:5048-5049
         if not internal_priority:
@@ -760,9 +753,14 @@ def worker_plugins() -> dict:
 def scheduler_config() -> dict:
     """The scheduler settings rask takes from the user's Dask configuration."""
     import dask.config
+    from dask.utils import parse_timedelta
 
     return {
         "allowed-failures": int(dask.config.get("distributed.scheduler.allowed-failures")),
+        "low-level-log-length": int(dask.config.get("distributed.admin.low-level-log-length")),
+        "lease-validation-interval": parse_timedelta(
+            dask.config.get("distributed.scheduler.locks.lease-validation-interval"), default="s"
+        ),
     }
 
 

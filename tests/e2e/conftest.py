@@ -23,9 +23,8 @@ User code on the cluster
 
 Configuration
     ``RASK_BIN``: path of the rask binary (default ``<repo>/target/debug/rask``); rask tests
-    are skipped only when it does not exist.  ``dataframe.shuffle.method`` and
-    ``array.rechunk.method`` are set to ``tasks`` for the client (``dask.config``) and for every
-    process (environment), because rask does not implement P2P shuffling.
+    are skipped only when it does not exist.  Dask runs with its own default configuration
+    (so dataframe shuffles use P2P, as they do for a user with a distributed client).
 """
 
 from __future__ import annotations
@@ -68,16 +67,10 @@ STOP_GRACE = 10.0  # SIGTERM -> SIGKILL
 CLIENT_TIMEOUT = 30  # Client(..., timeout=)
 RESULT_TIMEOUT = 60  # future.result(timeout=) in tests
 
-SUITE_CONFIG = {
-    "dataframe.shuffle.method": "tasks",
-    "array.rechunk.method": "tasks",
-}
 
 
 def child_env() -> dict[str, str]:
     env = os.environ.copy()
-    env["DASK_DATAFRAME__SHUFFLE__METHOD"] = "tasks"
-    env["DASK_ARRAY__RECHUNK__METHOD"] = "tasks"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(E2E_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
@@ -342,12 +335,6 @@ class Cluster:
 
 # --------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _suite_dask_config():
-    with dask.config.set(SUITE_CONFIG):
-        yield
 
 
 @pytest.fixture(scope="session", params=SCHEDULER_KINDS)

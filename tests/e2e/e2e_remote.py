@@ -258,3 +258,13 @@ def hold_semaphore_forever(name, max_leases):
     sem = Semaphore(max_leases=max_leases, name=name)
     sem.acquire(timeout=30)
     time.sleep(3600)
+
+
+def slow_frame(i, n=200, delay=0.3):
+    """One partition of a dataframe that takes `delay` seconds to produce."""
+    import time
+
+    import pandas as pd
+
+    time.sleep(delay)
+    return pd.DataFrame({"k": [(i * n + j) % 23 for j in range(n)], "v": list(range(i * n, (i + 1) * n))})

@@ -1,5 +1,5 @@
 """dask.dataframe: groupby aggregations, merge / set_index with the task-based shuffle, and an
-explicit P2P merge (works on the stock scheduler; rask must refuse it cleanly)."""
+explicit P2P merge (more P2P in test_p2p.py)."""
 
 import time
 
@@ -43,7 +43,7 @@ AGGS = {
         lambda gb: gb.agg({"x": ["sum", "min", "max"], "y": ["mean", "std", "count"]}),
         lambda gb: gb.agg({"x": ["sum", "min", "max"], "y": ["mean", "std", "count"]}),
     ),
-    # split_out > 1 makes the groupby itself shuffle (task-based here)
+    # split_out > 1 makes the groupby itself shuffle (P2P by default)
     "sum-split-out": (lambda gb: gb.x.sum(split_out=3), lambda gb: gb.x.sum()),
 }
 
@@ -56,7 +56,9 @@ def test_groupby(client, frames, agg):
     res = distributed_fn(ddf.groupby("g"))
 
     got = _sorted(res.compute())
-    expected = _sorted(res.compute(scheduler="sync"))
+    # the local scheduler cannot run a P2P shuffle: its reference uses the task shuffle
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        expected = _sorted(distributed_fn(ddf.groupby("g")).compute(scheduler="sync"))
     plain = _sorted(pandas_fn(pdf.groupby("g")))
     if isinstance(got, pd.DataFrame):
         pd.testing.assert_frame_equal(got, expected)
@@ -66,7 +68,14 @@ def test_groupby(client, frames, agg):
         pd.testing.assert_series_equal(got, plain, check_exact=False, rtol=1e-12, check_dtype=False, check_index_type=False)
 
 
-def test_merge_tasks_shuffle(client):
+@pytest.fixture
+def tasks_shuffle():
+    """The task-based shuffle, as a user picks it with `dataframe.shuffle.method: tasks`."""
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        yield
+
+
+def test_merge_tasks_shuffle(client, tasks_shuffle):
     assert dask.config.get("dataframe.shuffle.method") == "tasks"
     rng = np.random.default_rng(3)
     left = pd.DataFrame({"k": rng.integers(0, 60, size=300), "v": np.arange(300)})
@@ -90,7 +99,7 @@ def test_merge_tasks_shuffle(client):
     assert len(left_join) == len(left)
 
 
-def test_set_index_tasks_shuffle(client, frames):
+def test_set_index_tasks_shuffle(client, frames, tasks_shuffle):
     pdf, ddf = frames
     s = ddf.set_index("x")
     got = s.compute()
@@ -119,28 +128,11 @@ def test_set_index_tasks_shuffle(client, frames):
     assert all(len(v) == 1 for v in owners.values())
 
 
-def test_merge_p2p_explicit(client, scheduler_kind):
+def test_merge_p2p_explicit(client):
     a = dd.from_pandas(pd.DataFrame({"k": range(40), "v": range(40)}), npartitions=4)
     b = dd.from_pandas(pd.DataFrame({"k": range(0, 40, 2), "w": range(20)}), npartitions=3)
     m = a.merge(b, on="k", how="inner", shuffle_method="p2p")
     assert any(n.startswith("shuffle-barrier-") for n in key_names(m))
-
-    if scheduler_kind == "dask":
-        got = m.compute().sort_values("k").reset_index(drop=True)
-        assert len(got) == 20
-        assert got.w.tolist() == list(range(20))
-        return
-
-    # rask does not implement P2P: the graph must fail quickly with an error that names P2P
-    # (or shuffle) and points at the task-based method -- never hang.
-    start = time.monotonic()
-    with pytest.raises(Exception) as info:
-        client.compute(m).result(timeout=RESULT_TIMEOUT)
-    elapsed = time.monotonic() - start
-    assert not isinstance(info.value, TimeoutError), f"P2P merge hung for {elapsed:.0f}s"
-    msg = str(info.value)
-    assert "p2p" in msg.lower() or "shuffle" in msg.lower(), msg
-    assert "tasks" in msg, msg
-
-    # the scheduler is fine afterwards, and the task-based merge works
-    assert len(a.merge(b, on="k", shuffle_method="tasks").compute()) == 20
+    got = m.compute().sort_values("k").reset_index(drop=True)
+    assert len(got) == 20
+    assert got.w.tolist() == list(range(20))

@@ -439,6 +439,13 @@ def test_ready_message(helper):
     assert r["versions"]["packages"]["distributed"] == distributed.__version__
     assert r["versions"]["packages"]["dask"] == dask.__version__
     assert set(r["versions"]) == {"host", "packages"}
+    # the user's Dask scheduler settings rask honours, and the P2P worker plugin
+    assert r["config"]["allowed-failures"] == dask.config.get("distributed.scheduler.allowed-failures")
+    assert r["config"]["lease-validation-interval"] > 0
+    from distributed.protocol.pickle import loads
+    from distributed.shuffle._worker_plugin import ShuffleWorkerPlugin
+
+    assert isinstance(loads(r["worker_plugins"]["shuffle"]), ShuffleWorkerPlugin)
 
 
 def test_ping(helper):
@@ -830,35 +837,59 @@ def test_unpicklable_annotations(helper):
 
 
 # ---------------------------------------------------------------------------
-# P2P shuffle is refused
+# P2P shuffle: barrier tasks are reported, runs are created for the Rust plugin
 # ---------------------------------------------------------------------------
 
 
-def _assert_p2p_refused(r: dict) -> None:
-    assert r["status"] == "error"
-    typ, exc, _ = clean_exception(r["exception"], r["traceback"])
-    assert typ is RuntimeError
-    msg = str(exc)
-    assert "P2P" in msg
-    assert "dataframe.shuffle.method: tasks" in msg
-    assert "DASK_DATAFRAME__SHUFFLE__METHOD=tasks" in msg
-    assert "array.rechunk.method: tasks" in msg
+def _barrier(r: dict) -> dict:
+    assert r["status"] == "OK", r.get("exception_text")
+    barriers = [t for t in r["tasks"] if t["kind"] == "P2PBarrierTask"]
+    assert barriers and all(str(t["key"]).startswith("shuffle-barrier-") for t in barriers)
+    return barriers[0]
 
 
-def test_p2p_merge_is_refused(helper):
+def test_p2p_merge_reports_barriers(helper):
     a, b = _frames()
     m = a.merge(b, on="k", how="inner", shuffle_method="p2p")
     expr, keys = collection_expr(m)
-    r = update(helper, update_graph_frames(expr, keys))
-    _assert_p2p_refused(r)
-    assert helper.call("ping")["status"] == "OK"
+    _barrier(update(helper, update_graph_frames(expr, keys)))
 
 
-def test_p2p_rechunk_is_refused(helper):
+def test_shuffle_create_run(helper):
+    """`shuffle_create_run` builds the pickled `ShuffleRunSpec` the stock plugin would: every
+    output partition pinned with `spec.pick_worker` (or to the `existing` pin), with the run
+    id the scheduler chose."""
+    from distributed.protocol.pickle import loads
+    from distributed.shuffle._core import ShuffleRunSpec
+
     x = da.ones((100, 100), chunks=(100, 1)).rechunk((1, 100), method="p2p")
     expr, keys = collection_expr(x.sum())
-    r = update(helper, update_graph_frames(expr, keys))
-    _assert_p2p_refused(r)
+    barrier = _barrier(update(helper, update_graph_frames(expr, keys)))
+    spec = loads(barrier["run_spec"]).spec
+    workers = ["tcp://10.0.0.1:1", "tcp://10.0.0.2:2"]
+    first = next(iter(spec.output_partitions))
+    r = helper.call(
+        "shuffle_create_run",
+        barrier_run_spec=barrier["run_spec"],
+        workers=workers,
+        existing={first: "tcp://10.0.0.9:9"},
+        run_id=7,
+        span_id=None,
+    )
+    assert r["status"] == "OK"
+    run = loads(r["run_spec"])
+    assert isinstance(run, ShuffleRunSpec) and run.run_id == 7 and run.spec.id == spec.id
+    assert run.worker_for[first] == "tcp://10.0.0.9:9"
+    for p in spec.output_partitions:
+        if p != first:
+            assert run.worker_for[p] == spec.pick_worker(p, workers)
+    assert dict(r["worker_for"]) == run.worker_for
+
+
+def test_shuffle_create_run_with_a_bad_spec_errs(helper):
+    r = helper.call("shuffle_create_run", barrier_run_spec=b"\x80\x05garbage", workers=["tcp://a:1"], run_id=1)
+    assert r["status"] == "error"
+    assert helper.call("ping")["status"] == "OK"
 
 
 # ---------------------------------------------------------------------------

@@ -67,8 +67,13 @@ impl Writer {
 
 /// `builtins.<name>(message)`, e.g. `RuntimeError("...")`.
 pub fn builtin_exception(name: &str, message: &str) -> Bytes {
+    exception("builtins", name, message)
+}
+
+/// `<module>.<name>(message)` for an exception class that takes one message argument.
+pub fn exception(module: &str, name: &str, message: &str) -> Bytes {
     let mut w = Writer::new();
-    w.global("builtins", name);
+    w.global(module, name);
     w.0.push(b'(');
     w.str(message);
     w.0.extend_from_slice(b"tR"); // TUPLE, REDUCE

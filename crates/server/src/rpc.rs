@@ -180,12 +180,7 @@ pub async fn dispatch(op: &str, msg: Value, ctx: &Arc<Ctx>) -> Result<Value, Ser
                         ]));
                     }
                 }
-                s.stimulus(Stimulus::RemoveWorker {
-                    worker: w,
-                    expected,
-                    stimulus_id: format!("unregister-{}", now()).into(),
-                });
-                s.workers.remove(&w);
+                s.remove_worker(w, expected, format!("unregister-{}", now()).into());
                 Value::from("OK")
             })
             .await

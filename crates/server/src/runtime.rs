@@ -112,8 +112,13 @@ pub struct Scheduler {
     pub dashboard_port: Option<u16>,
     /// the Python environment report from the graph helper (`versions` RPC)
     pub versions: Value,
+    /// `{name: pickled WorkerPlugin}` for every `register-worker` reply (the P2P shuffle's)
+    pub worker_plugins: Value,
     /// last time a client or task existed (for `--idle-timeout`)
     pub last_busy: f64,
+    /// how often expired Semaphore/Lock leases are looked for
+    /// (`distributed.scheduler.locks.lease-validation-interval`)
+    pub lease_validation_interval: std::time::Duration,
     /// datasets, coordination primitives, events
     pub ext: crate::extensions::Extensions,
 }
@@ -146,6 +151,13 @@ impl Scheduler {
         core.ensure_fire_and_forget();
         let mut client_ids = FxHashMap::default();
         client_ids.insert(Arc::from("fire-and-forget"), rask_core::FIRE_AND_FORGET);
+        let mut ext = crate::extensions::Extensions::default();
+        if let Some(n) = config
+            .and_then(|c| c.get("low-level-log-length"))
+            .and_then(Value::as_i64)
+        {
+            ext.events.max_events = n.max(1) as usize;
+        }
         Scheduler {
             core,
             workers: FxHashMap::default(),
@@ -156,8 +168,20 @@ impl Scheduler {
             started: now(),
             dashboard_port,
             versions: helper_ready.get("versions").cloned().unwrap_or(Value::Nil),
+            worker_plugins: helper_ready
+                .get("worker_plugins")
+                .cloned()
+                .unwrap_or(Value::Map(Vec::new())),
             last_busy: now(),
-            ext: Default::default(),
+            lease_validation_interval: std::time::Duration::from_secs_f64(
+                config
+                    .and_then(|c| c.get("lease-validation-interval"))
+                    .and_then(Value::as_f64)
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .unwrap_or(10.0)
+                    .clamp(0.01, 86_400.0),
+            ),
+            ext,
         }
     }
 
@@ -181,6 +205,11 @@ impl Scheduler {
                         let _ = info.tx.send(translate::to_client(msg));
                     }
                 }
+                Command::Transitioned {
+                    key,
+                    finish,
+                    stimulus_id,
+                } => crate::extensions::shuffle::on_transition(self, &key, finish, &stimulus_id),
                 Command::AllClients(msg) => {
                     let v = translate::to_client(msg);
                     for info in self.clients.values() {
@@ -203,6 +232,21 @@ impl Scheduler {
         self.client_ids.insert(name.clone(), id);
         self.stimulus(Stimulus::AddClient { id, name });
         id
+    }
+
+    /// Removes a worker (`remove_worker`): its stream, its tasks (core), and the P2P
+    /// shuffles it took part in.
+    pub fn remove_worker(&mut self, worker: WorkerId, expected: bool, stimulus_id: Arc<str>) {
+        let address = self.core.worker(worker).map(|w| w.address.clone());
+        self.stimulus(Stimulus::RemoveWorker {
+            worker,
+            expected,
+            stimulus_id: stimulus_id.clone(),
+        });
+        self.workers.remove(&worker);
+        if let Some(address) = address {
+            crate::extensions::shuffle::on_remove_worker(self, &address, &stimulus_id);
+        }
     }
 
     /// Worker ids by address.

@@ -392,7 +392,7 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
                 ("status", Value::from("OK")),
                 ("time", Value::Float(now())),
                 ("heartbeat-interval", Value::Float(s.heartbeat_interval())),
-                ("worker-plugins", Value::Map(Vec::new())),
+                ("worker-plugins", s.worker_plugins.clone()),
                 ("warning", Value::from("")),
                 ("error", Value::from("")),
             ]);
@@ -419,12 +419,11 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
         tracing::warn!(%address, "worker stream failed: {e}");
     }
     ctx.handle.send(move |s| {
-        s.stimulus(Stimulus::RemoveWorker {
+        s.remove_worker(
             worker,
             expected,
-            stimulus_id: format!("handle-worker-cleanup-{}", now()).into(),
-        });
-        s.workers.remove(&worker);
+            format!("handle-worker-cleanup-{}", now()).into(),
+        );
     });
     tracing::info!(%address, "Remove worker");
     writer_task.abort();
@@ -528,7 +527,7 @@ fn worker_message(
             Stimulus::WorkerStatusChange { worker, status }
         }
         // Nothing to do: liveness is the stream itself; events/steal come with later issues.
-        "keep-alive" | "log-event" | "steal-response" | "close-stream" => return Ok(None),
+        "keep-alive" | "steal-response" | "close-stream" => return Ok(None),
         other => {
             return Err(ServerError::UnknownOp(format!(
                 "unknown worker stream op {other:?}"

@@ -286,6 +286,8 @@ pub fn new_task(rec: &Value) -> Result<NewTask, ServerError> {
         resources,
         retries: r.get("retries").and_then(Value::as_i64).unwrap_or(0).max(0) as u32,
         user_priority: r.get("priority").and_then(Value::as_f64).unwrap_or(0.0) as i64,
+        // the P2P plugin acts when a shuffle's barrier is released, erred or forgotten
+        watch: rec.get("kind").and_then(Value::as_str) == Some("P2PBarrierTask"),
     })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod coordination;
 pub mod events;
+pub mod shuffle;
 
 use crate::connection::Ctx;
 use crate::error::ServerError;
@@ -22,10 +23,15 @@ pub struct Extensions {
     pub coordination: coordination::State,
     /// `log_event` topics and subscriptions
     pub events: events::State,
+    /// P2P shuffle runs
+    pub shuffle: shuffle::State,
 }
 
 /// An RPC op served by an extension, or `None` if no extension knows it.
 pub async fn rpc(op: &str, msg: &Value, ctx: &Arc<Ctx>) -> Option<Result<Value, ServerError>> {
+    if let Some(r) = shuffle::rpc(op, msg, ctx).await {
+        return Some(r);
+    }
     if let Some(r) = coordination::rpc(op, msg, ctx).await {
         return Some(r);
     }

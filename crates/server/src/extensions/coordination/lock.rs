@@ -10,7 +10,6 @@ use rask_protocol::{Key, Value};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::oneshot;
 
 #[derive(Default)]
@@ -142,22 +141,6 @@ impl Semaphore {
     }
 }
 
-/// `distributed.scheduler.locks.lease-validation-interval` (default 10 s).
-///
-/// Stopgap: read from `DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL` until
-/// the graph helper reports it with the rest of the user's Dask config.
-fn validation_interval() -> Duration {
-    let secs = std::env::var("DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL")
-        .ok()
-        .and_then(|v| {
-            let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
-            parse_timedelta(&Value::from(v))
-        })
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .unwrap_or(10.0);
-    Duration::from_secs_f64(secs.clamp(0.01, 86400.0))
-}
-
 /// `_check_lease_timeout`: expires leases not refreshed within their semaphore's timeout.
 fn check_lease_timeout(s: &mut Scheduler) {
     let t = now();
@@ -220,12 +203,11 @@ pub(super) async fn semaphore_register(msg: &Value, ctx: &Arc<Ctx>) -> Result<Va
                     Value::Nil
                 }
             };
-            (reply, start)
+            (reply, start.then_some(s.lease_validation_interval))
         })
         .await?;
-    if start {
+    if let Some(every) = start {
         let handle = ctx.handle.clone();
-        let every = validation_interval();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
