@@ -122,7 +122,8 @@ async fn get(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
 enum Step {
     Reply(Value),
     Wait(oneshot::Receiver<()>),
-    Create(Value),
+    /// ask a helper to build the run with this id
+    Create(Value, i64),
 }
 
 async fn get_or_create(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
@@ -135,20 +136,20 @@ async fn get_or_create(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError
             .handle
             .call(move |s| decide_get_or_create(s, id2, &key2, worker2))
             .await?;
-        let request = match step {
+        let (request, run_id) = match step {
             Step::Reply(v) => return Ok(v),
             Step::Wait(rx) => {
                 // another transfer task is creating the run: ask again once it is there
                 let _ = tokio::time::timeout(Duration::from_secs(300), rx).await;
                 continue;
             }
-            Step::Create(request) => request,
+            Step::Create(request, run_id) => (request, run_id),
         };
         let reply = ctx.helpers.call(request).await;
         let (id2, worker2) = (id.clone(), worker.clone());
         return ctx
             .handle
-            .call(move |s| finish_create(s, id2, worker2, reply))
+            .call(move |s| finish_create(s, id2, run_id, worker2, reply))
             .await;
     }
 }
@@ -246,22 +247,26 @@ fn decide_get_or_create(s: &mut Scheduler, id: Arc<str>, key: &Key, worker: Arc<
     st.next_run_id += 1;
     let run_id = st.next_run_id;
     st.creating.insert(id, Vec::new());
-    Step::Create(Value::map([
-        ("op", Value::from("shuffle_create_run")),
-        ("barrier_run_spec", Value::Bin(barrier_run_spec)),
-        (
-            "workers",
-            Value::Array(workers.into_iter().map(Value::Str).collect()),
-        ),
-        ("existing", Value::Map(existing)),
-        ("run_id", Value::Int(run_id)),
-        ("span_id", Value::Nil),
-    ]))
+    Step::Create(
+        Value::map([
+            ("op", Value::from("shuffle_create_run")),
+            ("barrier_run_spec", Value::Bin(barrier_run_spec)),
+            (
+                "workers",
+                Value::Array(workers.into_iter().map(Value::Str).collect()),
+            ),
+            ("existing", Value::Map(existing)),
+            ("run_id", Value::Int(run_id)),
+            ("span_id", Value::Nil),
+        ]),
+        run_id,
+    )
 }
 
 fn finish_create(
     s: &mut Scheduler,
     id: Arc<str>,
+    run_id: i64,
     worker: Arc<str>,
     reply: Result<Value, ServerError>,
 ) -> Value {
@@ -277,7 +282,6 @@ fn finish_create(
                         .filter_map(|(_, w)| w.as_str().map(Arc::from))
                         .collect();
                     participating.insert(worker.clone());
-                    let run_id = s.ext.shuffle.next_run_id;
                     tracing::info!(shuffle = %id, run_id, %worker, "Shuffle initialized");
                     s.ext.shuffle.active.insert(
                         id.clone(),
