@@ -6,7 +6,6 @@ use crate::comm::Comm;
 use crate::error::ServerError;
 use crate::helper::HelperPool;
 use crate::runtime::Handle;
-use crate::translate::pickled_exception;
 use crate::{rpc, streams};
 use rask_protocol::Value;
 use std::sync::Arc;
@@ -48,13 +47,7 @@ pub fn error_reply(e: &ServerError) -> Value {
         ServerError::Timeout(..) => "TimeoutError",
         _ => "RuntimeError",
     };
-    Value::map([
-        ("status", Value::from("uncaught-error")),
-        ("exception", Value::Bin(pickled_exception(kind, &text))),
-        ("traceback", Value::Nil),
-        ("exception_text", Value::from(format!("{kind}('{text}')"))),
-        ("traceback_text", Value::from("")),
-    ])
+    crate::translate::raised(kind, &text)
 }
 
 async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), ServerError> {

@@ -1,6 +1,7 @@
 //! Wire messages ⇄ core stimuli and commands. The only module that knows both vocabularies.
 
 use crate::error::ServerError;
+use bytes::Bytes;
 use rask_core::{ComputeTask, NewTask, ToClient, ToWorker};
 use rask_protocol::{Key, Opaque, Value};
 use std::sync::Arc;
@@ -109,6 +110,29 @@ pub fn parse_timedelta(v: &Value) -> Option<f64> {
 
 /// A scheduler-made exception, pickled (`builtins.<name>(message)`).
 pub use rask_protocol::pickle::builtin_exception as pickled_exception;
+
+/// The reply Dask's `error_message` builds (`core.py:1596-1640`) around a pickled exception:
+/// `status` is `"uncaught-error"` for a handler that raised (the caller's `send_recv` raises
+/// it) or `"error"` for handlers that return errors for the caller to inspect.
+pub fn error_message(status: &str, exception: Bytes, exception_text: String) -> Value {
+    Value::map([
+        ("status", Value::from(status)),
+        ("exception", Value::Bin(exception)),
+        ("traceback", Value::Nil),
+        ("exception_text", Value::from(exception_text)),
+        ("traceback_text", Value::from("")),
+    ])
+}
+
+/// What a Python handler raising `builtins.<kind>(message)` replies: the client re-raises
+/// that exception type.
+pub fn raised(kind: &str, message: &str) -> Value {
+    error_message(
+        "uncaught-error",
+        pickled_exception(kind, message),
+        format!("{kind}('{message}')"),
+    )
+}
 
 // ---- commands -> wire ----------------------------------------------------------------------
 

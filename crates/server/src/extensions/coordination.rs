@@ -20,7 +20,7 @@ mod variable;
 use crate::connection::Ctx;
 use crate::error::ServerError;
 use crate::runtime::Scheduler;
-use crate::translate::{field, parse_timedelta, pickled_exception};
+use crate::translate::{field, parse_timedelta};
 use rask_core::{ClientId, Stimulus, WorkerId};
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
@@ -138,21 +138,8 @@ fn deadline_field(msg: &Value) -> Result<Option<Instant>, ServerError> {
     }
 }
 
-/// The reply a Python handler raising `kind(message)` produces (`error_message`,
-/// `core.py:1596-1640`): the client re-raises it as that exception type. Returned as a
-/// normal reply so the connection stays open, as it does in Dask.
-fn raise(kind: &str, message: &str) -> Value {
-    Value::map([
-        ("status", Value::from("uncaught-error")),
-        ("exception", Value::Bin(pickled_exception(kind, message))),
-        ("traceback", Value::Nil),
-        (
-            "exception_text",
-            Value::from(format!("{kind}('{message}')")),
-        ),
-        ("traceback_text", Value::from("")),
-    ])
-}
+/// Dask's `error_message` reply for a raised builtin exception (`translate::raised`).
+use crate::translate::raised as raise;
 
 /// Python's `str(KeyError(name))`: the repr of the key in quotes.
 fn key_error(k: &Key) -> Value {

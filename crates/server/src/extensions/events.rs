@@ -13,7 +13,7 @@
 use crate::connection::Ctx;
 use crate::error::ServerError;
 use crate::runtime::{now, Scheduler};
-use crate::translate::{field, opt_str, pickled_exception, str_field};
+use crate::translate::{field, opt_str, str_field};
 use rask_core::{ClientId, WorkerId};
 use rask_protocol::{Opaque, Value};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -126,18 +126,8 @@ const NO_SCHEDULER_PLUGINS: &str = "rask does not run scheduler plugins: it is a
      (client.register_plugin(WorkerPlugin())) or the event log (client.subscribe_topic / \
      get_events) instead, or run the stock `dask scheduler` if you need scheduler plugins.";
 
-/// An error reply carrying `kind(text)` (a builtin exception), which the client raises as
-/// is. Not a `ServerError`: those the connection treats as the peer's fault or labels
-/// `RuntimeError`, while these are well-formed requests rask declines.
-fn refusal(kind: &str, text: &str) -> Value {
-    Value::map([
-        ("status", Value::from("uncaught-error")),
-        ("exception", Value::Bin(pickled_exception(kind, text))),
-        ("traceback", Value::Nil),
-        ("exception_text", Value::from(format!("{kind}('{text}')"))),
-        ("traceback_text", Value::from("")),
-    ])
-}
+/// Dask's `error_message` reply for a raised builtin exception (`translate::raised`).
+use crate::translate::raised as refusal;
 
 /// RPC ops of this extension.
 pub async fn rpc(op: &str, msg: &Value, ctx: &Arc<Ctx>) -> Option<Result<Value, ServerError>> {

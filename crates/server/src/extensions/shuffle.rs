@@ -66,17 +66,11 @@ fn consistency_error(message: &str) -> Value {
         "P2PConsistencyError",
         message,
     );
-    Value::map([
-        ("status", Value::from("error")),
-        ("exception", Value::Bin(exc)),
-        ("traceback", Value::Nil),
-        (
-            "exception_text",
-            Value::from(format!("P2PConsistencyError('{message}')")),
-        ),
-        ("traceback_text", Value::from("")),
-        ("message", Value::from(message)),
-    ])
+    let mut v =
+        crate::translate::error_message("error", exc, format!("P2PConsistencyError('{message}')"));
+    // `shuffle_restrict_task`'s caller reads `message` (shuffle/_core.py:341)
+    v.set("message", Value::from(message));
+    v
 }
 
 fn run_spec_reply(run_spec: Bytes) -> Value {
