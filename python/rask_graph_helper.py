@@ -262,11 +262,6 @@ class GraphHelper:
         from distributed.scheduler import _cull, _materialize_graph
         from distributed.utils import key_split_group
 
-        try:
-            from distributed.shuffle._core import P2PBarrierTask
-        except Exception:  # pragma: no cover - shuffle needs optional deps
-            P2PBarrierTask = None
-
         self.msgpack = msgpack
         self.dask = dask
         self.order = dask.order.order
@@ -280,17 +275,15 @@ class GraphHelper:
         self.pickle_loads = pickle_loads
         self.cull = _cull
         self.materialize_graph = _materialize_graph
-        self.P2PBarrierTask = P2PBarrierTask
-        # type -> (kind name, is P2P barrier)
-        self._kinds: dict[type, tuple[str, bool]] = {}
+        # GraphNode type -> its name, reported as the task's "kind"
+        self._kinds: dict[type, str] = {}
 
     # -- helpers ------------------------------------------------------------
 
-    def _kind(self, t: type) -> tuple[str, bool]:
+    def _kind(self, t: type) -> str:
         k = self._kinds.get(t)
         if k is None:
-            p2p = self.P2PBarrierTask is not None and issubclass(t, self.P2PBarrierTask)
-            k = self._kinds[t] = (t.__name__, p2p)
+            k = self._kinds[t] = t.__name__
         return k
 
     def _decompress(self, compression, frames: list) -> list:
@@ -424,7 +417,7 @@ class GraphHelper:
                 "key": key,
                 "deps": list(node.dependencies),
                 "run_spec": dumps(node),
-                "kind": kinds[type(node)][0],
+                "kind": kinds[type(node)],
                 "order": prio(key, 0),
                 "prefix": prefix,
                 "group": group,

@@ -49,10 +49,6 @@ fn stimulus_id(msg: &Value, default: &str) -> Arc<str> {
         .map_or_else(|| format!("{default}-{}", now()).into(), Arc::from)
 }
 
-/// Stream ops a stock client may send that rask does not implement yet: logged, not fatal,
-/// so a client using them keeps working for everything else.
-const CLIENT_OPS_NOT_YET: &[&str] = &[];
-
 // ---- clients ---------------------------------------------------------------------------
 
 /// `register-client` (scheduler.py:5904-5952), then the client's stream.
@@ -183,12 +179,6 @@ async fn client_loop(
                 }
                 other => match crate::extensions::client_stream_op(other, &msg, client, ctx) {
                     Some(result) => result?,
-                    None if CLIENT_OPS_NOT_YET.contains(&other) => {
-                        tracing::warn!(
-                            op = other,
-                            "client stream op not supported by rask yet; ignored"
-                        );
-                    }
                     None => {
                         return Err(ServerError::UnknownOp(format!(
                             "unknown client stream op {other:?}"

@@ -276,6 +276,9 @@ pub fn to_client(msg: ToClient) -> Value {
 /// One task record of the helper's `update_graph` reply (PROTOCOL.md §4.3).
 pub fn new_task(rec: &Value) -> Result<NewTask, ServerError> {
     let key = key_field(rec, "key")?;
+    // The P2P plugin acts when a shuffle's barrier is released, erred or forgotten; like
+    // Dask's hook (`id_from_key`, shuffle/_core.py:436) it knows barriers by their key.
+    let watch = matches!(&key, Key::Str(k) if k.starts_with("shuffle-barrier-"));
     let deps = keys_field(rec, "deps")?;
     let run_spec = match field(rec, "run_spec")? {
         Value::Bin(b) => b.clone(),
@@ -310,8 +313,7 @@ pub fn new_task(rec: &Value) -> Result<NewTask, ServerError> {
         resources,
         retries: r.get("retries").and_then(Value::as_i64).unwrap_or(0).max(0) as u32,
         user_priority: r.get("priority").and_then(Value::as_f64).unwrap_or(0.0) as i64,
-        // the P2P plugin acts when a shuffle's barrier is released, erred or forgotten
-        watch: rec.get("kind").and_then(Value::as_str) == Some("P2PBarrierTask"),
+        watch,
     })
 }
 
