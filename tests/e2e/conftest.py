@@ -38,7 +38,6 @@ import sys
 import time
 from pathlib import Path
 
-import dask
 import pytest
 from distributed import Client
 
@@ -77,6 +76,19 @@ def child_env() -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("RUST_BACKTRACE", "1")
     return env
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0, interval: float = 0.05):
+    """Polls `predicate` until it returns something truthy (which is returned); fails the
+    test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,15 +12,7 @@ import pytest
 from distributed import Event, Lock, MultiLock, Queue, Semaphore, Variable, wait
 
 import e2e_remote as remote
-from conftest import RESULT_TIMEOUT
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
-        time.sleep(0.05)
+from conftest import RESULT_TIMEOUT, wait_until
 
 
 # ---- published datasets -------------------------------------------------------------------
@@ -205,7 +197,7 @@ def test_semaphore_lease_expires_when_holder_is_killed(cluster_factory, monkeypa
     with c.client() as client, dask.config.set({"distributed.scheduler.locks.lease-timeout": "2s"}):
         sem = Semaphore(max_leases=1, name="coord-sem-kill")
         holder = client.submit(remote.hold_semaphore_forever, "coord-sem-kill", 1, pure=False)
-        wait_until(lambda: sem.get_value() == 1, RESULT_TIMEOUT, "the task to take the lease")
+        wait_until(lambda: sem.get_value() == 1, "the task to take the lease", timeout=RESULT_TIMEOUT)
         assert sem.acquire(timeout=0.3) is False
         worker = c.workers["w0"]
         worker.expected_exit = True

@@ -1,7 +1,6 @@
 """dask.dataframe: groupby aggregations, merge / set_index with the task-based shuffle, and an
 explicit P2P merge (more P2P in test_p2p.py)."""
 
-import time
 
 import dask
 import dask.dataframe as dd
@@ -9,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import RESULT_TIMEOUT
 
 
 @pytest.fixture(scope="module")

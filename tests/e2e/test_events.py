@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import RESULT_TIMEOUT
+from conftest import RESULT_TIMEOUT, wait_until
 from e2e_remote import (
     EventCountingPlugin,
     has_scheduler_plugin,
@@ -22,22 +22,10 @@ from e2e_remote import (
     scheduler_side_sum,
 )
 
-WAIT = 30.0  # seconds any event may take to arrive
 
 
 def topic_name(label: str) -> str:
     return f"e2e-{label}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(condition, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_client_log_event_and_get_events(client):
@@ -65,7 +53,7 @@ def test_worker_log_event_from_a_task(client):
     )
     client.submit(log_worker_event, topic, "plain", pure=False).result(timeout=RESULT_TIMEOUT)
 
-    events = wait_for(lambda: len(client.get_events(topic)) == 2 and client.get_events(topic), "two events")
+    events = wait_until(lambda: len(client.get_events(topic)) == 2 and client.get_events(topic), "two events")
     msgs = [msg for _, msg in events]
     # dicts logged by a worker get its address (Scheduler.log_worker_event)
     assert msgs == [{"from": "task", "worker": address}, "plain"]
@@ -87,12 +75,12 @@ def test_subscribe_and_unsubscribe(client):
             time.sleep(0.2)
         return received
 
-    wait_for(delivered, "a subscribed event")
+    wait_until(delivered, "a subscribed event")
     ts, msg = received[0]
     assert isinstance(ts, float) and msg["i"] == 0 and "worker" in msg
 
     client.log_event(topic, "from the client")
-    wait_for(lambda: any(m == "from the client" for _, m in received), "the client's event")
+    wait_until(lambda: any(m == "from the client" for _, m in received), "the client's event")
 
     client.unsubscribe_topic(topic)
     time.sleep(1.0)  # the unsubscription reaches the scheduler
@@ -101,7 +89,7 @@ def test_subscribe_and_unsubscribe(client):
     client.submit(log_worker_event, topic, "task after unsubscribe", pure=False).result(
         timeout=RESULT_TIMEOUT
     )
-    wait_for(
+    wait_until(
         lambda: any(m == "task after unsubscribe" for _, m in client.get_events(topic)),
         "the event in the log",
     )
@@ -123,7 +111,7 @@ def test_distributed_print_reaches_the_client(client, capsys):
         out.append(capsys.readouterr().out)
         return f"hello from a task|{marker}\n" in "".join(out)
 
-    wait_for(printed, "the task's print on the client's stdout")
+    wait_until(printed, "the task's print on the client's stdout")
     events = client.get_events("print")
     assert any(m.get("args") == ("hello from a task", marker) for _, m in events)
 

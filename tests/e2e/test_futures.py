@@ -1,7 +1,6 @@
 """The futures API: submit, map, gather, scatter, as_completed, wait, cancel, persist,
 introspection (who_has, has_what, nthreads), Client.run, tuple keys."""
 
-import time
 from concurrent.futures import CancelledError
 
 import dask
@@ -11,7 +10,7 @@ import pytest
 from dask import delayed
 from distributed import as_completed, futures_of, wait
 
-from conftest import RESULT_TIMEOUT
+from conftest import RESULT_TIMEOUT, wait_until
 from e2e_remote import (
     add,
     inc,
@@ -22,17 +21,6 @@ from e2e_remote import (
     sleep_until_file,
     total,
 )
-
-
-def poll(predicate, timeout=15.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def test_submit_map_gather(client):
@@ -107,7 +95,7 @@ def test_cancel(client, tmp_path):
         return [a for a, s in states.items() if s == "executing"]
 
     try:
-        poll(executing, what="the task to start executing")
+        wait_until(executing, "the task to start executing", timeout=15.0)
         client.cancel(slow)
         assert slow.cancelled()
         with pytest.raises(CancelledError):
@@ -115,13 +103,13 @@ def test_cancel(client, tmp_path):
 
         # the scheduler tells the worker to drop the key; it stays only as a "cancelled"
         # execution that will be thrown away
-        poll(lambda: all(s in (None, "cancelled") for s in
-                         client.run(key_state_on_worker, slow.key).values()),
-             what="the worker to release the cancelled key")
+        wait_until(lambda: all(s in (None, "cancelled") for s in
+                               client.run(key_state_on_worker, slow.key).values()),
+                   "the worker to release the cancelled key", timeout=15.0)
     finally:
         flag.touch()
-    poll(lambda: all(s is None for s in client.run(key_state_on_worker, slow.key).values()),
-         what="the worker to forget the cancelled key")
+    wait_until(lambda: all(s is None for s in client.run(key_state_on_worker, slow.key).values()),
+               "the worker to forget the cancelled key", timeout=15.0)
     assert client.who_has().get(slow.key, ()) == ()
 
     # the cluster is still fine

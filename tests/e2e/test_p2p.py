@@ -13,7 +13,6 @@ import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-import pytest
 
 import e2e_remote as remote
 from conftest import RESULT_TIMEOUT

@@ -3,7 +3,6 @@ restarted by its nanny.  Each test starts its own scheduler and workers."""
 
 import os
 import signal
-import time
 
 import dask
 import dask.array as da
@@ -11,19 +10,8 @@ import numpy as np
 import pytest
 from dask import delayed
 
-from conftest import RESULT_TIMEOUT
+from conftest import RESULT_TIMEOUT, wait_until
 from e2e_remote import add, double, inc, pid, slow_inc, slow_inc_on, total
-
-
-def wait_until(predicate, timeout=30.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def representative_computation(client):
@@ -65,7 +53,7 @@ def test_worker_killed_mid_graph(cluster_factory):
             held = set(client.has_what().get(victim, ()))
             return held & {f.key for f in futs}
 
-        wait_until(lambda: len(victim_keys()) >= 2, what="results on the victim worker")
+        wait_until(lambda: len(victim_keys()) >= 2, "results on the victim worker")
         assert not s.done(), "the graph finished before the worker could be killed"
         cluster.workers["w1"].kill()
 
@@ -94,7 +82,7 @@ def test_nanny_worker_restart(cluster_factory):
         os.kill(worker_pid, signal.SIGKILL)
         new_addrs = wait_until(
             lambda: [a for a in cluster.worker_addresses().values() if a != first_addr],
-            what="the nanny to restart its worker",
+            "the nanny to restart its worker",
         )
         cluster.wait_for_workers(1)
         assert cluster.workers["w0"].alive()
