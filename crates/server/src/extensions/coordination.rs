@@ -205,20 +205,27 @@ fn remove_pseudo_client(s: &mut Scheduler, pseudo: &str) {
     }
 }
 
-/// Waits (polling, as Dask does every 10 ms) until the scheduler knows `key`: a client may
-/// set a future into a Variable/Queue over RPC before its `update-graph` arrived.
+/// For a future being stored: waits (polling, as Dask does every 10 ms) until the scheduler
+/// knows its key, since a client may set a future into a Variable/Queue over RPC before its
+/// `update-graph` arrived. Returns Dask's `TimeoutError` reply if the deadline passes first.
 async fn wait_for_task(
-    key: &Key,
+    record: &Record,
     deadline: Option<Instant>,
     ctx: &Arc<Ctx>,
-) -> Result<bool, ServerError> {
+) -> Result<Option<Value>, ServerError> {
+    let Record::Future(key) = record else {
+        return Ok(None);
+    };
     loop {
         let k = key.clone();
         if ctx.handle.call(move |s| s.core.task(&k).is_some()).await? {
-            return Ok(true);
+            return Ok(None);
         }
         if expired(deadline) {
-            return Ok(false);
+            return Ok(Some(raise(
+                "TimeoutError",
+                &format!("Task {key} unknown to scheduler."),
+            )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -137,13 +137,8 @@ pub(super) async fn put(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerErro
     let name = name_field(msg, "name")?;
     let record = Record::from_msg(msg)?;
     let deadline = deadline_field(msg)?;
-    if let Record::Future(key) = &record {
-        if !wait_for_task(key, deadline, ctx).await? {
-            return Ok(raise(
-                "TimeoutError",
-                &format!("Task {key} unknown to scheduler."),
-            ));
-        }
+    if let Some(timed_out) = wait_for_task(&record, deadline, ctx).await? {
+        return Ok(timed_out);
     }
     let n = name.clone();
     let r = ctx
