@@ -52,6 +52,17 @@ impl Recs {
         }
         Some(finish)
     }
+
+    /// Moves the pending recommendations into `other`, oldest first, so `other` sees
+    /// them in the order they were made.
+    fn drain_into(mut self, other: &mut Recs) {
+        let order = std::mem::take(&mut self.order);
+        for id in order {
+            if let Some(f) = self.target.remove(&id) {
+                other.push((id, f));
+            }
+        }
+    }
 }
 
 impl Extend<(TaskId, TaskStatus)> for Recs {
@@ -73,18 +84,6 @@ impl FromIterator<(TaskId, TaskStatus)> for Recs {
 impl From<Vec<(TaskId, TaskStatus)>> for Recs {
     fn from(v: Vec<(TaskId, TaskStatus)>) -> Self {
         v.into_iter().collect()
-    }
-}
-
-impl Recs {
-    fn drain_into(mut self, other: &mut Recs) {
-        // oldest first, so `other` sees them in the order they were made
-        let order = std::mem::take(&mut self.order);
-        for id in order {
-            if let Some(f) = self.target.remove(&id) {
-                other.push((id, f));
-            }
-        }
     }
 }
 
