@@ -50,20 +50,57 @@ impl SchedulerState {
     }
 
     /// The worker to run a ready task, or `None` (-> `no-worker`).
+    ///
+    /// Like Dask's `decide_worker_non_rootish`, the cost stays independent of the cluster
+    /// size: the objective is evaluated over the holders of the task's dependencies (plus
+    /// an idle worker or two), or over a pool of fewer than [`SMALL_POOL`] workers; a
+    /// larger pool is served round robin.
     pub(crate) fn decide_worker(&mut self, id: TaskId) -> Option<WorkerId> {
-        let candidates: Vec<WorkerId> = match self.valid_workers(id) {
-            Some(v) => v,
-            None => {
-                let mut v: Vec<WorkerId> = self
-                    .workers
-                    .iter()
-                    .filter(|(_, w)| w.status == WorkerStatus::Running)
-                    .map(|(id, _)| *id)
-                    .collect();
-                v.sort();
-                v
+        if let Some(valid) = self.valid_workers(id) {
+            return self.best_of(id, &valid);
+        }
+        let ts = self.t(id);
+        let mut holders: Vec<WorkerId> = Vec::new();
+        for &d in &ts.dependencies {
+            for w in &self.t(d).who_has {
+                if !holders.contains(w) && self.running.contains(*w) {
+                    holders.push(*w);
+                }
             }
+        }
+        self.round_robin = self.round_robin.wrapping_add(1);
+        let rr = self.round_robin;
+        let pool = if self.idle.is_empty() {
+            self.running.as_slice()
+        } else {
+            self.idle.as_slice()
         };
+        if pool.is_empty() {
+            return None;
+        }
+        if holders.is_empty() {
+            if pool.len() >= SMALL_POOL {
+                return Some(pool[rr % pool.len()]);
+            }
+            let pool = pool.to_vec();
+            return self.best_of(id, &pool);
+        }
+        // Without stealing, idle workers compete with the holders so a chain of tasks does
+        // not pile onto one worker; any idle worker is as good as another here.
+        let idle = self.idle.as_slice();
+        for i in 0..idle.len().min(IDLE_SAMPLE) {
+            let w = idle[(rr + i) % idle.len()];
+            if !holders.contains(&w) {
+                holders.push(w);
+            }
+        }
+        holders.sort();
+        self.best_of(id, &holders)
+    }
+
+    /// The candidate with the earliest estimated start: queued work per thread plus the
+    /// time to fetch the dependencies it lacks. `candidates` must be distinct.
+    fn best_of(&mut self, id: TaskId, candidates: &[WorkerId]) -> Option<WorkerId> {
         if candidates.len() <= 1 {
             return candidates.first().copied();
         }
@@ -88,12 +125,6 @@ impl SchedulerState {
                 continue;
             };
             let held = local.get(&w).copied().unwrap_or(0);
-            let idle = (ws.processing.len() as u32) < ws.nthreads;
-            // Dask's candidate set: holders of a dependency (or everyone if none hold one);
-            // idle workers join so a chain does not pile onto one worker without stealing.
-            if !local.is_empty() && held == 0 && !idle {
-                continue;
-            }
             let stack = ws.occupancy / ws.nthreads.max(1) as f64;
             let transfer = (total - held).max(0) as f64 / self.config.bandwidth;
             let cost = stack + transfer;
@@ -118,3 +149,9 @@ impl SchedulerState {
             .or_else(|| candidates.first().copied())
     }
 }
+
+/// Below this many candidates the objective is evaluated on each (Dask uses 20 too).
+const SMALL_POOL: usize = 20;
+
+/// Idle workers added to the holders of a task's dependencies.
+const IDLE_SAMPLE: usize = 2;

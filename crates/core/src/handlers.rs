@@ -208,6 +208,7 @@ impl SchedulerState {
                 nbytes: 0,
             },
         );
+        self.refresh_worker(id);
         if spec.running {
             self.schedule_unrunnable("add-worker");
         }
@@ -234,6 +235,7 @@ impl SchedulerState {
         } else {
             WorkerStatus::NotRunning
         };
+        self.refresh_worker(worker);
         if running && was != WorkerStatus::Running {
             self.schedule_unrunnable("worker-status-change");
         }
@@ -244,6 +246,7 @@ impl SchedulerState {
         let Some(ws) = self.workers.remove(&worker) else {
             return;
         };
+        self.refresh_worker(worker);
         self.worker_by_addr.remove(&ws.address);
         let mut recs = Recs::new();
         let mut processing: Vec<TaskId> = ws.processing.iter().copied().collect();
@@ -379,11 +382,14 @@ impl SchedulerState {
             touched.push(id);
             fresh.push((id, nt.deps));
         }
+        let mut seen: FxHashSet<TaskId> = FxHashSet::default();
         for (id, deps) in fresh {
+            // A reducer may take 1e4+ dependencies: dedupe through a set, not a scan.
+            seen.clear();
             let mut dep_ids = Vec::with_capacity(deps.len());
             for d in deps {
                 if let Some(did) = self.task_id(&d) {
-                    if !dep_ids.contains(&did) {
+                    if seen.insert(did) {
                         dep_ids.push(did);
                         self.tm(did).dependents.insert(id);
                     }

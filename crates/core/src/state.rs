@@ -247,6 +247,10 @@ pub struct SchedulerState {
     pub(crate) prefix_durations: FxHashMap<Arc<str>, (f64, u32)>,
     /// rotates the starting point when several workers tie
     pub(crate) round_robin: usize,
+    /// workers with status running
+    pub(crate) running: WorkerSet,
+    /// running workers with a free thread (`processing < nthreads`)
+    pub(crate) idle: WorkerSet,
     /// tasks in `no-worker`, retried when workers arrive or resume
     pub(crate) unrunnable: FxHashSet<TaskId>,
     /// commands produced by the current stimulus
@@ -273,6 +277,8 @@ impl SchedulerState {
             last_generation_time: f64::NEG_INFINITY,
             prefix_durations: FxHashMap::default(),
             round_robin: 0,
+            running: WorkerSet::default(),
+            idle: WorkerSet::default(),
             unrunnable: FxHashSet::default(),
             out: Vec::new(),
             now: 0.0,
@@ -391,6 +397,23 @@ impl SchedulerState {
         }
     }
 
+    /// Puts a worker into or out of `running` and `idle` after its status or its
+    /// processing set changed (or it left: pass an id no longer in `workers`).
+    pub(crate) fn refresh_worker(&mut self, w: WorkerId) {
+        let (running, idle) = match self.workers.get(&w) {
+            Some(ws) => {
+                let running = ws.status == WorkerStatus::Running;
+                (
+                    running,
+                    running && (ws.processing.len() as u32) < ws.nthreads,
+                )
+            }
+            None => (false, false),
+        };
+        self.running.set(w, running);
+        self.idle.set(w, idle);
+    }
+
     pub(crate) fn emit(&mut self, c: Command) {
         self.out.push(c);
     }
@@ -401,5 +424,44 @@ impl SchedulerState {
             Some((sum, n)) if *n > 0 => sum / *n as f64,
             _ => self.config.unknown_task_duration,
         }
+    }
+}
+
+/// A set of workers that can also be indexed, so picking "the n-th" one is O(1): choosing a
+/// worker must not cost O(workers) per task on a 1,000-worker cluster.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerSet {
+    items: Vec<WorkerId>,
+    pos: FxHashMap<WorkerId, usize>,
+}
+
+impl WorkerSet {
+    pub(crate) fn set(&mut self, w: WorkerId, member: bool) {
+        match (member, self.pos.get(&w).copied()) {
+            (true, None) => {
+                self.pos.insert(w, self.items.len());
+                self.items.push(w);
+            }
+            (false, Some(i)) => {
+                self.pos.remove(&w);
+                self.items.swap_remove(i);
+                if let Some(moved) = self.items.get(i) {
+                    self.pos.insert(*moved, i);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn contains(&self, w: WorkerId) -> bool {
+        self.pos.contains_key(&w)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn as_slice(&self) -> &[WorkerId] {
+        &self.items
     }
 }

@@ -266,6 +266,7 @@ impl SchedulerState {
             ws.processing.insert(id);
             ws.occupancy += duration;
         }
+        self.refresh_worker(w);
         let ts = self.tm(id);
         ts.state = TaskStatus::Processing;
         ts.processing_on = Some(w);
@@ -312,6 +313,7 @@ impl SchedulerState {
         if ws.processing.is_empty() {
             ws.occupancy = 0.0;
         }
+        self.refresh_worker(w);
         Some(w)
     }
 

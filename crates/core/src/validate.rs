@@ -88,6 +88,19 @@ impl SchedulerState {
             }
         }
         for (wid, ws) in &self.workers {
+            let running = ws.status == crate::state::WorkerStatus::Running;
+            assert_eq!(
+                self.running.contains(*wid),
+                running,
+                "{}: running set",
+                ws.address
+            );
+            assert_eq!(
+                self.idle.contains(*wid),
+                running && (ws.processing.len() as u32) < ws.nthreads,
+                "{}: idle set",
+                ws.address
+            );
             for t in &ws.processing {
                 let ts = self.t(*t);
                 assert_eq!(
@@ -104,6 +117,12 @@ impl SchedulerState {
                     self.t(*t).key
                 );
             }
+        }
+        for w in self.running.as_slice().iter().chain(self.idle.as_slice()) {
+            assert!(
+                self.workers.contains_key(w),
+                "a departed worker in running/idle"
+            );
         }
         for id in &self.unrunnable {
             assert_eq!(
