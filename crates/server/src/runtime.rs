@@ -187,8 +187,19 @@ impl Scheduler {
 
     /// Applies one stimulus and sends the resulting commands.
     pub fn stimulus(&mut self, s: Stimulus) {
+        let started = std::time::Instant::now();
         let commands = self.core.handle(now(), s);
+        let handled = started.elapsed();
+        let n = commands.len();
         self.dispatch(commands);
+        // Everything else waits while this task works: say so when it is long.
+        if started.elapsed() > std::time::Duration::from_millis(100) {
+            tracing::info!(
+                "state task busy {:.3}s: {:.3}s in the core, then {n} commands dispatched",
+                started.elapsed().as_secs_f64(),
+                handled.as_secs_f64()
+            );
+        }
     }
 
     /// Routes commands to the peers' stream writers.

@@ -235,8 +235,11 @@ async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<()
         ("annotations_buffers", ann_buffers),
         ("annotations_compression", ann_compression),
     ]);
+    let started = std::time::Instant::now();
     let stimulus = match ctx.helpers.call(request).await {
         Ok(reply) if reply.get("status").and_then(Value::as_str) == Some("OK") => {
+            let helper_s = started.elapsed().as_secs_f64();
+            log_helper_timings(&reply, helper_s);
             let tasks = match reply.get("tasks") {
                 Some(Value::Array(t)) => t
                     .iter()
@@ -279,6 +282,43 @@ async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<()
     };
     ctx.handle.send(move |s| s.stimulus(stimulus));
     Ok(())
+}
+
+/// Where a graph's time went, per stage: the helper's own timings (unpickle, materialize,
+/// order, per-task pickling) and the round trip as rask saw it (adds the pipe transfer and
+/// decoding the reply). Debug level unless the graph is big.
+fn log_helper_timings(reply: &Value, helper_s: f64) {
+    let n = match reply.get("tasks") {
+        Some(Value::Array(t)) => t.len(),
+        _ => 0,
+    };
+    let stage = |name: &str| {
+        reply
+            .get("timings")
+            .and_then(|t| t.get(name))
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    let (de, mat, order, tasks, total) = (
+        stage("deserialize_s"),
+        stage("materialize_s"),
+        stage("order_s"),
+        stage("tasks_s"),
+        stage("total_s"),
+    );
+    if n >= 10_000 {
+        tracing::info!(
+            tasks = n,
+            "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
+             per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
+        );
+    } else {
+        tracing::debug!(
+            tasks = n,
+            "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
+             per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
+        );
+    }
 }
 
 fn graph_failed(client: ClientId, keys: Vec<Key>, text: &str) -> Stimulus {
