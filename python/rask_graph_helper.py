@@ -62,7 +62,8 @@ Modes
       ``"annotations_buffers": [bytes],``     its sub-frames (pickle-5 buffers)
       optional ``"annotations_compression": [str|None]`` (the sub-header's
       ``compression``, if the client compressed the buffers) and optional
-      ``"validate": bool`` (default: config ``distributed.scheduler.validate``)``}``
+      ``"validate": bool`` (default: config ``distributed.scheduler.validate``) and
+      optional ``"chunk_size": int``: stream the task records, see below``}``
 
     -> ``{"id": n, "status": "OK", "expr_type": str, "culled": bool,
     "tasks": [task, ...], "timings": {str: float}}`` with one ``task`` per node of the
@@ -89,6 +90,13 @@ Modes
                        "host:port", worker-name aliases as str(name); Rust still applies
                        coerce_address / the host-name split), "allow_other_workers": bool,
                        "resources": map, "retries": int, "priority": number
+
+    With ``"chunk_size": c``, the task records are written as they are made, in messages
+    ``{"id": n, "chunk": [task, ...]}`` of ``c`` records each, before the final reply,
+    whose ``"tasks"`` holds the rest and ``"chunks"`` says how many were sent. Rust turns
+    a chunk into tasks while the next one is pickled, and never holds the whole reply at
+    once. An error after some chunks were sent is still one error reply (chunks then
+    count for nothing).
 
     ``{"op": "run_function", "id": n, "function": bytes, "args": bytes|None,``
     ``"kwargs": bytes|None, "wait": bool}`` (``Client.run_on_scheduler``; the fields of
@@ -306,7 +314,9 @@ class GraphHelper:
 
     # -- the request --------------------------------------------------------
 
-    def update_graph(self, req: dict) -> dict:
+    def update_graph(self, req: dict, emit=None) -> dict:
+        """``emit(records)`` writes a chunk message; used when the request has a
+        ``chunk_size``."""
         t0 = time.perf_counter()
         try:
             header = req["expr_header"]
@@ -361,13 +371,16 @@ class GraphHelper:
             internal_priority = self.order(dsk=dsk)
         t3 = time.perf_counter()
 
-        tasks = self._tasks(dsk, internal_priority, annotations_by_type, global_annotations)
+        chunk_size = req.get("chunk_size") if emit is not None else None
+        sink = _Chunks(emit, chunk_size) if chunk_size is not None else None
+        tasks = self._tasks(dsk, internal_priority, annotations_by_type, global_annotations, sink)
         t4 = time.perf_counter()
         return {
             "status": "OK",
             "expr_type": expr_type,
             "culled": culled,
             "tasks": tasks,
+            "chunks": sink.sent if sink else 0,
             "timings": {
                 "deserialize_s": t1 - t0,
                 "materialize_s": t2 - t1,
@@ -377,7 +390,7 @@ class GraphHelper:
             },
         }
 
-    def _tasks(self, dsk, internal_priority, annotations_by_type, global_annotations):
+    def _tasks(self, dsk, internal_priority, annotations_by_type, global_annotations, sink=None):
         kinds = self._kinds
         dumps = self.pickle_dumps
         key_split = self.key_split
@@ -436,6 +449,10 @@ class GraphHelper:
             elif static_rec:
                 rec.update(static_rec)
             append(rec)
+            if sink is not None and len(tasks) >= sink.size:
+                sink.emit(tasks)
+                tasks = []
+                append = tasks.append
         return tasks
 
     # -- errors ---------------------------------------------------------------
@@ -461,6 +478,21 @@ class GraphHelper:
 
 
 _OWN_FILENAME = GraphHelper.error_reply.__code__.co_filename
+
+
+class _Chunks:
+    """Where ``_tasks`` sends each full chunk of records."""
+
+    def __init__(self, emit, size: int):
+        if type(size) is not int or size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {size!r}")
+        self.write = emit
+        self.size = size
+        self.sent = 0
+
+    def emit(self, records: list) -> None:
+        self.write(records)
+        self.sent += 1
 
 
 def _fallback_error_reply(e: BaseException) -> dict:
@@ -579,7 +611,9 @@ class Server:
             rid = req.get("id")
             op = req.get("op")
             if op == "update_graph":
-                reply = self.helper.update_graph(req)
+                reply = self.helper.update_graph(
+                    req, emit=lambda records: self.write({"id": rid, "chunk": records})
+                )
             elif op == "ping":
                 reply = {"status": "OK"}
             elif op == "run_function":

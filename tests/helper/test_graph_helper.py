@@ -551,6 +551,37 @@ def test_delayed_graph(helper, stock):
     assert_matches_stock(r, frames, stock)
 
 
+def test_chunked_records(helper):
+    """With chunk_size, records stream in chunks before the final reply; together they are
+    exactly the records of the unchunked reply."""
+    xs = [delayed(operator.add)(i, 1) for i in range(25)]
+    expr, keys = collection_expr(delayed(sum)(xs))
+    frames = update_graph_frames(expr, keys)
+    whole = update(helper, frames)
+    helper._next_id += 1
+    rid = helper._next_id
+    helper.send({"op": "update_graph", "id": rid, "chunk_size": 10, **helper_request(frames)})
+    chunks = []
+    while True:
+        msg = helper.read()
+        assert msg["id"] == rid
+        if "chunk" not in msg:
+            break
+        chunks.append(msg["chunk"])
+    assert msg["status"] == "OK"
+    assert [len(c) for c in chunks] == [10, 10] and len(msg["tasks"]) == 6
+    assert msg["chunks"] == 2
+    streamed = [t for c in chunks for t in c] + list(msg["tasks"])
+    assert sorted(streamed, key=repr) == sorted(whole["tasks"], key=repr)
+
+
+def test_bad_chunk_size_is_an_error(helper):
+    expr, keys = collection_expr(delayed(operator.add)(1, 2))
+    r = helper.call("update_graph", chunk_size=0, **helper_request(update_graph_frames(expr, keys)))
+    assert r["status"] == "error"
+    assert "chunk_size" in r["exception_text"]
+
+
 def test_array_graph(helper, stock):
     x = da.ones((6, 6), chunks=3)
     y = (x + x.T)[::2].mean()

@@ -26,6 +26,8 @@ const MAX_REPLY_BYTES: u64 = 32 << 30;
 struct Job {
     request: Value,
     reply: oneshot::Sender<Result<Value, ServerError>>,
+    /// where `{"chunk": [...]}` messages go, for requests that ask for them
+    chunks: Option<mpsc::UnboundedSender<Value>>,
 }
 
 /// Handle to the pool; cheap to clone.
@@ -61,9 +63,32 @@ impl HelperPool {
 
     /// Sends one request to the next free helper and waits for its reply.
     pub async fn call(&self, request: Value) -> Result<Value, ServerError> {
+        self.submit(request, None).await
+    }
+
+    /// Like [`HelperPool::call`] for a request with a `chunk_size`: each
+    /// `{"chunk": [...]}` message that precedes the reply is decoded and sent to `chunks`
+    /// as it arrives, so the caller works on it while the helper makes the next one.
+    pub async fn call_chunked(
+        &self,
+        request: Value,
+        chunks: mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, ServerError> {
+        self.submit(request, Some(chunks)).await
+    }
+
+    async fn submit(
+        &self,
+        request: Value,
+        chunks: Option<mpsc::UnboundedSender<Value>>,
+    ) -> Result<Value, ServerError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Job { request, reply: tx })
+            .send(Job {
+                request,
+                reply: tx,
+                chunks,
+            })
             .map_err(|_| ServerError::ShuttingDown)?;
         rx.await.map_err(|_| ServerError::ShuttingDown)?
     }
@@ -139,7 +164,11 @@ async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, ServerError> {
     Ok(decode_value(Bytes::from(body))?)
 }
 
-async fn exchange(p: &mut Process, mut request: Value) -> Result<Value, ServerError> {
+async fn exchange(
+    p: &mut Process,
+    mut request: Value,
+    chunks: Option<&mpsc::UnboundedSender<Value>>,
+) -> Result<Value, ServerError> {
     p.next_id += 1;
     let id = p.next_id;
     request.set("id", Value::Int(id));
@@ -149,11 +178,24 @@ async fn exchange(p: &mut Process, mut request: Value) -> Result<Value, ServerEr
     framed.extend_from_slice(&body);
     p.stdin.write_all(&framed).await?;
     p.stdin.flush().await?;
-    let reply = read_reply(&mut p.stdout).await?;
-    if reply.get("id").and_then(Value::as_i64) != Some(id) {
-        return Err(ServerError::Helper("helper reply out of order".into()));
+    loop {
+        let reply = read_reply(&mut p.stdout).await?;
+        if reply.get("id").and_then(Value::as_i64) != Some(id) {
+            return Err(ServerError::Helper("helper reply out of order".into()));
+        }
+        match (reply.get("chunk").is_some(), chunks) {
+            (false, _) => return Ok(reply),
+            // the caller may have gone; the helper's output must still be read to its end
+            (true, Some(tx)) => {
+                let _ = tx.send(reply);
+            }
+            (true, None) => {
+                return Err(ServerError::Helper(
+                    "helper sent a chunk for a request that asked for none".into(),
+                ))
+            }
+        }
     }
-    Ok(reply)
 }
 
 async fn helper_loop(
@@ -193,7 +235,7 @@ async fn helper_loop(
                 let _ = proc.child.kill().await;
                 return;
             };
-            match exchange(&mut proc, job.request).await {
+            match exchange(&mut proc, job.request, job.chunks.as_ref()).await {
                 Ok(reply) => {
                     let _ = job.reply.send(Ok(reply));
                 }

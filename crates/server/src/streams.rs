@@ -11,7 +11,7 @@ use crate::runtime::{now, ClientInfo, WorkerInfo};
 use crate::translate::{
     self, field, int_field, key_field, keys_field, opt_str, pickled_exception, str_field,
 };
-use rask_core::{ClientId, Stimulus, WorkerId, WorkerSpec};
+use rask_core::{ClientId, NewTask, Stimulus, WorkerId, WorkerSpec};
 use rask_protocol::{Key, OpaqueKind, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -234,20 +234,29 @@ async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<()
         ("annotations_pickled", ann_pickle),
         ("annotations_buffers", ann_buffers),
         ("annotations_compression", ann_compression),
+        ("chunk_size", Value::Int(GRAPH_CHUNK)),
     ]);
     let started = std::time::Instant::now();
-    let stimulus = match ctx.helpers.call(request).await {
+    // Records arrive in chunks and become tasks while the helper pickles the next chunk.
+    let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
+    let call = ctx.helpers.call_chunked(request, chunk_tx);
+    tokio::pin!(call);
+    let mut streamed: Result<Vec<NewTask>, ServerError> = Ok(Vec::new());
+    let result = loop {
+        tokio::select! {
+            Some(chunk) = chunk_rx.recv() => add_records(&mut streamed, chunk.get("chunk")),
+            result = &mut call => break result,
+        }
+    };
+    while let Ok(chunk) = chunk_rx.try_recv() {
+        add_records(&mut streamed, chunk.get("chunk"));
+    }
+    let stimulus = match result {
         Ok(reply) if reply.get("status").and_then(Value::as_str) == Some("OK") => {
             let helper_s = started.elapsed().as_secs_f64();
             log_helper_timings(&reply, helper_s);
-            let tasks = match reply.get("tasks") {
-                Some(Value::Array(t)) => t
-                    .iter()
-                    .map(translate::new_task)
-                    .collect::<Result<Vec<_>, _>>(),
-                _ => Err(ServerError::Helper("helper reply without tasks".into())),
-            };
-            match tasks {
+            add_records(&mut streamed, reply.get("tasks"));
+            match streamed {
                 Ok(tasks) => Stimulus::UpdateGraph {
                     client,
                     tasks,
@@ -318,6 +327,26 @@ fn log_helper_timings(reply: &Value, helper_s: f64) {
             "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
              per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
         );
+    }
+}
+
+/// Records per chunk of a helper's `update_graph` reply.
+const GRAPH_CHUNK: i64 = 20_000;
+
+/// Turns a chunk of helper records into tasks; the first bad record fails the graph.
+fn add_records(tasks: &mut Result<Vec<NewTask>, ServerError>, records: Option<&Value>) {
+    let Ok(out) = tasks else {
+        return;
+    };
+    let converted = match records {
+        Some(Value::Array(records)) => records
+            .iter()
+            .map(translate::new_task)
+            .try_for_each(|t| t.map(|t| out.push(t))),
+        _ => Err(ServerError::Helper("helper reply without tasks".into())),
+    };
+    if let Err(e) = converted {
+        *tasks = Err(e);
     }
 }
 
