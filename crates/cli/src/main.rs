@@ -2,6 +2,7 @@
 //! in the library crates.
 
 mod scheduler;
+mod zero_worker;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Start a scheduler, like `dask scheduler`.
     Scheduler(scheduler::SchedulerArgs),
+    /// Register N fake workers that finish every task at once (a scheduler benchmark).
+    ZeroWorker(zero_worker::ZeroWorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Scheduler(args) => scheduler::main(args),
+        Command::ZeroWorker(args) => zero_worker::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
