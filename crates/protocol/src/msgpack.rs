@@ -72,9 +72,11 @@ impl Decoder<'_> {
     }
 
     fn str(&mut self, n: usize) -> Result<Value, ProtocolError> {
-        let b = self.take(n)?;
-        let s = std::str::from_utf8(&b).map_err(|_| ProtocolError::InvalidUtf8)?;
-        Ok(Value::Str(s.into()))
+        self.need(n)?;
+        let s = std::str::from_utf8(&self.buf[..n]).map_err(|_| ProtocolError::InvalidUtf8)?;
+        let v = Value::Str(crate::value::intern(s));
+        self.buf.advance(n);
+        Ok(v)
     }
 
     fn array(&mut self, n: usize, depth: usize) -> Result<Value, ProtocolError> {
