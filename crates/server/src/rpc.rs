@@ -174,10 +174,13 @@ pub async fn dispatch(op: &str, msg: Value, ctx: &Arc<Ctx>) -> Result<Value, Ser
                 };
                 if close {
                     if let Some(info) = s.workers.get(&w) {
-                        let _ = info.tx.send(Value::map([
-                            ("op", Value::from("close")),
-                            ("reason", Value::from("scheduler-remove-worker")),
-                        ]));
+                        let _ = info.tx.send(
+                            Value::map([
+                                ("op", Value::from("close")),
+                                ("reason", Value::from("scheduler-remove-worker")),
+                            ])
+                            .into(),
+                        );
                     }
                 }
                 s.remove_worker(w, expected, format!("unregister-{}", now()).into());

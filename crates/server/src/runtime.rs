@@ -5,7 +5,9 @@
 //! in the order each sender sent them, which keeps every stream's messages in order.
 
 use crate::translate;
-use rask_core::{ClientId, Command, CoreConfig, SchedulerState, Stimulus, WorkerId};
+use rask_core::{
+    ClientId, Command, CoreConfig, SchedulerState, Stimulus, ToClient, ToWorker, WorkerId,
+};
 use rask_protocol::Value;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -16,7 +18,36 @@ use tokio::sync::{mpsc, oneshot};
 pub type Event = Box<dyn FnOnce(&mut Scheduler) + Send>;
 
 /// Sends messages to one peer's batched stream writer.
-pub type StreamTx = mpsc::UnboundedSender<Value>;
+pub type StreamTx = mpsc::UnboundedSender<Outgoing>;
+
+/// A message queued on a peer's stream. Core commands travel as they are and become wire
+/// values in the stream's writer task, so the state task does not spend its time (and
+/// hold everyone else up) building them.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// already a wire value
+    Msg(Value),
+    /// a scheduler -> worker command
+    Worker(ToWorker),
+    /// a scheduler -> client command
+    Client(ToClient),
+}
+
+impl From<Value> for Outgoing {
+    fn from(v: Value) -> Self {
+        Outgoing::Msg(v)
+    }
+}
+
+impl From<Outgoing> for Value {
+    fn from(o: Outgoing) -> Self {
+        match o {
+            Outgoing::Msg(v) => v,
+            Outgoing::Worker(m) => translate::to_worker(m),
+            Outgoing::Client(m) => translate::to_client(m),
+        }
+    }
+}
 
 /// A cloneable way to reach the state task.
 #[derive(Clone)]
@@ -208,12 +239,12 @@ impl Scheduler {
             match c {
                 Command::Worker(w, msg) => {
                     if let Some(info) = self.workers.get(&w) {
-                        let _ = info.tx.send(translate::to_worker(msg));
+                        let _ = info.tx.send(Outgoing::Worker(msg));
                     }
                 }
                 Command::Client(c, msg) => {
                     if let Some(info) = self.clients.get(&c) {
-                        let _ = info.tx.send(translate::to_client(msg));
+                        let _ = info.tx.send(Outgoing::Client(msg));
                     }
                 }
                 Command::Transitioned {
@@ -224,7 +255,7 @@ impl Scheduler {
                 Command::AllClients(msg) => {
                     let v = translate::to_client(msg);
                     for info in self.clients.values() {
-                        let _ = info.tx.send(v.clone());
+                        let _ = info.tx.send(v.clone().into());
                     }
                 }
             }
@@ -351,10 +382,13 @@ impl Scheduler {
     /// Sends `close` to every worker (scheduler shutdown).
     pub fn close_workers(&mut self, reason: &str) {
         for info in self.workers.values() {
-            let _ = info.tx.send(Value::map([
-                ("op", Value::from("close")),
-                ("reason", Value::from(reason)),
-            ]));
+            let _ = info.tx.send(
+                Value::map([
+                    ("op", Value::from("close")),
+                    ("reason", Value::from(reason)),
+                ])
+                .into(),
+            );
         }
     }
 }

@@ -120,7 +120,7 @@ pub async fn run(
             s.close_workers("scheduler-close");
             for c in s.clients.values() {
                 let _ =
-                    c.tx.send(Value::map([("op", Value::from("stream-closed"))]));
+                    c.tx.send(Value::map([("op", Value::from("stream-closed"))]).into());
             }
         })
         .await;

@@ -7,7 +7,7 @@
 use crate::comm::{Comm, CommWriter};
 use crate::connection::Ctx;
 use crate::error::ServerError;
-use crate::runtime::{now, ClientInfo, WorkerInfo};
+use crate::runtime::{now, ClientInfo, Outgoing, WorkerInfo};
 use crate::translate::{
     self, field, int_field, key_field, keys_field, opt_str, pickled_exception, str_field,
 };
@@ -20,12 +20,12 @@ use tokio::sync::mpsc;
 const MAX_BATCH: usize = 50_000;
 
 /// Drains a peer's queue into batched writes until the queue or the socket closes.
-async fn batched_writer(mut rx: mpsc::UnboundedReceiver<Value>, mut writer: CommWriter) {
+async fn batched_writer(mut rx: mpsc::UnboundedReceiver<Outgoing>, mut writer: CommWriter) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+        let mut batch = vec![Value::from(first)];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => batch.push(m.into()),
                 Err(_) => break,
             }
         }
@@ -66,11 +66,14 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
         .handle
         .call(move |s| {
             // `stream-start` must be the first message on the stream.
-            let _ = tx.send(Value::map([
-                ("op", Value::from("stream-start")),
-                ("warning", Value::from("")),
-                ("error", Value::from("")),
-            ]));
+            let _ = tx.send(
+                Value::map([
+                    ("op", Value::from("stream-start")),
+                    ("warning", Value::from("")),
+                    ("error", Value::from("")),
+                ])
+                .into(),
+            );
             let id = s.core.new_client_id();
             s.clients.insert(
                 id,
@@ -118,10 +121,13 @@ async fn client_loop(
                     ctx.handle.send(move |s| {
                         let interval = s.heartbeat_interval() * 10.0;
                         if let Some(c) = s.clients.get(&client) {
-                            let _ = c.tx.send(Value::map([
-                                ("op", Value::from("adjust-heartbeat-interval")),
-                                ("interval", Value::Float(interval)),
-                            ]));
+                            let _ = c.tx.send(
+                                Value::map([
+                                    ("op", Value::from("adjust-heartbeat-interval")),
+                                    ("interval", Value::Float(interval)),
+                                ])
+                                .into(),
+                            );
                         }
                     });
                 }
@@ -254,8 +260,9 @@ async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<()
     let stimulus = match result {
         Ok(reply) if reply.get("status").and_then(Value::as_str) == Some("OK") => {
             let helper_s = started.elapsed().as_secs_f64();
-            log_helper_timings(&reply, helper_s);
             add_records(&mut streamed, reply.get("tasks"));
+            let n = streamed.as_ref().map_or(0, Vec::len);
+            log_helper_timings(&reply, n, helper_s);
             match streamed {
                 Ok(tasks) => Stimulus::UpdateGraph {
                     client,
@@ -296,11 +303,7 @@ async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<()
 /// Where a graph's time went, per stage: the helper's own timings (unpickle, materialize,
 /// order, per-task pickling) and the round trip as rask saw it (adds the pipe transfer and
 /// decoding the reply). Debug level unless the graph is big.
-fn log_helper_timings(reply: &Value, helper_s: f64) {
-    let n = match reply.get("tasks") {
-        Some(Value::Array(t)) => t.len(),
-        _ => 0,
-    };
+fn log_helper_timings(reply: &Value, n: usize, helper_s: f64) {
     let stage = |name: &str| {
         reply
             .get("timings")

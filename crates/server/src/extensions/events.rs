@@ -88,11 +88,14 @@ pub fn publish(s: &mut Scheduler, topics: &[Arc<str>], msg: Value) {
         topic.events.push_back(event.clone());
         for client in &topic.subscribers {
             if let Some(info) = s.clients.get(client) {
-                let _ = info.tx.send(Value::map([
-                    ("op", Value::from("event")),
-                    ("topic", Value::Str(name.clone())),
-                    ("event", event.clone()),
-                ]));
+                let _ = info.tx.send(
+                    Value::map([
+                        ("op", Value::from("event")),
+                        ("topic", Value::Str(name.clone())),
+                        ("event", event.clone()),
+                    ])
+                    .into(),
+                );
             }
         }
     }

@@ -503,7 +503,7 @@ fn fail_on_workers(s: &mut Scheduler, id: &Arc<str>, message: &str) {
     ]);
     for w in &run.participating {
         if let Some(info) = s.worker_by_address(w).and_then(|wid| s.workers.get(&wid)) {
-            let _ = info.tx.send(msg.clone());
+            let _ = info.tx.send(msg.clone().into());
         }
     }
 }
