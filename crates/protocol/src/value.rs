@@ -397,14 +397,14 @@ const COMMON: [&str; 64] = [
     "compute-task", "free-keys", "key-in-memory", "close", "batched_stream", "error",
 ];
 
-static INTERNED: std::sync::LazyLock<Vec<Arc<str>>> =
-    std::sync::LazyLock::new(|| COMMON.iter().map(|s| Arc::from(*s)).collect());
+static INTERNED: std::sync::LazyLock<rustc_hash::FxHashMap<&'static str, Arc<str>>> =
+    std::sync::LazyLock::new(|| COMMON.iter().map(|s| (*s, Arc::from(*s))).collect());
 
 /// `s` as an `Arc<str>`, shared if it is one of the common names.
 pub fn intern(s: &str) -> Arc<str> {
     if s.len() <= 24 {
-        if let Some(i) = COMMON.iter().position(|c| *c == s) {
-            return INTERNED[i].clone();
+        if let Some(a) = INTERNED.get(s) {
+            return a.clone();
         }
     }
     s.into()
