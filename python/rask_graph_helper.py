@@ -77,7 +77,13 @@ Modes
                        {"pickled-obj": run_spec, "num-sub-frames": 0}
         "kind"         "Task" | "Alias" | "DataNode" | "List" | ... (class name)
         "order"        int    client internal_priority[key] if the client sent a
-                       non-empty one, else dask.order.order(); 0 if the key is missing
+                       non-empty one, else dask.order.order(); 0 if the key is missing.
+                       Absent when the request has ``"rust_order": true`` and the client
+                       sent no priorities: rask then orders the graph with rask-order,
+                       from these two fields instead:
+        "hash"         int    hash(key) in this process (set iteration order)
+        "deps_table"   int    only if >= 5 deps: the hash-table size of the
+                       node.dependencies frozenset
         "prefix"       str    dask.utils.key_split(key)       (TaskPrefix name)
         "group"        str    distributed.utils.key_split_group(key) (TaskGroup name)
         "annotations"  map    only if non-empty: global annotations (callables called
@@ -367,7 +373,10 @@ class GraphHelper:
             kind(t)  # fills the cache the per-task loop reads
 
         # scheduler.py:5048-5049
-        if not internal_priority:
+        # With "rust_order", rask orders the graph itself (rask-order, identical output
+        # for the hashes sent); the client's own priorities still win.
+        rust_order = bool(req.get("rust_order")) and not internal_priority
+        if not internal_priority and not rust_order:
             internal_priority = self.order(dsk=dsk)
         t3 = time.perf_counter()
 
@@ -395,7 +404,9 @@ class GraphHelper:
         dumps = self.pickle_dumps
         key_split = self.key_split
         key_split_group = self.key_split_group
-        prio = internal_priority.get
+        prio = internal_priority.get if internal_priority else None
+        getsizeof = sys.getsizeof
+        empty_fs = getsizeof(frozenset())
         # (name, i, ...) keys: prefix and group depend only on the name; cache per name
         names: dict = {}
 
@@ -431,10 +442,17 @@ class GraphHelper:
                 "deps": list(node.dependencies),
                 "run_spec": dumps(node),
                 "kind": kinds[type(node)],
-                "order": prio(key, 0),
                 "prefix": prefix,
                 "group": group,
             }
+            if prio is not None:
+                rec["order"] = prio(key, 0)
+            else:
+                # what rask-order needs to reproduce this process's set iteration order
+                rec["hash"] = hash(key)
+                deps = node.dependencies
+                if len(deps) >= 5:
+                    rec["deps_table"] = ((getsizeof(deps) - empty_fs) // 16) or 8
             if dynamic:
                 # Scheduler._apply_annotations, scheduler.py:5266-5279
                 ann = {}

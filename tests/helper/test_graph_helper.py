@@ -950,7 +950,7 @@ def test_compressed_annotation_buffers(helper):
 def test_reply_schema(helper):
     expr, keys = collection_expr(delayed(operator.add)(1, 2))
     r = update(helper, update_graph_frames(expr, keys))
-    assert set(r) == {"id", "status", "expr_type", "culled", "tasks", "timings"}
+    assert set(r) == {"id", "status", "expr_type", "culled", "tasks", "chunks", "timings"}
     (t,) = r["tasks"]
     assert set(t) == {"key", "deps", "run_spec", "kind", "order", "prefix", "group"}
     assert isinstance(t["run_spec"], bytes) and isinstance(t["order"], int)

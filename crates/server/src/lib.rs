@@ -12,6 +12,7 @@
 //!   both `rask_protocol` and `rask_core`.
 //! - [`extensions`]: datasets, coordination primitives, events (Dask's scheduler extensions).
 //! - [`helper`]: the pool of Python graph helpers that materialize `update-graph`.
+//! - [`ordering`]: priorities for their graphs with `rask-order` (`dask.order` in Rust).
 //! - [`http`]: `/health` and a status page on the dashboard port.
 //! - [`serve`]: binding, the scheduler file, signals and shutdown.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod extensions;
 pub mod helper;
 pub mod http;
+pub mod ordering;
 pub mod rpc;
 pub mod runtime;
 pub mod serve;

@@ -7,6 +7,7 @@
 use crate::comm::{Comm, CommWriter};
 use crate::connection::Ctx;
 use crate::error::ServerError;
+use crate::ordering::{self, OrderInfo};
 use crate::runtime::{now, ClientInfo, Outgoing, WorkerInfo};
 use crate::translate::{
     self, field, int_field, key_field, keys_field, opt_str, pickled_exception, str_field,
@@ -241,13 +242,14 @@ async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<()
         ("annotations_buffers", ann_buffers),
         ("annotations_compression", ann_compression),
         ("chunk_size", Value::Int(GRAPH_CHUNK)),
+        ("rust_order", Value::Bool(true)),
     ]);
     let started = std::time::Instant::now();
     // Records arrive in chunks and become tasks while the helper pickles the next chunk.
     let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
     let call = ctx.helpers.call_chunked(request, chunk_tx);
     tokio::pin!(call);
-    let mut streamed: Result<Vec<NewTask>, ServerError> = Ok(Vec::new());
+    let mut streamed: Result<Records, ServerError> = Ok(Records::default());
     let result = loop {
         tokio::select! {
             Some(chunk) = chunk_rx.recv() => add_records(&mut streamed, chunk.get("chunk")),
@@ -261,9 +263,13 @@ async fn update_graph(client: ClientId, msg: Value, ctx: &Arc<Ctx>) -> Result<()
         Ok(reply) if reply.get("status").and_then(Value::as_str) == Some("OK") => {
             let helper_s = started.elapsed().as_secs_f64();
             add_records(&mut streamed, reply.get("tasks"));
-            let n = streamed.as_ref().map_or(0, Vec::len);
+            let n = streamed.as_ref().map_or(0, |r| r.tasks.len());
             log_helper_timings(&reply, n, helper_s);
-            match streamed {
+            let ordered = match streamed {
+                Ok(r) => order_off_runtime(r).await,
+                Err(e) => Err(e),
+            };
+            match ordered {
                 Ok(tasks) => Stimulus::UpdateGraph {
                     client,
                     tasks,
@@ -336,21 +342,38 @@ fn log_helper_timings(reply: &Value, n: usize, helper_s: f64) {
 /// Records per chunk of a helper's `update_graph` reply.
 const GRAPH_CHUNK: i64 = 20_000;
 
+/// A graph's tasks as they arrive from the helper, with what ordering needs of each.
+#[derive(Default)]
+struct Records {
+    tasks: Vec<NewTask>,
+    order: Vec<OrderInfo>,
+}
+
 /// Turns a chunk of helper records into tasks; the first bad record fails the graph.
-fn add_records(tasks: &mut Result<Vec<NewTask>, ServerError>, records: Option<&Value>) {
-    let Ok(out) = tasks else {
+fn add_records(out: &mut Result<Records, ServerError>, records: Option<&Value>) {
+    let Ok(r) = out else {
         return;
     };
     let converted = match records {
-        Some(Value::Array(records)) => records
-            .iter()
-            .map(translate::new_task)
-            .try_for_each(|t| t.map(|t| out.push(t))),
+        Some(Value::Array(records)) => records.iter().try_for_each(|rec| {
+            r.tasks.push(translate::new_task(rec)?);
+            r.order.push(OrderInfo::of(rec));
+            Ok(())
+        }),
         _ => Err(ServerError::Helper("helper reply without tasks".into())),
     };
     if let Err(e) = converted {
-        *tasks = Err(e);
+        *out = Err(e);
     }
+}
+
+/// Gives the tasks their priorities (rask-order) on a blocking thread: a million-task
+/// graph takes about a second, which no runtime thread should spend.
+async fn order_off_runtime(r: Records) -> Result<Vec<NewTask>, ServerError> {
+    let Records { mut tasks, order } = r;
+    tokio::task::spawn_blocking(move || ordering::assign(&mut tasks, &order).map(|()| tasks))
+        .await
+        .map_err(|e| ServerError::Helper(format!("ordering the graph panicked: {e}")))?
 }
 
 fn graph_failed(client: ClientId, keys: Vec<Key>, text: &str) -> Stimulus {
