@@ -64,9 +64,7 @@ impl Key {
         match self {
             Key::Str(s) => repr_str(s, out),
             Key::Bytes(b) => repr_bytes(b, out),
-            Key::Int(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Key::Int(v) => write_int(*v, out),
             Key::Float(f) => repr_float(*f, out),
             Key::Tuple(items) => {
                 out.push('(');
@@ -125,8 +123,37 @@ fn is_printable(c: char) -> bool {
     !(idx < NON_PRINTABLE.len() && NON_PRINTABLE[idx].0 <= c)
 }
 
+fn write_int(v: i128, out: &mut String) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let mut x = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+        if x == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
+}
+
 /// Objects/unicodeobject.c unicode_repr
 fn repr_str(s: &str, out: &mut String) {
+    // fast path: printable ASCII without quotes or backslashes
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'\\' && b != b'\'' && b != b'"')
+    {
+        out.push('\'');
+        out.push_str(s);
+        out.push('\'');
+        return;
+    }
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {

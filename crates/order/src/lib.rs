@@ -106,6 +106,11 @@ pub enum OrderError {
     /// The input is malformed (index out of range, duplicate dependency, external with deps).
     #[error("invalid graph: {0}")]
     Invalid(String),
+    /// `dask.order.order` itself raises on this graph (the message names Python's
+    /// exception). Only seen with legacy (non-`GraphNode`) values: a `DataNode`-like root
+    /// required only by non-task leaves is never ordered and Python runs out of targets.
+    #[error("dask.order.order fails on this graph: {0}")]
+    DaskFailure(String),
 }
 
 /// Knobs of [`order_with`].

@@ -28,8 +28,40 @@ pub fn order_with(graph: &Graph, opts: &Options) -> Result<Vec<i64>, OrderError>
         return Err(OrderError::Invalid("too many nodes".into()));
     }
     validate(graph)?;
-    let hashes: Vec<u64> = match &graph.hashes {
-        Some(h) => {
+    let mut hashes = Hashes::new(graph, opts)?;
+    let mut out = vec![NO_PRIORITY; n];
+    if graph.kinds.iter().all(|k| *k == NodeKind::External) {
+        // `if not dsk: return {}`
+        return Ok(out);
+    }
+    let pre = prepare(graph, &mut hashes)?;
+    let mut run = Run::new(graph, &mut hashes, pre);
+    if let Some(e) = run.error.take() {
+        return Err(e);
+    }
+    let result = run.run()?;
+    for (i, r) in result.into_iter().enumerate() {
+        if graph.kinds[i] != NodeKind::External && r != UNSET {
+            out[i] = r;
+        }
+    }
+    Ok(out)
+}
+
+/// Python's `hash(key)` per node, computed lazily for isolated nodes (no dependencies, no
+/// dependents): they only ever enter the `leaf_nodes`/`root_nodes` sets, whose order is
+/// often irrelevant (e.g. a million independent tasks).
+struct Hashes {
+    h: Vec<u64>,
+    /// isolated nodes not hashed yet
+    pending: Vec<u32>,
+    secret: HashSecret,
+}
+
+impl Hashes {
+    fn new(g: &Graph, opts: &Options) -> Result<Self, OrderError> {
+        let n = g.len();
+        if let Some(h) = &g.hashes {
             if h.len() != n {
                 return Err(OrderError::Invalid(format!(
                     "{} hashes for {} nodes",
@@ -37,34 +69,39 @@ pub fn order_with(graph: &Graph, opts: &Options) -> Result<Vec<i64>, OrderError>
                     n
                 )));
             }
-            h.iter().map(|&x| x as u64).collect()
+            return Ok(Hashes {
+                h: h.iter().map(|&x| x as u64).collect(),
+                pending: Vec::new(),
+                secret: HashSecret::default(),
+            });
         }
-        None => {
-            let secret = HashSecret::from_seed(opts.hash_seed);
-            graph
-                .keys
-                .iter()
-                .map(|k| k.py_hash(&secret) as u64)
-                .collect()
+        let secret = HashSecret::from_seed(opts.hash_seed);
+        let mut linked = vec![false; n];
+        for &d in &g.dep_idx {
+            linked[d as usize] = true;
         }
-    };
-    let mut out = vec![NO_PRIORITY; n];
-    if graph.kinds.iter().all(|k| *k == NodeKind::External) {
-        // `if not dsk: return {}`
-        return Ok(out);
+        let mut pending = Vec::new();
+        let h = (0..n)
+            .map(|i| {
+                if linked[i] || !g.deps(i as u32).is_empty() {
+                    g.keys[i].py_hash(&secret) as u64
+                } else {
+                    pending.push(i as u32);
+                    0
+                }
+            })
+            .collect();
+        Ok(Hashes { h, pending, secret })
     }
-    let pre = prepare(graph, &hashes)?;
-    let mut run = Run::new(graph, &hashes, pre);
-    if let Some(e) = run.error.take() {
-        return Err(e);
-    }
-    let result = run.run();
-    for (i, r) in result.into_iter().enumerate() {
-        if graph.kinds[i] != NodeKind::External && r != UNSET {
-            out[i] = r;
+
+    /// Hash every node.
+    fn complete(&mut self, g: &Graph) -> &[u64] {
+        for &i in &self.pending {
+            self.h[i as usize] = g.keys[i as usize].py_hash(&self.secret) as u64;
         }
+        self.pending.clear();
+        &self.h
     }
-    Ok(out)
 }
 
 fn validate(g: &Graph) -> Result<(), OrderError> {
@@ -140,14 +177,18 @@ struct Prepared {
     dsk_len: usize,
     expected_len: usize,
     is_external: Vec<bool>,
-    /// final `root_nodes` / `leaf_nodes`, as emulated sets
-    root_set: PySet,
-    leaf_set: PySet,
+    /// final `root_nodes` / `leaf_nodes` members: in Python's iteration order if
+    /// `*_ordered`, else in insertion order (the sets were not emulated: no node was
+    /// removed, so the sets are the initial comprehensions and can be emulated later)
+    roots: Vec<u32>,
+    roots_ordered: bool,
+    leaves: Vec<u32>,
+    leaves_ordered: bool,
     /// `requires_data_task[k]` in pop order
     rdt: FxHashMap<u32, Vec<u32>>,
 }
 
-fn prepare(g: &Graph, h: &[u64]) -> Result<Prepared, OrderError> {
+fn prepare(g: &Graph, hashes: &mut Hashes) -> Result<Prepared, OrderError> {
     let n = g.len();
     let is_ext: Vec<bool> = g.kinds.iter().map(|k| *k == NodeKind::External).collect();
     let is_task: Vec<bool> = g.kinds.iter().map(|k| *k == NodeKind::Task).collect();
@@ -206,6 +247,7 @@ fn prepare(g: &Graph, h: &[u64]) -> Result<Prepared, OrderError> {
             }
         }
     }
+    let h: &[u64] = &hashes.h;
     let mut scratch = Scratch::new();
     let mut buf: Vec<u32> = Vec::new();
     for v in 0..n {
@@ -225,18 +267,16 @@ fn prepare(g: &Graph, h: &[u64]) -> Result<Prepared, OrderError> {
 
     // leaf_nodes = {k for k, v in dependents.items() if not v}
     // root_nodes = {k for k, v in dependencies.items() if not v}
-    let mut leaf_set = PySet::new();
-    for &k in &touch_order {
-        if dependents0.row(k).is_empty() {
-            leaf_set.add(k, h);
-        }
-    }
-    let mut root_set = PySet::new();
-    for &k in &dsk_order {
-        if g.deps(k).is_empty() {
-            root_set.add(k, h);
-        }
-    }
+    let leaves0: Vec<u32> = touch_order
+        .iter()
+        .copied()
+        .filter(|&k| dependents0.row(k).is_empty())
+        .collect();
+    let roots0: Vec<u32> = dsk_order
+        .iter()
+        .copied()
+        .filter(|&k| g.deps(k).is_empty())
+        .collect();
 
     // Normalization: drop non-task leaves with > 1 dependencies and non-task roots with > 1
     // dependents.
@@ -252,7 +292,17 @@ fn prepare(g: &Graph, h: &[u64]) -> Result<Prepared, OrderError> {
         !is_task[k as usize]
             && (g.deps(k).len() > 1 || (g.deps(k).is_empty() && dependents_len[k as usize] > 1))
     });
+    let mut sets: Option<(PySet, PySet)> = None;
     if any_candidate {
+        let h = hashes.complete(g);
+        let mut leaf_set = PySet::new();
+        for &k in &leaves0 {
+            leaf_set.add(k, h);
+        }
+        let mut root_set = PySet::new();
+        for &k in &roots0 {
+            root_set.add(k, h);
+        }
         let mut n_removed_leaves: i64 = 0;
         loop {
             let mut all_tasks = true;
@@ -320,7 +370,9 @@ fn prepare(g: &Graph, h: &[u64]) -> Result<Prepared, OrderError> {
                 break;
             }
         }
+        sets = Some((leaf_set, root_set));
     }
+    let h: &[u64] = &hashes.h;
     let alive: Vec<bool> = (0..n).map(|k| touched[k] && !removed[k]).collect();
 
     // Final dependencies (DependenciesMapping: `v.dependencies - _removed` once anything was
@@ -392,8 +444,16 @@ fn prepare(g: &Graph, h: &[u64]) -> Result<Prepared, OrderError> {
         dsk_len,
         expected_len,
         is_external: is_ext,
-        root_set,
-        leaf_set,
+        roots_ordered: sets.is_some(),
+        leaves_ordered: sets.is_some(),
+        roots: match &sets {
+            Some((_, r)) => r.to_vec(),
+            None => roots0,
+        },
+        leaves: match &sets {
+            Some((l, _)) => l.to_vec(),
+            None => leaves0,
+        },
         rdt,
     })
 }
@@ -472,7 +532,7 @@ fn sort_ranks(g: &Graph, nodes: &[u32], key_of: impl Fn(u32) -> (u128, u32, u32,
     items.sort_unstable_by_key(|a| a.0);
     let mut r: u32 = 0;
     let mut i = 0;
-    let mut strs: Vec<(String, u32)> = Vec::new();
+    let mut strs = StrSorter::default();
     while i < items.len() {
         let mut j = i + 1;
         while j < items.len() && items[j].0 == items[i].0 {
@@ -483,24 +543,72 @@ fn sort_ranks(g: &Graph, nodes: &[u32], key_of: impl Fn(u32) -> (u128, u32, u32,
             r += 1;
         } else {
             // tie on the numeric part: compare str(key)
-            strs.clear();
-            strs.extend(
-                items[i..j]
-                    .iter()
-                    .map(|&(_, k)| (g.keys[k as usize].py_str(), k)),
-            );
-            strs.sort_unstable();
-            for t in 0..strs.len() {
-                if t > 0 && strs[t].0 != strs[t - 1].0 {
-                    r += 1;
-                }
-                rank[strs[t].1 as usize] = r;
-            }
-            r += 1;
+            r = strs.rank(g, items[i..j].iter().map(|&(_, k)| k), r, &mut rank);
         }
         i = j;
     }
     rank
+}
+
+/// Sorts nodes by `str(key)` (code point order = UTF-8 byte order).
+#[derive(Default)]
+struct StrSorter {
+    buf: Vec<u8>,
+    s: String,
+    /// (8 bytes after the common prefix, big endian; node; start; end)
+    items: Vec<(u64, u32, u32, u32)>,
+}
+
+impl StrSorter {
+    /// Assign dense ranks from `r` to `nodes` by their `str()`; returns the next rank.
+    fn rank(
+        &mut self,
+        g: &Graph,
+        nodes: impl Iterator<Item = u32>,
+        mut r: u32,
+        rank: &mut [u32],
+    ) -> u32 {
+        self.buf.clear();
+        self.items.clear();
+        for k in nodes {
+            let start = self.buf.len() as u32;
+            match &g.keys[k as usize] {
+                crate::Key::Str(s) => self.buf.extend_from_slice(s.as_bytes()),
+                key => {
+                    self.s.clear();
+                    key.write_py_str(&mut self.s);
+                    self.buf.extend_from_slice(self.s.as_bytes());
+                }
+            }
+            self.items.push((0, k, start, self.buf.len() as u32));
+        }
+        let buf = &self.buf;
+        let st = |it: &(u64, u32, u32, u32)| &buf[it.2 as usize..it.3 as usize];
+        // common prefix of all strings
+        let first = st(&self.items[0]);
+        let mut lcp = first.len();
+        for it in &self.items[1..] {
+            let s = st(it);
+            lcp = lcp.min(s.iter().zip(first).take_while(|(a, b)| a == b).count());
+        }
+        for it in self.items.iter_mut() {
+            let s = &buf[it.2 as usize + lcp..it.3 as usize];
+            let mut w = [0u8; 8];
+            let m = s.len().min(8);
+            w[..m].copy_from_slice(&s[..m]);
+            it.0 = u64::from_be_bytes(w);
+        }
+        // zero padding keeps "prefix a < prefix b => a < b"; equal prefixes compare fully
+        self.items
+            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| st(a).cmp(st(b))));
+        for t in 0..self.items.len() {
+            if t > 0 && st(&self.items[t]) != st(&self.items[t - 1]) {
+                r += 1;
+            }
+            rank[self.items[t].1 as usize] = r;
+        }
+        r + 1
+    }
 }
 
 /// Python ints are unbounded: `total_dependencies` can exceed u128 in deep lattices.
@@ -633,6 +741,48 @@ fn find_cycle(unresolved: &[u32], deps: &Csr, n: usize) -> Vec<u32> {
     }
 }
 
+/// Iteration order of a fresh Python set after adding `items` in order.
+fn emulated_order(items: &[u32], h: &[u64]) -> Vec<u32> {
+    let mut set = PySet::new();
+    for &k in items {
+        set.add(k, h);
+    }
+    set.to_vec()
+}
+
+/// `sorted(items, key=sort_key, reverse=reverse)` (stable, also when reversed) as a
+/// counting sort over the dense ranks.
+fn stable_sort_by_rank(
+    items: impl Iterator<Item = u32> + Clone,
+    rank: &[u32],
+    reverse: bool,
+) -> Vec<u32> {
+    let nr = items
+        .clone()
+        .map(|k| rank[k as usize] as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut start = vec![0u32; nr + 1];
+    let mut len = 0usize;
+    for k in items.clone() {
+        let r = rank[k as usize] as usize;
+        let b = if reverse { nr - 1 - r } else { r };
+        start[b + 1] += 1;
+        len += 1;
+    }
+    for b in 0..nr {
+        start[b + 1] += start[b];
+    }
+    let mut out = vec![0u32; len];
+    for k in items {
+        let r = rank[k as usize] as usize;
+        let b = if reverse { nr - 1 - r } else { r };
+        out[start[b] as usize] = k;
+        start[b] += 1;
+    }
+    out
+}
+
 /// Python set with O(1) add/discard/contains and iteration (order irrelevant where used).
 struct IndexSet {
     items: Vec<u32>,
@@ -706,7 +856,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(g: &Graph, h: &'a [u64], p: Prepared) -> Self {
+    fn new(g: &Graph, hashes: &'a mut Hashes, mut p: Prepared) -> Self {
         let n = g.len();
         let nodes: Vec<u32> = (0..n as u32).filter(|&k| p.alive[k as usize]).collect();
         let mut error = None;
@@ -753,11 +903,11 @@ impl<'a> Run<'a> {
             .collect();
         let num_needed: Vec<u32> = (0..n as u32).map(|k| deps.row(k).len() as u32).collect();
         let mut leaf_nodes = vec![false; n];
-        for k in p.leaf_set.iter() {
+        for &k in &p.leaves {
             leaf_nodes[k as usize] = true;
         }
         let mut root_nodes = vec![false; n];
-        for k in p.root_set.iter() {
+        for &k in &p.roots {
             root_nodes[k as usize] = true;
         }
 
@@ -767,7 +917,7 @@ impl<'a> Run<'a> {
         let mut leafs_degree = vec![NONE; n];
         let mut in_degree_set = vec![NONE; n];
         let mut leafs_per_degree: BTreeMap<usize, BTreeSet<(u32, u32)>> = BTreeMap::new();
-        for leaf in p.leaf_set.iter() {
+        for &leaf in &p.leaves {
             if root_nodes[leaf as usize] {
                 continue;
             }
@@ -783,15 +933,28 @@ impl<'a> Run<'a> {
         }
 
         // use_longest_path
-        let nroots = p.root_set.len();
-        let nleaves = p.leaf_set.len();
+        let nroots = p.roots.len();
+        let nleaves = p.leaves.len();
+        let lc_len = |r: u32| leafs_connected.len_of(r, is_leaf(r));
         let mut longest_path = true;
         if nroots > 0 && error.is_none() {
             let ratio = (nroots as f64 - nleaves as f64).abs() / nroots as f64;
             if ratio < 0.8 {
+                // The walk depends on the order of root_nodes only if some roots reach no
+                // leaf (size 0) and the others all reach the same number.
+                let mut nonzero = p.roots.iter().map(|&r| lc_len(r)).filter(|&l| l > 0);
+                let first = nonzero.next();
+                let uniform = nonzero.all(|l| Some(l) == first);
+                if !p.roots_ordered
+                    && first.is_some()
+                    && uniform
+                    && p.roots.iter().any(|&r| lc_len(r) == 0)
+                {
+                    p.roots = emulated_order(&p.roots, hashes.complete(g));
+                }
                 let mut size = 0usize;
-                for r in p.root_set.iter() {
-                    let l = leafs_connected.len_of(r, is_leaf(r));
+                for &r in &p.roots {
+                    let l = lc_len(r);
                     if size == 0 {
                         size = l;
                     } else if size != l {
@@ -801,13 +964,20 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        // sorted(leaf_nodes, key=sort_key, reverse=not longest_path): stable
-        let mut leaf_nodes_sorted: Vec<u32> = p.leaf_set.to_vec();
-        if longest_path {
-            leaf_nodes_sorted.sort_by_key(|&k| rank[k as usize]);
-        } else {
-            leaf_nodes_sorted.sort_by(|&a, &b| rank[b as usize].cmp(&rank[a as usize]));
+        // sorted(leaf_nodes, key=sort_key, reverse=not longest_path): stable, so the set's
+        // order matters only between leaves with equal sort keys
+        if !p.leaves_ordered {
+            let mut seen = vec![false; rank.len()];
+            let tie = p.leaves.iter().any(|&k| {
+                let r = rank[k as usize] as usize;
+                std::mem::replace(&mut seen[r], true)
+            });
+            if tie {
+                p.leaves = emulated_order(&p.leaves, hashes.complete(g));
+            }
         }
+        let leaf_nodes_sorted = stable_sort_by_rank(p.leaves.iter().copied(), &rank, !longest_path);
+        let h: &'a [u64] = &hashes.h;
 
         Run {
             h,
@@ -1059,7 +1229,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn get_target(&mut self) -> u32 {
+    fn get_target(&mut self) -> Result<u32, OrderError> {
         let all_leafs_accessible = self.min_leaf_degree == self.max_leaf_degree;
         let is_trivial_lookup = self.reachable_hull.items.is_empty() || all_leafs_accessible;
         if !is_trivial_lookup {
@@ -1086,19 +1256,23 @@ impl<'a> Run<'a> {
             if best.is_none() {
                 best = set.iter().next().copied();
             }
-            best.map_or(NONE, |b| b.1)
+            best.map(|b| b.1).ok_or_else(|| {
+                OrderError::DaskFailure("ValueError: min() arg is an empty sequence".into())
+            })
         } else {
-            self.leaf_nodes_sorted.pop().unwrap_or(NONE)
+            // Python raises when no leaf is left while nodes are still unordered; this
+            // happens when a removed data root is required only by removed non-task leaves
+            // (legacy graphs only)
+            self.leaf_nodes_sorted
+                .pop()
+                .ok_or_else(|| OrderError::DaskFailure("IndexError: pop from empty list".into()))
         }
     }
 
-    fn run(mut self) -> Vec<i64> {
+    fn run(mut self) -> Result<Vec<i64>, OrderError> {
         while self.result_len < self.expected_len {
             // A. Build the critical path
-            let target = self.get_target();
-            if target == NONE {
-                break; // cannot happen for a valid DAG
-            }
+            let target = self.get_target()?;
             self.critical_path.push(target);
             // next_deps = dependencies[target]
             let mut next_deps: Vec<u32> = self.deps.row(target).to_vec();
@@ -1154,6 +1328,6 @@ impl<'a> Run<'a> {
             }
             self.process_runnables();
         }
-        self.result
+        Ok(self.result)
     }
 }

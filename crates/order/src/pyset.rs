@@ -110,7 +110,7 @@ impl PySet {
     }
 
     /// Elements in iteration order.
-    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = u32> + Clone + '_ {
         self.table
             .iter()
             .copied()

@@ -11,6 +11,8 @@ pub struct Case {
     /// sum of Python's hash(key), mod 2^64
     pub hashsum: u64,
     pub has_hashes: bool,
+    /// Python's exception type if dask.order.order raised
+    pub error: Option<String>,
 }
 
 struct Rd<'a> {
@@ -85,6 +87,12 @@ pub fn parse(buf: &[u8]) -> Vec<Case> {
         let name = String::from_utf8(r.bytes(nl).to_vec()).expect("utf8 name");
         let flags = r.uv();
         let has_hashes = flags & 1 == 1;
+        let error = if flags & 2 == 2 {
+            let l = r.uv() as usize;
+            Some(String::from_utf8(r.bytes(l).to_vec()).expect("utf8 error"))
+        } else {
+            None
+        };
         let n = r.uv() as usize;
         let ns = r.uv() as usize;
         let strings: Vec<String> = (0..ns)
@@ -139,9 +147,35 @@ pub fn parse(buf: &[u8]) -> Vec<Case> {
             kinds,
             hashsum,
             has_hashes,
+            error,
         });
     }
     cases
+}
+
+/// Compare the outcome of rask_order::order with Python's.
+pub fn check_result(
+    case: &Case,
+    got: &Result<Vec<i64>, rask_order::OrderError>,
+) -> Result<(), String> {
+    use rask_order::OrderError;
+    match (&case.error, got) {
+        (None, Ok(v)) => check(case, v),
+        (None, Err(e)) => Err(format!("{}: python ok, rust error {e}", case.name)),
+        (Some(py), Ok(_)) => Err(format!("{}: python raised {py}, rust ok", case.name)),
+        (Some(py), Err(e)) => {
+            let same = match e {
+                OrderError::Cycle { .. } => py == "RuntimeError",
+                OrderError::DaskFailure(m) => m.starts_with(py.as_str()),
+                OrderError::Invalid(_) => false,
+            };
+            if same {
+                Ok(())
+            } else {
+                Err(format!("{}: python raised {py}, rust error {e}", case.name))
+            }
+        }
+    }
 }
 
 /// Compare; returns a description of the first differences, if any.
