@@ -5,6 +5,7 @@ Run with the pinned environment's interpreter (``.venv/bin/python``)::
 
     gen_cases.py fixtures              # rewrite the committed fixtures in tests/fixtures/
     gen_cases.py random START COUNT    # COUNT random graphs (seeds START..) to stdout
+    gen_cases.py collections SCALE     # the collection graphs, SCALE times bigger, to stdout
     gen_cases.py big PATH              # the 1M-task and 100k-node graphs to PATH (+ timings)
 
 Options: --hashseed N (default 0), --with-hashes, --max-n N (random graphs' size cap).
@@ -240,47 +241,47 @@ def collection_graphs(scale: int = 1):
     import dask.dataframe as dd
     from dask._task_spec import Task, TaskRef
 
-    x = da.ones((200, 200), chunks=(20, 20))
+    x = da.ones((200 * scale, 200 * scale), chunks=(20, 20))
     yield "array-sum", scheduler_dsk([x.sum()])
     yield "array-mean-axis0", scheduler_dsk([x.mean(axis=0)])
     yield "array-mean-split4", scheduler_dsk([x.mean(split_every=4)])
     yield "array-x-plus-xT", scheduler_dsk([x + x.T])
     yield "array-rechunk", scheduler_dsk([x.rechunk((40, 10))])
     yield "array-rechunk-irregular", scheduler_dsk([x.rechunk((30, 70))])
-    y = da.ones((120, 120), chunks=(20, 20))
+    y = da.ones((120 * scale, 120 * scale), chunks=(20, 20))
     yield "array-matmul", scheduler_dsk([y @ y])
     yield "array-map-overlap", scheduler_dsk([x.map_overlap(lambda a: a, depth=1, boundary="none")])
     yield "array-map-overlap-2", scheduler_dsk(
         [x.map_overlap(lambda a: a + 1, depth=2).map_overlap(lambda a: a, depth=1).sum()]
     )
-    z = da.random.default_rng(42).random((100, 100), chunks=(10, 10))
+    z = da.random.default_rng(42).random((100 * scale, 100 * scale), chunks=(10, 10))
     yield "array-random-std-persist-like", scheduler_dsk([(z - z.mean(axis=0)).std(), z.max()])
-    a = da.from_array(np.arange(4000).reshape(40, 100), chunks=(10, 10))
+    a = da.from_array(np.arange(4000 * scale).reshape(40 * scale, 100), chunks=(10, 10))
     yield "array-from-numpy", scheduler_dsk([(a * 2).sum(axis=1)])
-    yield "array-svd-tsqr", scheduler_dsk(list(da.linalg.tsqr(da.ones((400, 20), chunks=(40, 20)))))
+    yield "array-svd-tsqr", scheduler_dsk(list(da.linalg.tsqr(da.ones((400 * scale, 20), chunks=(40, 20)))))
     yield "array-cumsum", scheduler_dsk([x.cumsum(axis=1)])
     yield "array-argmin", scheduler_dsk([x.argmin(axis=0)])
     yield "array-concat-stack", scheduler_dsk([da.concatenate([x, x.T], axis=0)[::3].sum(axis=0)])
 
     df = dd.from_pandas(
         pd.DataFrame({"a": np.arange(2000) % 17, "b": np.arange(2000), "c": np.arange(2000) % 5}),
-        npartitions=16,
+        npartitions=16 * scale,
     )
     yield "df-groupby-agg", scheduler_dsk([df.groupby("a").b.sum()])
     yield "df-groupby-agg-split", scheduler_dsk([df.groupby("a").agg({"b": "mean", "c": "max"}, split_out=4)])
     yield "df-sum-mean", scheduler_dsk([df.b.sum(), df.c.mean()])
     with dask.config.set({"dataframe.shuffle.method": "tasks"}):
-        df2 = dd.from_pandas(pd.DataFrame({"a": np.arange(1000) % 23, "d": np.arange(1000)}), npartitions=12)
+        df2 = dd.from_pandas(pd.DataFrame({"a": np.arange(1000) % 23, "d": np.arange(1000)}), npartitions=12 * scale)
         yield "df-merge-tasks", scheduler_dsk([df.merge(df2, on="a")])
         yield "df-set-index-tasks", scheduler_dsk([df.set_index("b")])
         yield "df-shuffle-tasks-32", scheduler_dsk(
-            [dd.from_pandas(pd.DataFrame({"a": np.arange(3200)}), npartitions=32).shuffle("a")]
+            [dd.from_pandas(pd.DataFrame({"a": np.arange(3200)}), npartitions=32 * scale).shuffle("a")]
         )
     with dask.config.set({"dataframe.shuffle.method": "p2p"}):
         yield "df-merge-p2p", scheduler_dsk([df.merge(df2, on="a")])
         yield "df-set-index-p2p", scheduler_dsk([df.set_index("b")])
 
-    b = db.from_sequence(range(2000), npartitions=25)
+    b = db.from_sequence(range(2000 * scale), npartitions=25 * scale)
     yield "bag-map-filter-fold", scheduler_dsk([b.map(_inc).filter(lambda v: v % 3).fold(_add)])
     yield "bag-frequencies", scheduler_dsk([b.map(lambda v: v % 7).frequencies()])
     yield "bag-groupby", scheduler_dsk([b.groupby(lambda v: v % 5)])
@@ -291,7 +292,7 @@ def collection_graphs(scale: int = 1):
     def f(*args):
         return 1
 
-    leaves = [f(i) for i in range(60)]
+    leaves = [f(i) for i in range(60 * scale)]
     level = leaves
     while len(level) > 1:
         nxt = []
@@ -302,14 +303,14 @@ def collection_graphs(scale: int = 1):
             i += k
         level = nxt
     yield "delayed-tree", scheduler_dsk(level)
-    many = [f(*(leaves[j] for j in rnd.sample(range(60), rnd.randint(1, 12)))) for _ in range(40)]
+    many = [f(*(leaves[j] for j in rnd.sample(range(60 * scale), rnd.randint(1, 12)))) for _ in range(40 * scale)]
     yield "delayed-dag", scheduler_dsk([f(*many)])
 
-    for n in (10, 100, 1000):
+    for n in (10 * scale, 100 * scale, 1000 * scale):
         dsk = {("inc", i): Task(("inc", i), _inc, i) for i in range(n)}
         dsk["merge"] = Task("merge", _add, *(TaskRef(("inc", i)) for i in range(n)))
         yield f"merge-{n}", llg(dsk)
-    for n in (16, 1000):
+    for n in (16 * scale, 1000 * scale):
         dsk = {("leaf", i): Task(("leaf", i), _inc, i) for i in range(n)}
         level = [("leaf", i) for i in range(n)]
         depth = 0
@@ -326,8 +327,17 @@ def collection_graphs(scale: int = 1):
     def mapped(n, **kwargs):
         return map_dsk(n, **kwargs)
 
-    yield "client-map-500", mapped(500)
-    yield "client-map-big-kwarg", mapped(50, big=np.zeros(20000))
+    # total_dependencies grows like 2**depth: exceeds u128 (Python ints are unbounded)
+    dsk = {("a", 0): Task(("a", 0), _inc, 0), ("b", 0): Task(("b", 0), _inc, 1)}
+    for i in range(1, 200 * scale):
+        for n in ("a", "b", "c"[: i % 7 == 0]):
+            if n:
+                dsk[(n, i)] = Task((n, i), _add, TaskRef(("a", i - 1)), TaskRef(("b", i - 1)))
+    dsk["end"] = Task("end", _add, TaskRef(("a", 200 * scale - 1)), TaskRef(("b", 200 * scale - 1)))
+    yield "lattice-200", llg(dsk)
+
+    yield "client-map-500", mapped(500 * scale)
+    yield "client-map-big-kwarg", mapped(50 * scale, big=np.zeros(20000))
 
 
 def map_dsk(n, **kwargs):
@@ -485,6 +495,47 @@ def dask_test_suite_graphs():
         yield f"dask-test-order-{i}", dsk
 
 
+def key_json(k):
+    """A key as tagged JSON (tests/keys.rs decodes it)."""
+    t = type(k)
+    if t is str:
+        return {"s": k}
+    if t is bytes:
+        return {"b": k.hex()}
+    if t is int:
+        return {"i": str(k)}
+    if t is float:
+        import struct
+
+        return {"f": struct.pack("<d", k).hex()}
+    if t is tuple:
+        return {"t": [key_json(e) for e in k]}
+    raise TypeError(k)
+
+
+def sample_keys():
+    """Keys exercising str()/repr() and hash(): quotes, escapes, non-ASCII (1, 2 and 4 byte
+    PEP 393 kinds), non-printable code points, floats, big ints, nesting."""
+    rnd = random.Random(3)
+    strs = [
+        "", "x", "inc-5f3a9b", "it's", 'say "hi"', "both ' and \"", "back\\slash", "tab\tnl\ncr\r",
+        "nul\x00", "del\x7f", "\x1b[0m", "é", "ÿ", "\x80\x9f\xa0\xad", "Ω≈", "\u200b\u2028\u3000", "日本語",
+        "\ud7ff", "\ue000", "\ufeff", "\U0001f600", "\U000e0001", "\U0010ffff", "mixé\U0001f600", "\xa0nbsp",
+    ]
+    ints = [0, 1, -1, -2, 7, 2**31, -(2**31), 2**61 - 1, 2**61, 2**63 - 1, -(2**63), 2**64 - 1, 10**30, -(10**30)]
+    floats = [0.0, -0.0, 1.0, -1.5, 0.1, 1e16, 1e15, 123456789.125, 1e-5, 1e-4, 2.5e-300, 5e-324,
+              1.7976931348623157e308, float("inf"), float("-inf"), 3.0, 1e22, 0.3333333333333333]
+    keys = list(strs) + ints + floats + [s.encode("utf-8", "surrogatepass") for s in strs[:12]]
+    keys += [b"\x00\xff'", b'"', b"'\"", b"\\"]
+    for s in strs:
+        keys.append((s,))
+        keys.append((s, rnd.randint(0, 99), rnd.choice(floats)))
+    keys += [(), ((),), ("a", ("b", (1, 2.5, b"x"))), (1,), (1, 2), (-1, "x"), ("x", 10), ("x", 9)]
+    for _ in range(200):
+        keys.append((rnd.choice(strs), rnd.randint(-5, 10**6), rnd.choice(ints), rnd.choice(floats)))
+    return keys
+
+
 def write(path: str, w: Writer, what: str):
     with open(path, "wb") as f:
         f.write(w.buf)
@@ -522,6 +573,18 @@ def mode_fixtures():
         w.case(f"random-{seed}", dsk)
     write(os.path.join(FIXTURES, "random.bin"), w, f"{nodes} tasks")
 
+    import json
+
+    keys = sample_keys()
+    data = {
+        "hashseed": int(os.environ["PYTHONHASHSEED"]),
+        "keys": [{"key": key_json(k), "str": str(k), "hash": str(hash(k))} for k in keys],
+    }
+    path = os.path.join(FIXTURES, "keys.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=True, separators=(",", ":"))
+    print(f"{os.path.relpath(path)}: {len(keys)} keys", file=sys.stderr)
+
     # Another process hash seed, Python's hash() values stored: what the graph helper would
     # pass from a process with a random seed.
     out = subprocess.run(
@@ -533,6 +596,13 @@ def mode_fixtures():
     with open(path, "wb") as f:
         f.write(out)
     print(f"{os.path.relpath(path)}: 60 cases, {len(out)} bytes", file=sys.stderr)
+
+
+def mode_collections(scale: int):
+    w = Writer(with_hashes=False)
+    for name, dsk in collection_graphs(scale):
+        w.case(f"{name}-x{scale}", dsk)
+    sys.stdout.buffer.write(w.buf)
 
 
 def mode_random(start: int, count: int, with_hashes: bool, max_n: int = 1500):
@@ -571,7 +641,7 @@ def main():
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["fixtures", "random", "big"])
+    p.add_argument("mode", choices=["fixtures", "random", "collections", "big"])
     p.add_argument("args", nargs="*")
     p.add_argument("--hashseed", default="0", help="PYTHONHASHSEED to run under")
     p.add_argument("--with-hashes", action="store_true", help="store hash(key) per node")
@@ -580,6 +650,8 @@ def main():
     _ensure_hashseed(a.hashseed)
     if a.mode == "fixtures":
         mode_fixtures()
+    elif a.mode == "collections":
+        mode_collections(int(a.args[0]))
     elif a.mode == "random":
         mode_random(int(a.args[0]), int(a.args[1]), a.with_hashes, a.max_n)
     else:

@@ -197,6 +197,26 @@ fn random_python_other_hashseeds() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The collection graphs at larger sizes (RASK_ORDER_SCALES, default "2,4").
+#[test]
+#[ignore]
+fn collections_python_scaled() {
+    let scales = std::env::var("RASK_ORDER_SCALES").unwrap_or_else(|_| "2,4".into());
+    let (mut graphs, mut nodes, mut failures) = (0, 0, Vec::new());
+    for scale in scales.split(',') {
+        let cases = parse(&gen(&["collections", scale]));
+        let (g, n, f) = run_cases(&cases);
+        graphs += g;
+        nodes += n;
+        failures.extend(f);
+    }
+    println!(
+        "collections scaled ({scales}): {graphs} graphs, {nodes} nodes, {} mismatches",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The 1M-task independent graph and a 100k-node array reduction; prints timings.
 #[test]
 #[ignore]
