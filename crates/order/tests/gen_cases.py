@@ -3,7 +3,9 @@ returns for them.
 
 Run with the pinned environment's interpreter (``.venv/bin/python``)::
 
-    gen_cases.py fixtures              # rewrite the committed fixtures in tests/fixtures/
+    gen_cases.py fixtures              # rewrite the committed fixtures in tests/fixtures/:
+                                       # collections, dask's test_order.py graphs, random
+                                       # DAGs (two hash seeds), keys (str/hash)
     gen_cases.py random START COUNT    # COUNT random graphs (seeds START..) to stdout
     gen_cases.py collections SCALE     # the collection graphs, SCALE times bigger, to stdout
     gen_cases.py big PATH              # the 1M-task and 100k-node graphs to PATH (+ timings)
@@ -199,6 +201,13 @@ def scheduler_dsk(collections) -> dict:
     return scheduler_dsk_from_expr(expr)
 
 
+def scheduler_dsk_persist(collections) -> dict:
+    """The dsk Scheduler.update_graph orders for ``client.persist(collections)``."""
+    from dask.base import collections_to_expr
+
+    return scheduler_dsk_from_expr(collections_to_expr(list(collections), True).optimize())
+
+
 def scheduler_dsk_from_expr(expr, keys=None) -> dict:
     from dask._expr import LLGExpr
     from dask.core import flatten
@@ -261,6 +270,9 @@ def collection_graphs(scale: int = 1):
     yield "array-svd-tsqr", scheduler_dsk(list(da.linalg.tsqr(da.ones((400 * scale, 20), chunks=(40, 20)))))
     yield "array-cumsum", scheduler_dsk([x.cumsum(axis=1)])
     yield "array-argmin", scheduler_dsk([x.argmin(axis=0)])
+    yield "array-persist-sum-axis0", scheduler_dsk_persist([(x + 1).sum(axis=0), x.T + 1])
+    target = np.empty((200 * scale, 200 * scale))
+    yield "array-store", scheduler_dsk([da.store((x + 1).T, target, lock=False, compute=False)])
     yield "array-concat-stack", scheduler_dsk([da.concatenate([x, x.T], axis=0)[::3].sum(axis=0)])
 
     df = dd.from_pandas(
