@@ -152,6 +152,7 @@ pub enum NodeKind {
 
 /// Errors of [`order`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OrderError {
     /// The graph has a cycle (Python raises `RuntimeError("Cycle detected ...")`). `nodes`
     /// are the indices of one cycle, in dependency order.
