@@ -1,0 +1,334 @@
+"""Side by side: `dask scheduler` 2026.8.0 and `rask scheduler` on the same cases, alternating
+A B A B in one invocation; writes BENCHMARKS.md and the scaling plot. Run it through
+`benchmarks/run` (which builds rask in release mode and installs the plotting library).
+
+Every (case, scheduler, round) starts a fresh scheduler and fresh workers, so peak RSS and
+CPU are the case's own. Measured per run:
+- wall: from submitting the (pre-built) graph to holding the result, on the client;
+- phase: the scheduling phase, from the zero worker's first `compute-task` to its last
+  `task-finished` (zero-worker runs only);
+- cpu: scheduler CPU seconds (user+system) spent during `wall`; for rask this includes its
+  Python graph helpers, which are reported separately too;
+- rss: the scheduler process's peak RSS (VmHWM); rask's helpers separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cases as suite  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+KINDS = ("dask", "rask")
+START_TIMEOUT = 120
+
+
+class Procs:
+    """Every process of one run, each in its own process group, logged to one file."""
+
+    def __init__(self, workdir: Path, tag: str):
+        self.log = open(workdir / f"{tag}.log", "ab")
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], env=None) -> subprocess.Popen:
+        self.log.write(f"\n$ {' '.join(cmd)}\n".encode())
+        self.log.flush()
+        p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen, timeout: float = 20) -> None:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(timeout)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p)
+        self.log.close()
+
+
+def start_scheduler(kind: str, procs: Procs, workdir: Path, rask: str) -> tuple[str, int]:
+    sched_file = workdir / f"{kind}-{time.monotonic_ns()}.json"
+    if kind == "dask":
+        cmd = [str(BIN / "dask"), "scheduler"]
+    else:
+        cmd = [rask, "scheduler", "--python", sys.executable]
+    cmd += ["--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+            "--scheduler-file", str(sched_file)]
+    p = procs.start(cmd)
+    deadline = time.time() + START_TIMEOUT
+    while True:
+        if p.poll() is not None:
+            raise RuntimeError(f"{kind} scheduler exited with {p.returncode}; see {procs.log.name}")
+        if sched_file.exists() and sched_file.stat().st_size:
+            try:
+                return json.loads(sched_file.read_text())["address"], p.pid
+            except (ValueError, KeyError):
+                pass
+        if time.time() > deadline:
+            raise RuntimeError(f"{kind} scheduler did not start in {START_TIMEOUT} s")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the process's own CPU, its descendants' CPU) in seconds, live processes only."""
+    proc = psutil.Process(pid)
+    own = sum(proc.cpu_times()[:2])
+    children = 0.0
+    for c in proc.children(recursive=True):
+        try:
+            children += sum(c.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return own, children
+
+
+def peak_rss(pid: int) -> tuple[int, int]:
+    """(VmHWM of the process, sum of its descendants' VmHWM) in bytes."""
+
+    def hwm(p: int) -> int:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    kids = sum(hwm(c.pid) for c in psutil.Process(pid).children(recursive=True))
+    return hwm(pid), kids
+
+
+def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir: Path,
+            built, probe: bool = False) -> dict:
+    from distributed import Client
+
+    procs = Procs(workdir, f"{case.name}-{kind}-{workers}{nworkers}")
+    report = workdir / f"zero-{time.monotonic_ns()}.json"
+    try:
+        addr, spid = start_scheduler(kind, procs, workdir, a.rask)
+        expect = nworkers
+        if workers == "zero":
+            zero = procs.start([a.rask, "zero-worker", addr, "--nworkers", str(nworkers),
+                                "--nthreads", "1", "--report", str(report)])
+            if probe:
+                # the probe's tasks go to a zero worker of their own, so they do not
+                # count in the measured one's scheduling phase
+                procs.start([a.rask, "zero-worker", addr, "--name-prefix", "probe"])
+                expect += 1
+        else:
+            for i in range(nworkers):
+                procs.start([str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--no-nanny",
+                             "--no-dashboard", "--name", f"w{i}"])
+        with Client(addr, timeout=60) as client:
+            client.wait_for_workers(expect, timeout=START_TIMEOUT)
+            if workers != "zero":
+                # zero workers count every task they see, so only stock runs warm up
+                client.submit(operator_add, 1, 2, key="warm-up").result(timeout=60)
+            prober = start_probe(addr, workdir) if probe else None
+            cpu0 = cpu_seconds(spid)
+            t0_unix, t0 = time.time(), time.perf_counter()
+            result = case.run(client, built)
+            wall = time.perf_counter() - t0
+            cpu1 = cpu_seconds(spid)
+            rss = peak_rss(spid)
+            latency = stop_probe(prober) if prober else None
+        out = {"wall": wall, "cpu": cpu1[0] - cpu0[0], "cpu_helpers": cpu1[1] - cpu0[1],
+               "rss": rss[0], "rss_helpers": rss[1]}
+        if latency is not None:
+            out["probe"] = latency
+        if workers == "zero":
+            procs.stop(zero)
+            if zero.returncode != 0:
+                raise RuntimeError(f"zero worker exited with {zero.returncode}")
+            rep = json.loads(report.read_text())
+            out["phase"] = rep["span_s"]
+            out["tasks"] = rep["tasks"]
+            # before the phase: client submission and graph materialization
+            out["to_first"] = rep["first_compute"] - t0_unix
+        elif case.expected is not None:
+            out["correct"] = bool(equal(result, case.expected(built)))
+        return out
+    finally:
+        procs.stop_all()
+
+
+def operator_add(a, b):
+    return a + b
+
+
+PROBE = r"""
+import sys, time, operator
+from distributed import Client
+c = Client(sys.argv[1], timeout=60)
+c.submit(operator.add, 0, 1, key="probe-warm", workers=["probe-0"]).result()
+open(sys.argv[2], "w").close()
+worst, n, i = 0.0, 0, 0
+while True:
+    t = time.perf_counter()
+    c.submit(operator.add, i, 1, pure=False, workers=["probe-0"]).result()
+    worst = max(worst, time.perf_counter() - t); n += 1; i += 1
+    print(f"{worst} {n}", flush=True)
+    time.sleep(0.01)
+"""
+
+
+def start_probe(addr: str, workdir: Path):
+    """Another client that submits one small task after another and tracks the slowest."""
+    ready = workdir / f"probe-{time.monotonic_ns()}"
+    out = open(workdir / f"probe-{time.monotonic_ns()}.out", "w+")
+    p = subprocess.Popen([sys.executable, "-c", PROBE, addr, str(ready)], stdout=out,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while not ready.exists():
+        if time.time() > deadline or p.poll() is not None:
+            raise RuntimeError("latency probe did not start")
+        time.sleep(0.05)
+    return p, out
+
+
+def stop_probe(prober) -> dict:
+    p, out = prober
+    time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(10)
+    out.seek(0)
+    lines = out.read().split()
+    worst, n = (float(lines[-2]), int(lines[-1])) if len(lines) >= 2 else (float("inf"), 0)
+    return {"worst_s": worst, "submits": n}
+
+
+def equal(a, b) -> bool:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(a, pd.Series):
+        try:
+            pd.testing.assert_series_equal(a.sort_index(), b.sort_index(), check_exact=False)
+            return True
+        except AssertionError:
+            return False
+    if isinstance(a, (float, np.floating)) or isinstance(b, (float, np.floating)):
+        return bool(np.isclose(a, b, rtol=1e-9))
+    return a == b
+
+
+def run_case(case: suite.Case, workers: str, nworkers: int, a, workdir: Path, rounds: int,
+             probe: bool = False) -> dict:
+    built = case.build()
+    runs = {k: [] for k in KINDS}
+    for r in range(rounds):
+        for kind in a.schedulers:
+            out = one_run(kind, case, workers, nworkers, a, workdir, built, probe)
+            runs[kind].append(out)
+            phase = (f" (to first task {out['to_first']:.3f} s, phase {out['phase']:.3f} s)"
+                     if "phase" in out else "")
+            print(f"  {case.name} [{workers} x{nworkers}] round {r + 1} {kind}: wall "
+                  f"{out['wall']:.3f} s{phase} cpu {out['cpu'] + out['cpu_helpers']:.2f} s "
+                  f"rss {out['rss'] / 2**20:.0f} MiB", flush=True)
+    return {"case": case.name, "about": case.about, "workers": workers, "nworkers": nworkers,
+            "tasks": case.tasks, "runs": runs}
+
+
+def med(runs: list[dict], field: str) -> float:
+    return statistics.median(r[field] for r in runs)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rask", default=str(REPO / "target" / "release" / "rask"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--zero-workers", type=int, default=8,
+                    help="fake workers for the scheduler-only suite")
+    ap.add_argument("--stock-workers", type=int, default=2)
+    ap.add_argument("--scaling", default="1,10,100,1000",
+                    help="zero-worker counts for the throughput plot")
+    ap.add_argument("--scaling-case", default="merge-20k")
+    ap.add_argument("--only", default="",
+                    help="comma-separated parts: zero,stock,million,scaling (default: all)")
+    ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    ap.add_argument("--schedulers", default="dask,rask", type=lambda s: s.split(","),
+                    help="for quick looks at one side; the report needs both")
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
+    ap.add_argument("--write", default=str(REPO / "BENCHMARKS.md"),
+                    help="markdown report to write ('' to skip)")
+    a = ap.parse_args()
+    parts = set(filter(None, a.only.split(","))) or {"zero", "stock", "million", "scaling"}
+    wanted = set(filter(None, a.cases.split(",")))
+
+    def pick(cs):
+        return [c for c in cs if not wanted or c.name in wanted]
+
+    results = {"meta": meta(a), "zero": [], "stock": [], "million": [], "scaling": []}
+    with tempfile.TemporaryDirectory(prefix="rask-bench-") as wd:
+        workdir = Path(wd)
+        if "zero" in parts:
+            print(f"== scheduler alone: {a.zero_workers} zero workers", flush=True)
+            for case in pick(suite.zero_worker_suite()):
+                results["zero"].append(run_case(case, "zero", a.zero_workers, a, workdir,
+                                                a.rounds))
+        if "stock" in parts:
+            print(f"== stock workers: {a.stock_workers} x dask worker --nthreads 1", flush=True)
+            for case in pick(suite.stock_worker_suite()):
+                results["stock"].append(run_case(case, "stock", a.stock_workers, a, workdir,
+                                                 a.rounds))
+        if "million" in parts:
+            print("== 1M tasks on zero workers, with a second client submitting", flush=True)
+            for case in pick([suite.million()]):
+                results["million"].append(run_case(case, "zero", a.zero_workers, a, workdir,
+                                                   a.rounds, probe=True))
+        if "scaling" in parts:
+            case = suite.by_name()[a.scaling_case]
+            for n in [int(x) for x in a.scaling.split(",")]:
+                print(f"== scaling: {case.name} on {n} zero workers", flush=True)
+                results["scaling"].append(run_case(case, "zero", n, a, workdir, a.rounds))
+        Path(a.json).write_text(json.dumps(results, indent=1))
+        print(f"wrote {a.json}")
+    if a.write:
+        import report
+
+        report.write(results, Path(a.write), REPO / "benchmarks" / "scaling.png")
+        print(f"wrote {a.write}")
+    return 0
+
+
+def meta(a) -> dict:
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    import distributed
+
+    return {"date": time.strftime("%Y-%m-%d"), "commit": commit + ("+dirty" if dirty else ""),
+            "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+                       f"{platform.machine()}",
+            "distributed": distributed.__version__, "rounds": a.rounds,
+            "command": "benchmarks/run " + " ".join(sys.argv[1:])}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

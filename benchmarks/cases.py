@@ -1,0 +1,194 @@
+"""The benchmark graphs: the RSDS suite (merge-N, tree-N, array reduction, bag, pandas
+groupby and join) plus `client.map` of N no-op tasks and a 1M-task graph.
+
+Every case is built before the clock starts (`Case.build()`), then submitted and waited
+for (`Case.run(client, built)`). Task functions are builtins or `operator` functions so the
+graphs pickle small and every worker can import them. With zero workers the results are
+placeholders, so only stock-worker runs compare results (`Case.check`).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class Case:
+    name: str
+    # what the case is, for the report
+    about: str
+    build: Callable[[], Any]
+    run: Callable[[Any, Any], Any]
+    # the sync-scheduler result, computed once; None: nothing to compare
+    expected: Callable[[Any], Any] | None = None
+    # a task count known up front (low-level graphs); otherwise counted by the zero worker
+    tasks: int | None = None
+
+
+def _get(client, built):
+    dsk, keys = built
+    return client.get(dsk, keys, sync=True)
+
+
+def _get_sync(built):
+    import dask
+
+    dsk, keys = built
+    return dask.get(dsk, keys)
+
+
+def merge(n: int) -> Case:
+    """RSDS merge-N: N independent tasks and one that takes them all."""
+
+    def build():
+        dsk = {("noop", i): (operator.add, i, 1) for i in range(n)}
+        dsk["merge"] = (sum, [("noop", i) for i in range(n)])
+        return dsk, "merge"
+
+    return Case(f"merge-{_size(n)}", f"{n:,} independent tasks + 1 reducer", build, _get,
+                _get_sync, tasks=n + 1)
+
+
+def tree(depth: int) -> Case:
+    """RSDS tree-N: a binary reduction of 2**N leaves."""
+
+    def build():
+        width = 2**depth
+        dsk = {("tree-0", i): (operator.add, i, 1) for i in range(width)}
+        level = 0
+        while width > 1:
+            width //= 2
+            for i in range(width):
+                dsk[(f"tree-{level + 1}", i)] = (
+                    operator.add, (f"tree-{level}", 2 * i), (f"tree-{level}", 2 * i + 1))
+            level += 1
+        return dsk, (f"tree-{level}", 0)
+
+    return Case(f"tree-{depth}", f"binary reduction of 2^{depth} leaves", build, _get, _get_sync,
+                tasks=2 ** (depth + 1) - 1)
+
+
+def reduce_1m(n: int = 1_000_000, fan_in: int = 1000) -> Case:
+    """A 1M-task graph: n independent tasks summed in groups of `fan_in`, then in one."""
+
+    def build():
+        dsk = {("leaf", i): (operator.add, i, 1) for i in range(n)}
+        groups = n // fan_in
+        for g in range(groups):
+            dsk[("part", g)] = (sum, [("leaf", i) for i in range(g * fan_in, (g + 1) * fan_in)])
+        dsk["total"] = (sum, [("part", g) for g in range(groups)])
+        return dsk, "total"
+
+    return Case(f"reduce-{_size(n)}", f"{n:,} tasks summed {fan_in} at a time", build, _get,
+                _get_sync, tasks=n + n // fan_in + 1)
+
+
+def client_map(n: int) -> Case:
+    """`client.gather(client.map(f, range(n)))` with a builtin no-op-like function."""
+
+    def run(client, _):
+        return client.gather(client.map(operator.neg, range(n), pure=False))
+
+    return Case(f"map-{_size(n)}", f"client.map of {n:,} no-op tasks", lambda: None, run,
+                lambda _: [-i for i in range(n)], tasks=n)
+
+
+def _compute(client, x):
+    return client.compute(x, sync=True)
+
+
+def array(side: int, chunk: int) -> Case:
+    """numpy/xarray-like: anomalies from the column mean, then a reduction."""
+
+    def build():
+        import dask.array as da
+
+        x = da.ones((side, side), chunks=(chunk, chunk))
+        return ((x + x.T) - x.mean(axis=0)).std(axis=1).sum()
+
+    blocks = (side // chunk) ** 2
+    return Case(f"array-{blocks}b", f"dask.array {side}x{side}, {chunk}x{chunk} chunks: "
+                "((x + x.T) - x.mean(axis=0)).std(axis=1).sum()", build, _compute,
+                lambda x: x.compute(scheduler="sync"))
+
+
+def bag(n: int, partitions: int) -> Case:
+    """dask.bag map / filter / fold."""
+
+    def build():
+        import dask.bag as db
+
+        b = db.from_sequence(range(n), npartitions=partitions)
+        return b.map(operator.neg).filter(operator.truth).fold(operator.add)
+
+    return Case(f"bag-{partitions}p", f"dask.bag of {n:,} items in {partitions} partitions: "
+                "map/filter/fold", build, _compute, lambda x: x.compute(scheduler="sync"))
+
+
+def _timeseries(partitions: int, seed: int):
+    import dask
+
+    # one partition per hour; dask.datasets builds each partition inside its task
+    return dask.datasets.timeseries(
+        start="2000-01-01", end=f"2000-01-{1 + partitions // 24:02d}T{partitions % 24:02d}",
+        freq="10s", partition_freq="1h", seed=seed, dtypes={"name": str, "id": int, "x": float})
+
+
+def groupby(partitions: int) -> Case:
+    """pandas groupby-aggregation over a timeseries dataframe."""
+
+    def build():
+        df = _timeseries(partitions, 0)
+        return df.groupby("name").x.mean()
+
+    return Case(f"groupby-{partitions}p", f"dask.dataframe groupby('name').x.mean(), "
+                f"{partitions} partitions", build, _compute,
+                lambda x: x.compute(scheduler="sync").sort_index())
+
+
+def join(partitions: int) -> Case:
+    """pandas join with the task-based shuffle (all-to-all; no P2P)."""
+
+    def build():
+        left = _timeseries(partitions, 1)[["id", "x"]]
+        right = _timeseries(partitions, 2)[["id", "x"]].groupby("id").x.sum().to_frame("y")
+        return left.merge(right, left_on="id", right_index=True, shuffle_method="tasks").x.sum()
+
+    return Case(f"join-{partitions}p", f"dask.dataframe merge on 'id' with the task shuffle, "
+                f"{partitions} partitions", build, _compute,
+                lambda x: x.compute(scheduler="sync"))
+
+
+def _size(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def zero_worker_suite() -> list[Case]:
+    """Scheduler alone: every task finishes at once, so only the scheduler is measured."""
+    return [
+        merge(1_000), merge(20_000), tree(10), tree(15), client_map(10_000),
+        array(3000, 50), bag(200_000, 2_000), groupby(720), join(240),
+    ]
+
+
+def stock_worker_suite() -> list[Case]:
+    """Real execution on stock Python workers: sizes a 2-core machine runs in seconds."""
+    return [
+        merge(1_000), merge(10_000), tree(12), client_map(5_000),
+        array(2000, 100), bag(100_000, 500), groupby(240), join(72),
+    ]
+
+
+def million() -> Case:
+    return reduce_1m()
+
+
+def by_name() -> dict[str, Case]:
+    cases = zero_worker_suite() + stock_worker_suite() + [million()]
+    return {c.name: c for c in cases}
