@@ -9,7 +9,8 @@ CPU are the case's own. Measured per run:
   `task-finished` (zero-worker runs only);
 - cpu: scheduler CPU seconds (user+system) spent during `wall`; for rask this includes its
   Python graph helpers, which are reported separately too;
-- rss: the scheduler process's peak RSS (VmHWM); rask's helpers separately.
+- rss: the scheduler process's peak RSS (VmHWM), and its RSS when the result arrived;
+  rask's helpers separately.
 """
 
 from __future__ import annotations
@@ -155,9 +156,11 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
             wall = time.perf_counter() - t0
             cpu1 = cpu_seconds(spid)
             rss = peak_rss(spid)
+            # with every task of the graph still known (the client holds the result)
+            rss_now = psutil.Process(spid).memory_info().rss
             latency = stop_probe(prober) if prober else None
         out = {"wall": wall, "cpu": cpu1[0] - cpu0[0], "cpu_helpers": cpu1[1] - cpu0[1],
-               "rss": rss[0], "rss_helpers": rss[1]}
+               "rss": rss[0], "rss_helpers": rss[1], "rss_end": rss_now}
         if latency is not None:
             out["probe"] = latency
         if workers == "zero":

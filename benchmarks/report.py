@@ -99,6 +99,9 @@ def million_table(entries: list[dict]) -> list[str]:
             f"(+{med(r, 'cpu_helpers'):.1f} s helpers) | |",
             f"| scheduler peak RSS | {mib(med(d, 'rss'))} | {mib(med(r, 'rss'))} | |",
             f"| peak RSS per task | {med(d, 'rss') / n:,.0f} B | {med(r, 'rss') / n:,.0f} B | |",
+            f"| RSS when the result arrived (every task still known) | {mib(med(d, 'rss_end'))} "
+            f"| {mib(med(r, 'rss_end'))} | |",
+            f"| that per task | {med(d, 'rss_end') / n:,.0f} B | {med(r, 'rss_end') / n:,.0f} B | |",
             f"| graph helpers' peak RSS | | {mib(med(r, 'rss_helpers'))} | |",
             "",
         ]

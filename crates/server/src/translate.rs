@@ -281,7 +281,9 @@ pub fn new_task(rec: &Value) -> Result<NewTask, ServerError> {
     let watch = matches!(&key, Key::Str(k) if k.starts_with("shuffle-barrier-"));
     let deps = keys_field(rec, "deps")?;
     let run_spec = match field(rec, "run_spec")? {
-        Value::Bin(b) => b.clone(),
+        // Its own buffer: a slice would keep the helper's whole reply chunk alive for as
+        // long as the task lives (about 190 bytes per task besides the pickle).
+        Value::Bin(b) => Bytes::copy_from_slice(b),
         other => return Err(wrong("run_spec", "bytes", other)),
     };
     let order = rec.get("order").and_then(Value::as_i64).unwrap_or(0);
