@@ -1,6 +1,7 @@
 //! `rask`: the command line. Flags become a validated `ServerConfig`; everything else lives
 //! in the library crates.
 
+mod process;
 mod scheduler;
 mod zero_worker;
 

@@ -162,39 +162,10 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
     })
 }
 
-/// Raise the soft open-file limit to the hard one, as `dask scheduler` does: every worker
-/// and client holds sockets.
-fn raise_nofile() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(nofile = n, "open-file limit"),
-        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("Received signal, shutting down");
-}
-
 /// Runs `rask scheduler`.
 pub fn main(args: SchedulerArgs) -> Result<()> {
     let config = config(&args)?;
-    raise_nofile();
+    crate::process::raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -219,7 +190,7 @@ pub fn main(args: SchedulerArgs) -> Result<()> {
                 );
             }
         }
-        rask_server::run(config, shutdown_signal(), |started| {
+        rask_server::run(config, crate::process::shutdown_signal(), |started| {
             tracing::info!("-----------------------------------------------");
             tracing::info!("  Scheduler at:   {}", started.address);
             tracing::info!(

@@ -36,37 +36,9 @@ pub struct ZeroWorkerArgs {
     runtime_threads: Option<usize>,
 }
 
-/// Every fake worker holds three sockets (stream, heartbeat, listener) plus one per `gather`.
-fn raise_nofile() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(nofile = n, "open-file limit"),
-        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("Received signal, closing the zero workers");
-}
-
 /// Runs `rask zero-worker`.
 pub fn main(args: ZeroWorkerArgs) -> Result<()> {
-    raise_nofile();
+    crate::process::raise_nofile();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.runtime_threads {
         rt.worker_threads(n.max(1));
@@ -81,7 +53,10 @@ pub fn main(args: ZeroWorkerArgs) -> Result<()> {
         name_prefix: args.name_prefix,
         ..Config::new(args.address)
     };
-    let report = rt.block_on(rask_zero_worker::run(config, shutdown_signal()))?;
+    let report = rt.block_on(rask_zero_worker::run(
+        config,
+        crate::process::shutdown_signal(),
+    ))?;
     match report.span_s() {
         Some(span) => tracing::info!(
             "{} tasks finished; scheduling phase {span:.3}s (first compute-task to last task-finished)",

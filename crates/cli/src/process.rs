@@ -1,0 +1,31 @@
+//! What every long-running `rask` command does with its process: file limits and signals.
+
+/// Raises the soft open-file limit to the hard one, as `dask scheduler` does: every peer
+/// holds sockets (a zero worker holds three per fake worker).
+pub fn raise_nofile() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "open-file limit"),
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("Received signal, shutting down");
+}
