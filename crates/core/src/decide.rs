@@ -57,17 +57,18 @@ impl SchedulerState {
     /// larger pool is served round robin.
     pub(crate) fn decide_worker(&mut self, id: TaskId) -> Option<WorkerId> {
         if let Some(valid) = self.valid_workers(id) {
-            return self.best_of(id, &valid);
-        }
-        let ts = self.t(id);
-        let mut holders: Vec<WorkerId> = Vec::new();
-        for &d in &ts.dependencies {
-            for w in &self.t(d).who_has {
-                if !holders.contains(w) && self.running.contains(*w) {
-                    holders.push(*w);
-                }
+            if valid.len() <= 1 {
+                return valid.first().copied();
             }
+            let (local, total) = self.dependency_bytes(id);
+            return self.best_of(&valid, &local, total);
         }
+        let (local, total) = self.dependency_bytes(id);
+        let mut holders: Vec<WorkerId> = local
+            .keys()
+            .copied()
+            .filter(|w| self.running.contains(*w))
+            .collect();
         self.round_robin = self.round_robin.wrapping_add(1);
         let rr = self.round_robin;
         let pool = if self.idle.is_empty() {
@@ -83,7 +84,7 @@ impl SchedulerState {
                 return Some(pool[rr % pool.len()]);
             }
             let pool = pool.to_vec();
-            return self.best_of(id, &pool);
+            return self.best_of(&pool, &local, total);
         }
         // Without stealing, idle workers compete with the holders so a chain of tasks does
         // not pile onto one worker; any idle worker is as good as another here.
@@ -95,25 +96,35 @@ impl SchedulerState {
             }
         }
         holders.sort();
-        self.best_of(id, &holders)
+        self.best_of(&holders, &local, total)
     }
 
-    /// The candidate with the earliest estimated start: queued work per thread plus the
-    /// time to fetch the dependencies it lacks. `candidates` must be distinct.
-    fn best_of(&mut self, id: TaskId, candidates: &[WorkerId]) -> Option<WorkerId> {
-        if candidates.len() <= 1 {
-            return candidates.first().copied();
-        }
-        // Bytes of the task's dependencies already on each worker.
-        let ts = self.t(id);
+    /// Bytes of the task's dependencies already on each worker that holds one, and the
+    /// bytes of all its dependencies.
+    fn dependency_bytes(&self, id: TaskId) -> (FxHashMap<WorkerId, i64>, i64) {
         let mut local: FxHashMap<WorkerId, i64> = FxHashMap::default();
         let mut total: i64 = 0;
-        for &d in &ts.dependencies {
+        for &d in &self.t(id).dependencies {
             let dts = self.t(d);
             total += dts.nbytes;
             for w in &dts.who_has {
                 *local.entry(*w).or_default() += dts.nbytes;
             }
+        }
+        (local, total)
+    }
+
+    /// The candidate with the earliest estimated start: queued work per thread plus the
+    /// time to fetch the dependencies it lacks (`local`, `total`: see
+    /// [`Self::dependency_bytes`]). `candidates` must be distinct.
+    fn best_of(
+        &mut self,
+        candidates: &[WorkerId],
+        local: &FxHashMap<WorkerId, i64>,
+        total: i64,
+    ) -> Option<WorkerId> {
+        if candidates.len() <= 1 {
+            return candidates.first().copied();
         }
         let n = candidates.len();
         self.round_robin = self.round_robin.wrapping_add(1);
