@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,7 +148,7 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
             client.wait_for_workers(expect, timeout=START_TIMEOUT)
             if workers != "zero":
                 # zero workers count every task they see, so only stock runs warm up
-                client.submit(operator_add, 1, 2, key="warm-up").result(timeout=60)
+                client.submit(operator.add, 1, 2, key="warm-up").result(timeout=60)
             prober = start_probe(addr, workdir) if probe else None
             cpu0 = cpu_seconds(spid)
             t0_unix, t0 = time.time(), time.perf_counter()
@@ -177,10 +177,6 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
         return out
     finally:
         procs.stop_all()
-
-
-def operator_add(a, b):
-    return a + b
 
 
 PROBE = r"""
@@ -254,10 +250,6 @@ def run_case(case: suite.Case, workers: str, nworkers: int, a, workdir: Path, ro
                   f"rss {out['rss'] / 2**20:.0f} MiB", flush=True)
     return {"case": case.name, "about": case.about, "workers": workers, "nworkers": nworkers,
             "tasks": case.tasks, "runs": runs}
-
-
-def med(runs: list[dict], field: str) -> float:
-    return statistics.median(r[field] for r in runs)
 
 
 def main() -> int:

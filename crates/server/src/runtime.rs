@@ -224,10 +224,11 @@ impl Scheduler {
         let n = commands.len();
         self.dispatch(commands);
         // Everything else waits while this task works: say so when it is long.
-        if started.elapsed() > std::time::Duration::from_millis(100) {
+        let busy = started.elapsed();
+        if busy > std::time::Duration::from_millis(100) {
             tracing::info!(
                 "state task busy {:.3}s: {:.3}s in the core, then {n} commands dispatched",
-                started.elapsed().as_secs_f64(),
+                busy.as_secs_f64(),
                 handled.as_secs_f64()
             );
         }

@@ -324,18 +324,14 @@ fn log_helper_timings(reply: &Value, n: usize, helper_s: f64) {
         stage("tasks_s"),
         stage("total_s"),
     );
+    let line = format!(
+        "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
+         per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
+    );
     if n >= 10_000 {
-        tracing::info!(
-            tasks = n,
-            "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
-             per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
-        );
+        tracing::info!(tasks = n, "{line}");
     } else {
-        tracing::debug!(
-            tasks = n,
-            "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
-             per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
-        );
+        tracing::debug!(tasks = n, "{line}");
     }
 }
 
@@ -561,7 +557,7 @@ async fn worker_loop(
 /// graph. Most tasks of a graph share a handful of types, so they share one copy too.
 #[derive(Default)]
 struct TypeCache {
-    seen: rustc_hash::FxHashMap<bytes::Bytes, bytes::Bytes>,
+    seen: rustc_hash::FxHashSet<bytes::Bytes>,
 }
 
 impl TypeCache {
@@ -576,7 +572,7 @@ impl TypeCache {
                 }
                 let own = bytes::Bytes::copy_from_slice(b);
                 if self.seen.len() < Self::MAX {
-                    self.seen.insert(own.clone(), own.clone());
+                    self.seen.insert(own.clone());
                 }
                 Value::Bin(own)
             }
