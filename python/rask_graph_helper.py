@@ -795,17 +795,92 @@ def worker_plugins() -> dict:
     return {"shuffle": dumps(ShuffleWorkerPlugin())}
 
 
+class ConfigError(ValueError):
+    """A Dask setting rask cannot use; its message names the key and the value."""
+
+
 def scheduler_config() -> dict:
-    """The scheduler settings rask takes from the user's Dask configuration."""
+    """The scheduler settings rask takes from the user's Dask configuration, read with
+    ``dask.config`` in this environment: the YAML files (``/etc/dask``, ``~/.config/dask``,
+    ``$DASK_CONFIG``), ``DASK_*`` variables and ``DASK_INTERNAL_INHERIT_CONFIG``, over
+    distributed's defaults. Values come out normalized (seconds, ints, bools, paths); a
+    value that does not parse raises ConfigError naming the key, as the stock scheduler
+    would fail at start."""
+    import math
+
     import dask.config
+    import distributed  # noqa: F401  (its import adds distributed.yaml's defaults)
     from dask.utils import parse_timedelta
 
+    def get(key, parse):
+        value = dask.config.get(key, None)
+        try:
+            return parse(value)
+        except Exception as e:
+            raise ConfigError(f"Dask config {key}: cannot use {value!r}: {e}") from None
+
+    def seconds(v):
+        return None if v is None else float(parse_timedelta(v, default="s"))
+
+    def count(v):
+        if isinstance(v, bool) or int(v) != float(v) or int(v) < 0:
+            raise ValueError("expected a whole number >= 0")
+        return int(v)
+
+    def boolean(v):
+        if not isinstance(v, bool):
+            raise ValueError("expected True or False")
+        return v
+
+    def optional_bool(v):
+        return None if v is None else boolean(v)
+
+    def saturation(v):
+        # scheduler.py: "inf" turns queuing off; anything else must be a number > 0
+        if v == "inf":
+            return math.inf
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError("must be a float > 0 or 'inf'")
+        return float(v)
+
+    def path(v):
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            raise ValueError("expected a file path")
+        return v
+
+    def text(v):
+        return None if v is None else str(v)
+
+    def tls_version(v):
+        if v is None:
+            return None
+        if str(v) not in ("1.2", "1.3"):
+            raise ValueError("expected 1.2 or 1.3")
+        return str(v)
+
+    tls = "distributed.comm.tls"
     return {
-        "allowed-failures": int(dask.config.get("distributed.scheduler.allowed-failures")),
-        "low-level-log-length": int(dask.config.get("distributed.admin.low-level-log-length")),
-        "lease-validation-interval": parse_timedelta(
-            dask.config.get("distributed.scheduler.locks.lease-validation-interval"), default="s"
+        "allowed-failures": get("distributed.scheduler.allowed-failures", count),
+        "low-level-log-length": get("distributed.admin.low-level-log-length", count),
+        "lease-validation-interval": get(
+            "distributed.scheduler.locks.lease-validation-interval", seconds
         ),
+        "worker-ttl": get("distributed.scheduler.worker-ttl", seconds),
+        "worker-saturation": get("distributed.scheduler.worker-saturation", saturation),
+        "work-stealing": get("distributed.scheduler.work-stealing", boolean),
+        "work-stealing-interval": get("distributed.scheduler.work-stealing-interval", seconds),
+        "idle-timeout": get("distributed.scheduler.idle-timeout", seconds),
+        "connect-timeout": get("distributed.comm.timeouts.connect", seconds),
+        "tcp-timeout": get("distributed.comm.timeouts.tcp", seconds),
+        "require-encryption": get("distributed.comm.require-encryption", optional_bool),
+        "tls-ca-file": get(f"{tls}.ca-file", path),
+        "tls-cert": get(f"{tls}.scheduler.cert", path),
+        "tls-key": get(f"{tls}.scheduler.key", path),
+        "tls-ciphers": get(f"{tls}.ciphers", text),
+        "tls-min-version": get(f"{tls}.min-version", tls_version),
+        "tls-max-version": get(f"{tls}.max-version", tls_version),
     }
 
 

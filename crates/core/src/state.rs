@@ -213,6 +213,10 @@ pub struct CoreConfig {
     pub bandwidth: f64,
     /// check invariants after every stimulus (tests, debug builds)
     pub validate: bool,
+    /// `distributed.scheduler.worker-saturation`: root-ish tasks are sent to a worker
+    /// only while it runs fewer than `ceil(saturation * nthreads)`; the rest wait in the
+    /// scheduler's queue. Infinite turns queuing off.
+    pub worker_saturation: f64,
 }
 
 impl Default for CoreConfig {
@@ -222,6 +226,7 @@ impl Default for CoreConfig {
             unknown_task_duration: 0.5,
             bandwidth: 100e6,
             validate: cfg!(debug_assertions),
+            worker_saturation: 1.1,
         }
     }
 }

@@ -138,10 +138,20 @@ async fn spawn(
     let ready = tokio::time::timeout(start_timeout, read_reply(&mut p.stdout))
         .await
         .map_err(|_| ServerError::Timeout(start_timeout, "the graph helper to import dask"))??;
-    if ready.get("op").and_then(Value::as_str) != Some("ready") {
-        return Err(ServerError::Helper(format!(
-            "unexpected first message from helper: {ready:?}"
-        )));
+    match ready.get("op").and_then(Value::as_str) {
+        Some("ready") => {}
+        // e.g. a malformed Dask config value: the helper names the key and the value
+        Some("fatal") => {
+            let error = ready.get("error").and_then(Value::as_str).unwrap_or("?");
+            return Err(ServerError::Startup(format!(
+                "the graph helper ({python}) cannot start: {error}"
+            )));
+        }
+        _ => {
+            return Err(ServerError::Helper(format!(
+                "unexpected first message from helper: {ready:?}"
+            )))
+        }
     }
     tracing::debug!(helper = index, pid = ?p.child.id(), "graph helper ready");
     Ok((p, ready))

@@ -19,6 +19,7 @@
 pub mod comm;
 pub mod config;
 pub mod connection;
+pub mod dask_config;
 pub mod error;
 pub mod extensions;
 pub mod helper;

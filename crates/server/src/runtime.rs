@@ -4,6 +4,7 @@
 //! [`Handle`] and, when they need an answer, await a oneshot. Closures run one at a time,
 //! in the order each sender sent them, which keeps every stream's messages in order.
 
+use crate::dask_config::DaskConfig;
 use crate::translate;
 use rask_core::{
     ClientId, Command, CoreConfig, SchedulerState, Stimulus, ToClient, ToWorker, WorkerId,
@@ -147,9 +148,8 @@ pub struct Scheduler {
     pub worker_plugins: Value,
     /// last time a client or task existed (for `--idle-timeout`)
     pub last_busy: f64,
-    /// how often expired Semaphore/Lock leases are looked for
-    /// (`distributed.scheduler.locks.lease-validation-interval`)
-    pub lease_validation_interval: std::time::Duration,
+    /// the user's Dask configuration (the keys rask honours)
+    pub config: DaskConfig,
     /// datasets, coordination primitives, events
     pub ext: crate::extensions::Extensions,
 }
@@ -165,30 +165,23 @@ pub fn now() -> f64 {
 impl Scheduler {
     /// A scheduler with no peers yet. `helper_ready` is a graph helper's first message: the
     /// Python environment's `versions` and the user's Dask scheduler `config`.
-    pub fn new(address: String, dashboard_port: Option<u16>, helper_ready: &Value) -> Scheduler {
-        let defaults = CoreConfig::default();
-        let config = helper_ready.get("config");
-        let allowed_failures = config
-            .and_then(|c| c.get("allowed-failures"))
-            .and_then(Value::as_i64)
-            .map_or(defaults.allowed_failures, |n| {
-                n.clamp(0, u32::MAX as i64) as u32
-            });
+    pub fn new(
+        address: String,
+        dashboard_port: Option<u16>,
+        helper_ready: &Value,
+        config: DaskConfig,
+    ) -> Scheduler {
         let mut core = SchedulerState::new(CoreConfig {
             validate: false,
-            allowed_failures,
-            ..defaults
+            allowed_failures: config.allowed_failures,
+            worker_saturation: config.worker_saturation,
+            ..CoreConfig::default()
         });
         core.ensure_fire_and_forget();
         let mut client_ids = FxHashMap::default();
         client_ids.insert(Arc::from("fire-and-forget"), rask_core::FIRE_AND_FORGET);
         let mut ext = crate::extensions::Extensions::default();
-        if let Some(n) = config
-            .and_then(|c| c.get("low-level-log-length"))
-            .and_then(Value::as_i64)
-        {
-            ext.events.max_events = n.max(1) as usize;
-        }
+        ext.events.max_events = config.low_level_log_length.max(1);
         Scheduler {
             core,
             workers: FxHashMap::default(),
@@ -204,15 +197,8 @@ impl Scheduler {
                 .cloned()
                 .unwrap_or(Value::Map(Vec::new())),
             last_busy: now(),
-            lease_validation_interval: std::time::Duration::from_secs_f64(
-                config
-                    .and_then(|c| c.get("lease-validation-interval"))
-                    .and_then(Value::as_f64)
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .unwrap_or(10.0)
-                    .clamp(0.01, 86_400.0),
-            ),
             ext,
+            config,
         }
     }
 

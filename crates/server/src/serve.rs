@@ -2,6 +2,7 @@
 //! file, accept connections, stop on a signal or idle timeout.
 
 use crate::config::ServerConfig;
+use crate::dask_config::DaskConfig;
 use crate::connection::{handle_connection, Ctx};
 use crate::error::ServerError;
 use crate::helper::HelperPool;
@@ -56,7 +57,9 @@ pub async fn run(
     )
     .await?;
     let (handle, rx) = runtime::channel();
-    let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), &ready);
+    let dask_config = DaskConfig::from_helper(&ready)?;
+    let idle_timeout = config.idle_timeout.or(dask_config.idle_timeout);
+    let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), &ready, dask_config);
     let mut state_task = tokio::spawn(runtime::run_state(scheduler, rx));
     let http_task = tokio::spawn(crate::http::serve(http_listener, handle.clone()));
     let ctx = Arc::new(Ctx {
@@ -84,7 +87,7 @@ pub async fn run(
         dashboard_port,
     });
 
-    let idle = idle_watch(handle.clone(), config.idle_timeout);
+    let idle = idle_watch(handle.clone(), idle_timeout);
     tokio::pin!(shutdown);
     tokio::pin!(idle);
     let mut backoff = Duration::from_millis(5);

@@ -203,7 +203,7 @@ pub(super) async fn semaphore_register(msg: &Value, ctx: &Arc<Ctx>) -> Result<Va
                     Value::Nil
                 }
             };
-            (reply, start.then_some(s.lease_validation_interval))
+            (reply, start.then_some(s.config.lease_validation_interval))
         })
         .await?;
     if let Some(every) = start {

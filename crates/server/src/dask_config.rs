@@ -1,0 +1,246 @@
+//! The user's Dask configuration, as the scheduler uses it.
+//!
+//! A graph helper reads it with `dask.config` in the user's environment (so YAML under
+//! `/etc/dask`, `~/.config/dask` or `$DASK_CONFIG`, `DASK_*` variables and
+//! `DASK_INTERNAL_INHERIT_CONFIG` all count, over distributed's defaults) and sends the keys
+//! rask honours, already parsed, in its `ready` message (`scheduler_config()` in
+//! `python/rask_graph_helper.py`). A value that does not parse stops the helper, and so the
+//! scheduler, with a message naming the key.
+
+use crate::error::ServerError;
+use rask_protocol::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The scheduler's settings from the Dask configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaskConfig {
+    /// `distributed.scheduler.allowed-failures`
+    pub allowed_failures: u32,
+    /// `distributed.admin.low-level-log-length`: events kept per topic
+    pub low_level_log_length: usize,
+    /// `distributed.scheduler.locks.lease-validation-interval`
+    pub lease_validation_interval: Duration,
+    /// `distributed.scheduler.worker-ttl`: a worker silent this long is removed
+    pub worker_ttl: Option<Duration>,
+    /// `distributed.scheduler.worker-saturation`: root tasks sent per thread; infinite
+    /// turns root-task queuing off
+    pub worker_saturation: f64,
+    /// `distributed.scheduler.work-stealing`
+    pub work_stealing: bool,
+    /// `distributed.scheduler.work-stealing-interval`
+    pub work_stealing_interval: Duration,
+    /// `distributed.scheduler.idle-timeout` (`--idle-timeout` wins)
+    pub idle_timeout: Option<Duration>,
+    /// `distributed.comm.timeouts.connect`
+    pub connect_timeout: Duration,
+    /// `distributed.comm.timeouts.tcp`: an unresponsive connection is dead after this
+    pub tcp_timeout: Duration,
+    /// `distributed.comm.require-encryption` and `distributed.comm.tls.*`
+    pub tls: TlsSettings,
+}
+
+/// `distributed.comm.require-encryption` and `distributed.comm.tls.*` (scheduler side).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// refuse plain TCP
+    pub require_encryption: bool,
+    /// `tls.ca-file`
+    pub ca_file: Option<PathBuf>,
+    /// `tls.scheduler.cert`
+    pub cert: Option<PathBuf>,
+    /// `tls.scheduler.key` (else the key is in the cert file)
+    pub key: Option<PathBuf>,
+    /// `tls.ciphers` (an OpenSSL cipher string)
+    pub ciphers: Option<String>,
+    /// `tls.min-version`: `"1.2"` or `"1.3"`
+    pub min_version: Option<String>,
+    /// `tls.max-version`
+    pub max_version: Option<String>,
+}
+
+impl Default for DaskConfig {
+    /// distributed 2026.8.0's `distributed.yaml` defaults.
+    fn default() -> Self {
+        DaskConfig {
+            allowed_failures: 3,
+            low_level_log_length: 1000,
+            lease_validation_interval: Duration::from_secs(10),
+            worker_ttl: Some(Duration::from_secs(300)),
+            worker_saturation: 1.1,
+            work_stealing: true,
+            work_stealing_interval: Duration::from_secs(1),
+            idle_timeout: None,
+            connect_timeout: Duration::from_secs(30),
+            tcp_timeout: Duration::from_secs(30),
+            tls: TlsSettings {
+                min_version: Some("1.2".into()),
+                ..TlsSettings::default()
+            },
+        }
+    }
+}
+
+impl DaskConfig {
+    /// Reads the `config` map of a helper's `ready` message.
+    pub fn from_helper(ready: &Value) -> Result<DaskConfig, ServerError> {
+        let c = ready
+            .get("config")
+            .ok_or_else(|| bad("config", "missing from the graph helper's ready message"))?;
+        Ok(DaskConfig {
+            allowed_failures: u32::try_from(int(c, "allowed-failures")?)
+                .map_err(|_| bad("allowed-failures", "too large"))?,
+            low_level_log_length: usize::try_from(int(c, "low-level-log-length")?)
+                .map_err(|_| bad("low-level-log-length", "too large"))?,
+            lease_validation_interval: interval(c, "lease-validation-interval")?,
+            worker_ttl: optional(c, "worker-ttl", seconds)?,
+            worker_saturation: float(c, "worker-saturation")?,
+            work_stealing: boolean(c, "work-stealing")?,
+            work_stealing_interval: interval(c, "work-stealing-interval")?,
+            idle_timeout: optional(c, "idle-timeout", seconds)?,
+            connect_timeout: interval(c, "connect-timeout")?,
+            tcp_timeout: interval(c, "tcp-timeout")?,
+            tls: TlsSettings {
+                require_encryption: optional(c, "require-encryption", boolean)?.unwrap_or(false),
+                ca_file: optional(c, "tls-ca-file", text)?.map(PathBuf::from),
+                cert: optional(c, "tls-cert", text)?.map(PathBuf::from),
+                key: optional(c, "tls-key", text)?.map(PathBuf::from),
+                ciphers: optional(c, "tls-ciphers", text)?,
+                min_version: optional(c, "tls-min-version", text)?,
+                max_version: optional(c, "tls-max-version", text)?,
+            },
+        })
+    }
+}
+
+fn bad(key: &str, why: &str) -> ServerError {
+    ServerError::Startup(format!("Dask config {key}: {why}"))
+}
+
+fn field<'a>(c: &'a Value, key: &str) -> Result<&'a Value, ServerError> {
+    c.get(key).ok_or_else(|| bad(key, "missing"))
+}
+
+fn optional<T>(
+    c: &Value,
+    key: &str,
+    read: fn(&Value, &str) -> Result<T, ServerError>,
+) -> Result<Option<T>, ServerError> {
+    match c.get(key) {
+        None | Some(Value::Nil) => Ok(None),
+        Some(_) => read(c, key).map(Some),
+    }
+}
+
+fn int(c: &Value, key: &str) -> Result<u64, ServerError> {
+    field(c, key)?
+        .as_i64()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| bad(key, "expected a whole number >= 0"))
+}
+
+fn float(c: &Value, key: &str) -> Result<f64, ServerError> {
+    field(c, key)?
+        .as_f64()
+        .filter(|x| !x.is_nan())
+        .ok_or_else(|| bad(key, "expected a number"))
+}
+
+fn seconds(c: &Value, key: &str) -> Result<Duration, ServerError> {
+    let s = float(c, key)?;
+    Duration::try_from_secs_f64(s).map_err(|_| bad(key, "expected a time interval >= 0"))
+}
+
+/// A period something repeats at: zero would spin, so it must be positive.
+fn interval(c: &Value, key: &str) -> Result<Duration, ServerError> {
+    let d = seconds(c, key)?;
+    if d.is_zero() {
+        return Err(bad(key, "must be longer than 0"));
+    }
+    Ok(d)
+}
+
+fn boolean(c: &Value, key: &str) -> Result<bool, ServerError> {
+    match field(c, key)? {
+        Value::Bool(b) => Ok(*b),
+        _ => Err(bad(key, "expected True or False")),
+    }
+}
+
+fn text(c: &Value, key: &str) -> Result<String, ServerError> {
+    field(c, key)?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| bad(key, "expected a string"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(config: Value) -> Value {
+        Value::map([("op", Value::from("ready")), ("config", config)])
+    }
+
+    fn defaults() -> Vec<(&'static str, Value)> {
+        vec![
+            ("allowed-failures", Value::Int(3)),
+            ("low-level-log-length", Value::Int(1000)),
+            ("lease-validation-interval", Value::Float(10.0)),
+            ("worker-ttl", Value::Float(300.0)),
+            ("worker-saturation", Value::Float(1.1)),
+            ("work-stealing", Value::Bool(true)),
+            ("work-stealing-interval", Value::Float(1.0)),
+            ("idle-timeout", Value::Nil),
+            ("connect-timeout", Value::Float(30.0)),
+            ("tcp-timeout", Value::Float(30.0)),
+            ("require-encryption", Value::Nil),
+            ("tls-ca-file", Value::Nil),
+            ("tls-cert", Value::Nil),
+            ("tls-key", Value::Nil),
+            ("tls-ciphers", Value::Nil),
+            ("tls-min-version", Value::from("1.2")),
+            ("tls-max-version", Value::Nil),
+        ]
+    }
+
+    fn with(key: &str, value: Value) -> Value {
+        let mut c = Value::map(defaults());
+        c.set(key, value);
+        ready(c)
+    }
+
+    #[test]
+    fn distributed_defaults_read_back_as_the_default() {
+        let c = DaskConfig::from_helper(&ready(Value::map(defaults()))).unwrap();
+        assert_eq!(c, DaskConfig::default());
+    }
+
+    #[test]
+    fn infinite_saturation_and_a_user_ttl_are_kept() {
+        let c = DaskConfig::from_helper(&with("worker-saturation", Value::Float(f64::INFINITY)))
+            .unwrap();
+        assert!(c.worker_saturation.is_infinite());
+        let c = DaskConfig::from_helper(&with("worker-ttl", Value::Float(2.5))).unwrap();
+        assert_eq!(c.worker_ttl, Some(Duration::from_millis(2500)));
+        let c = DaskConfig::from_helper(&with("worker-ttl", Value::Nil)).unwrap();
+        assert_eq!(c.worker_ttl, None);
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        for (key, value) in [
+            ("allowed-failures", Value::Int(-1)),
+            ("work-stealing", Value::from("yes")),
+            ("worker-ttl", Value::Float(-3.0)),
+            ("work-stealing-interval", Value::Float(0.0)),
+            ("tls-cert", Value::Int(3)),
+        ] {
+            let e = DaskConfig::from_helper(&with(key, value)).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let e = DaskConfig::from_helper(&ready(Value::map([("worker-ttl", Value::Nil)])))
+            .unwrap_err();
+        assert!(e.to_string().contains("allowed-failures"), "{e}");
+    }
+}
