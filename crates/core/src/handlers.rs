@@ -177,6 +177,7 @@ impl SchedulerState {
                 }
             }
         }
+        self.queue_slots_maybe_opened();
         if self.config.validate {
             self.validate();
         }
@@ -208,8 +209,10 @@ impl SchedulerState {
                 nbytes: 0,
             },
         );
+        self.total_nthreads += u64::from(spec.nthreads);
         self.refresh_worker(id);
         if spec.running {
+            self.slots_maybe_opened = true;
             self.schedule_unrunnable("add-worker");
         }
     }
@@ -237,6 +240,7 @@ impl SchedulerState {
         };
         self.refresh_worker(worker);
         if running && was != WorkerStatus::Running {
+            self.slots_maybe_opened = true;
             self.schedule_unrunnable("worker-status-change");
         }
     }
@@ -246,6 +250,7 @@ impl SchedulerState {
         let Some(ws) = self.workers.remove(&worker) else {
             return;
         };
+        self.total_nthreads = self.total_nthreads.saturating_sub(u64::from(ws.nthreads));
         self.refresh_worker(worker);
         self.worker_by_addr.remove(&ws.address);
         let mut recs = Recs::new();
@@ -392,6 +397,7 @@ impl SchedulerState {
                     if seen.insert(did) {
                         dep_ids.push(did);
                         self.tm(did).dependents.insert(id);
+                        self.add_group_dependency(id, did);
                     }
                 }
             }
@@ -588,6 +594,7 @@ impl SchedulerState {
         match ts.state {
             TaskStatus::Released
             | TaskStatus::NoWorker
+            | TaskStatus::Queued
             | TaskStatus::Erred
             | TaskStatus::Waiting => {
                 self.free_keys(worker, vec![key], sid);
@@ -737,6 +744,9 @@ impl SchedulerState {
             }
             if self.t(id).state == TaskStatus::NoWorker {
                 self.unrunnable.remove(&id);
+            }
+            if self.t(id).state == TaskStatus::Queued {
+                self.dequeue(id);
             }
             if self.t(id).state == TaskStatus::Waiting {
                 // it no longer waits on its dependencies

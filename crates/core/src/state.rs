@@ -18,8 +18,7 @@ pub struct WorkerId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(pub u64);
 
-/// Dask's task states (`TaskStateState`). `queued` is absent: rask sends ready tasks to
-/// workers immediately and lets the worker's own priority queue order them.
+/// Dask's task states (`TaskStateState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TaskStatus {
     /// known, not wanted or not yet scheduled
@@ -28,6 +27,8 @@ pub enum TaskStatus {
     Waiting,
     /// ready, but no worker can run it (restrictions, or no workers)
     NoWorker,
+    /// a ready root-ish task held back until a worker has a free slot (`worker-saturation`)
+    Queued,
     /// sent to a worker
     Processing,
     /// result held by one or more workers
@@ -45,6 +46,7 @@ impl TaskStatus {
             TaskStatus::Released => "released",
             TaskStatus::Waiting => "waiting",
             TaskStatus::NoWorker => "no-worker",
+            TaskStatus::Queued => "queued",
             TaskStatus::Processing => "processing",
             TaskStatus::Memory => "memory",
             TaskStatus::Erred => "erred",
@@ -60,6 +62,8 @@ pub struct Task {
     pub key: Key,
     /// `key_split(key)`
     pub prefix: Arc<str>,
+    /// `key_split_group(key)`: its task group, for the root-ish test
+    pub group: Arc<str>,
     /// current state
     pub state: TaskStatus,
     /// pickled `GraphNode`; `None` for scattered data, which cannot be recomputed
@@ -119,6 +123,7 @@ pub struct Task {
 impl Task {
     pub(crate) fn new(key: Key, prefix: Arc<str>, run_spec: Option<Bytes>) -> Task {
         Task {
+            group: crate::queue::key_split_group(&key, &prefix),
             key,
             prefix,
             state: TaskStatus::Released,
@@ -258,6 +263,14 @@ pub struct SchedulerState {
     pub(crate) idle: WorkerSet,
     /// tasks in `no-worker`, retried when workers arrive or resume
     pub(crate) unrunnable: FxHashSet<TaskId>,
+    /// tasks in `queued`, by priority (`scheduler.queued`)
+    pub(crate) queued: std::collections::BTreeSet<([i64; 3], TaskId)>,
+    /// a worker may have gained a free slot since the queue was last looked at
+    pub(crate) slots_maybe_opened: bool,
+    /// task groups by name (`scheduler.task_groups`)
+    pub(crate) groups: FxHashMap<Arc<str>, crate::queue::Group>,
+    /// threads of all workers, running or not (`total_nthreads`)
+    pub(crate) total_nthreads: u64,
     /// commands produced by the current stimulus
     pub(crate) out: Vec<Command>,
     /// current time, set at the start of each stimulus
@@ -285,6 +298,10 @@ impl SchedulerState {
             running: WorkerSet::default(),
             idle: WorkerSet::default(),
             unrunnable: FxHashSet::default(),
+            queued: Default::default(),
+            slots_maybe_opened: false,
+            groups: FxHashMap::default(),
+            total_nthreads: 0,
             out: Vec::new(),
             now: 0.0,
         }
@@ -349,6 +366,11 @@ impl SchedulerState {
         self.task_index.len()
     }
 
+    /// Tasks in `queued`.
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+
     /// A worker by id.
     pub fn worker(&self, id: WorkerId) -> Option<&Worker> {
         self.workers.get(&id)
@@ -383,6 +405,7 @@ impl SchedulerState {
 
     pub(crate) fn insert_task(&mut self, task: Task) -> TaskId {
         let key = task.key.clone();
+        self.groups.entry(task.group.clone()).or_default().size += 1;
         let id = if let Some(slot) = self.free_task_slots.pop() {
             self.tasks[slot as usize] = Some(task);
             TaskId(slot)
@@ -398,6 +421,13 @@ impl SchedulerState {
         if let Some(Some(t)) = self.tasks.get_mut(id.0 as usize).map(Option::take) {
             self.task_index.remove(&t.key);
             self.unrunnable.remove(&id);
+            self.queued.remove(&(t.priority, id));
+            if let Some(g) = self.groups.get_mut(&t.group) {
+                g.size -= 1;
+                if g.size == 0 {
+                    self.groups.remove(&t.group);
+                }
+            }
             self.free_task_slots.push(id.0);
         }
     }

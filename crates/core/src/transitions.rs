@@ -154,9 +154,15 @@ impl SchedulerState {
         match (start, finish) {
             (Released, Waiting) => self.released_waiting(id, recs),
             (Waiting, Released) => self.waiting_released(id, recs),
-            (Waiting, Processing) | (NoWorker, Processing) => self.waiting_processing(id, sid),
+            (Waiting, Processing) | (NoWorker, Processing) | (Queued, Processing) => {
+                self.waiting_processing(id, sid)
+            }
             (Processing, Released) => self.processing_released(id, recs, sid),
             (NoWorker, Released) => self.no_worker_released(id, recs),
+            (Queued, Released) => {
+                self.dequeue(id);
+                self.propagate_released(id, recs);
+            }
             (Memory, Released) => self.memory_released(id, recs, sid),
             (Erred, Released) => self.erred_released(id, recs, sid),
             (Released, Erred) => self.released_erred(id, recs),
@@ -251,14 +257,32 @@ impl SchedulerState {
         }
     }
 
-    /// waiting -> processing, or -> no-worker when no worker may run it.
+    /// waiting/no-worker/queued -> processing; or -> queued when it is root-ish and every
+    /// worker is saturated; or -> no-worker when no worker may run it.
     fn waiting_processing(&mut self, id: TaskId, sid: &Arc<str>) {
-        let Some(w) = self.decide_worker(id) else {
+        let choice = if self.queuing() && self.is_rootish(id) {
+            let Some(w) = self.decide_worker_rootish() else {
+                if self.t(id).state != TaskStatus::Queued {
+                    self.unrunnable.remove(&id);
+                    let ts = self.tm(id);
+                    ts.state = TaskStatus::Queued;
+                    let priority = ts.priority;
+                    self.queued.insert((priority, id));
+                }
+                return;
+            };
+            Some(w)
+        } else {
+            self.decide_worker(id)
+        };
+        let Some(w) = choice else {
+            self.dequeue(id);
             self.tm(id).state = TaskStatus::NoWorker;
             self.unrunnable.insert(id);
             return;
         };
         self.unrunnable.remove(&id);
+        self.dequeue(id);
         let duration = self.expected_duration(id);
         let run_id = self.next_run_id;
         self.next_run_id += 1;
@@ -299,8 +323,15 @@ impl SchedulerState {
         }
     }
 
+    /// Takes the task out of the queue (if it is there).
+    pub(crate) fn dequeue(&mut self, id: TaskId) {
+        let priority = self.t(id).priority;
+        self.queued.remove(&(priority, id));
+    }
+
     /// `_exit_processing_common`: returns the worker if it is still connected.
     pub(crate) fn exit_processing(&mut self, id: TaskId) -> Option<WorkerId> {
+        self.slots_maybe_opened = true;
         let duration = self.expected_duration(id);
         let ts = self.tm(id);
         let w = ts.processing_on.take()?;
@@ -434,7 +465,7 @@ impl SchedulerState {
         for d in self.t(id).waiters.clone() {
             let dts = self.tm(d);
             match dts.state {
-                TaskStatus::NoWorker | TaskStatus::Processing => {
+                TaskStatus::NoWorker | TaskStatus::Queued | TaskStatus::Processing => {
                     recs.push((d, TaskStatus::Waiting))
                 }
                 TaskStatus::Waiting => {

@@ -76,6 +76,14 @@ impl SchedulerState {
                         "{k} no-worker but not unrunnable"
                     );
                 }
+                TaskStatus::Queued => {
+                    assert!(
+                        self.queued.contains(&(ts.priority, id)),
+                        "{k} queued but not in the queue"
+                    );
+                    assert!(ts.processing_on.is_none(), "{k} queued and processing");
+                    assert!(ts.waiting_on.is_empty(), "{k} queued while waiting");
+                }
                 TaskStatus::Erred => {
                     assert!(ts.exception_blame.is_some(), "{k} erred without blame");
                     assert!(ts.processing_on.is_none(), "{k} erred and processing");
@@ -124,6 +132,29 @@ impl SchedulerState {
                 "a departed worker in running/idle"
             );
         }
+        for (_, id) in &self.queued {
+            assert_eq!(
+                self.t(*id).state,
+                TaskStatus::Queued,
+                "a task in the queue not in queued"
+            );
+        }
+        let mut sizes: rustc_hash::FxHashMap<&str, usize> = Default::default();
+        for (_, ts) in self.tasks() {
+            *sizes.entry(&ts.group).or_default() += 1;
+        }
+        assert_eq!(sizes.len(), self.groups.len(), "task groups");
+        for (name, g) in &self.groups {
+            assert_eq!(sizes.get(&**name), Some(&g.size), "size of group {name}");
+        }
+        assert_eq!(
+            self.total_nthreads,
+            self.workers
+                .values()
+                .map(|w| u64::from(w.nthreads))
+                .sum::<u64>(),
+            "total_nthreads"
+        );
         for id in &self.unrunnable {
             assert_eq!(
                 self.t(*id).state,

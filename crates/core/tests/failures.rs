@@ -5,7 +5,7 @@
 mod env;
 
 use env::*;
-use rask_core::{CoreConfig, TaskStatus::*, ToClient};
+use rask_core::{CoreConfig, TaskStatus, TaskStatus::*, ToClient};
 use rask_protocol::Value;
 
 /// One worker at `A`, one client, a submitted graph; returns the first dispatch.
@@ -13,7 +13,15 @@ fn setup(
     tasks: Vec<TaskBuilder>,
     wanted: &[&str],
 ) -> (TestEnv, rask_core::WorkerId, rask_core::ClientId) {
-    let mut env = TestEnv::new();
+    setup_with(CoreConfig::default(), tasks, wanted)
+}
+
+fn setup_with(
+    config: CoreConfig,
+    tasks: Vec<TaskBuilder>,
+    wanted: &[&str],
+) -> (TestEnv, rask_core::WorkerId, rask_core::ClientId) {
+    let mut env = TestEnv::with_config(config);
     let w = env.worker_at(A);
     let c = env.client();
     env.submit(c, tasks, wanted).discard();
@@ -401,17 +409,30 @@ fn worker_dying_with_a_result_and_its_running_dependent_recomputes_once() {
     out.assert_empty();
 }
 
-/// The same with no other worker: `a` parks in no-worker, `b` waits on it, and a new worker
-/// must pick `a` up. The stale `(b, released)` recommendation releases `a` out of
-/// no-worker and, since `no-worker -> released` skips `_propagate_released`, nothing ever
-/// recommends `a` again: the graph deadlocks.
+/// The same with no other worker: `a` parks (queued, or no-worker without queuing), `b`
+/// waits on it, and a new worker must pick `a` up. The stale `(b, released)`
+/// recommendation releases `a` out of no-worker and, since `no-worker -> released` skips
+/// `_propagate_released`, nothing ever recommends `a` again: the graph deadlocks.
 #[test]
 fn only_worker_dying_with_a_result_and_its_running_dependent_recovers() {
-    let (mut env, wa, c) = setup(vec![task("a"), task("b").deps(&["a"])], &["b"]);
+    for (saturation, parked) in [(1.1, Queued), (f64::INFINITY, NoWorker)] {
+        only_worker_dying_with_a_result(saturation, parked);
+    }
+}
+
+fn only_worker_dying_with_a_result(saturation: f64, parked: TaskStatus) {
+    let (mut env, wa, c) = setup_with(
+        CoreConfig {
+            worker_saturation: saturation,
+            ..CoreConfig::default()
+        },
+        vec![task("a"), task("b").deps(&["a"])],
+        &["b"],
+    );
     let ca = env.computing("a");
     env.finish(wa, &ca).discard();
     env.kill_worker(wa).assert_empty();
-    env.assert_states(&[("a", NoWorker), ("b", Waiting)]);
+    env.assert_states(&[("a", parked), ("b", Waiting)]);
     let (wb, mut out) = env.add_worker(worker(B));
     let again = out.take_compute(wb);
     out.assert_empty();
@@ -532,10 +553,25 @@ fn killed_worker_after_allowed_failures_errs_the_task() {
 }
 
 #[test]
-fn losing_the_last_worker_parks_tasks_in_no_worker() {
-    let (mut env, wa, c) = setup(vec![task("a"), task("b")], &["a", "b"]);
+fn losing_the_last_worker_parks_tasks_until_a_worker_comes() {
+    for (saturation, parked) in [(1.1, Queued), (f64::INFINITY, NoWorker)] {
+        losing_the_last_worker(saturation, parked);
+    }
+}
+
+/// With no threads left every group is "much larger than the cluster": root-ish tasks wait
+/// in the queue (as in Dask), or in no-worker without queuing.
+fn losing_the_last_worker(saturation: f64, parked: TaskStatus) {
+    let (mut env, wa, c) = setup_with(
+        CoreConfig {
+            worker_saturation: saturation,
+            ..CoreConfig::default()
+        },
+        vec![task("a"), task("b")],
+        &["a", "b"],
+    );
     env.kill_worker(wa).assert_empty();
-    env.assert_states(&[("a", NoWorker), ("b", NoWorker)]);
+    env.assert_states(&[("a", parked), ("b", parked)]);
     let (wb, mut out) = env.add_worker(worker(B).nthreads(2));
     let cts = out.assert_computes(wb, &["a", "b"]);
     out.assert_empty();

@@ -1,0 +1,180 @@
+//! Root-task queuing (`distributed.scheduler.worker-saturation`, scheduler.py:2309-2360,
+//! 3103-3122, 5361-5400).
+//!
+//! A graph's root tasks (large groups with few dependencies, such as the chunks an array
+//! is made of) are sent to a worker only while it runs fewer than
+//! `ceil(saturation * nthreads)` tasks; the rest wait in the scheduler's `queued` set, by
+//! priority. Workers then finish the downstream tasks of the roots they hold before they
+//! load new roots, so a huge graph does not flood their memory; a worker that joins
+//! later takes from the same queue.
+
+use crate::state::{SchedulerState, TaskId, TaskStatus, WorkerId};
+use rask_protocol::Key;
+use rustc_hash::FxHashSet;
+use std::sync::Arc;
+
+/// `TaskGroup`, reduced to what `is_rootish` reads.
+#[derive(Debug, Default, Clone)]
+pub struct Group {
+    /// tasks of the group the scheduler knows (`len(tg)`)
+    pub size: usize,
+    /// groups its tasks depend on (`tg.dependencies`)
+    pub dependencies: FxHashSet<Arc<str>>,
+}
+
+/// `distributed.scheduler.rootish-taskgroup` and `rootish-taskgroup-dependencies`.
+const ROOTISH_TG_THRESHOLD: usize = 5;
+const ROOTISH_TG_DEPENDENCIES_THRESHOLD: usize = 5;
+
+/// `distributed.utils.key_split_group`: the task group a key belongs to. `prefix` is the
+/// key's `key_split`, which is what a plain string key's group is.
+pub fn key_split_group(key: &Key, prefix: &Arc<str>) -> Arc<str> {
+    match key {
+        Key::Tuple(items) => match items.first() {
+            Some(Key::Str(s)) => s.clone(),
+            Some(other) => other.to_string().into(),
+            None => "Other".into(),
+        },
+        Key::Str(s) => str_group(s).unwrap_or_else(|| prefix.clone()),
+        Key::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => str_group(s).unwrap_or_else(|| prefix.clone()),
+            Err(_) => "Other".into(),
+        },
+        Key::Int(_) | Key::Float(_) => "Other".into(),
+    }
+}
+
+/// The string cases of `key_split_group` that are not `key_split`.
+fn str_group(s: &str) -> Option<Arc<str>> {
+    if s.starts_with('(') {
+        let first = s.split(',').next().unwrap_or(s);
+        return Some(first.trim_matches(|c| "()\"'".contains(c)).into());
+    }
+    if s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Some("data".into());
+    }
+    if s.starts_with('<') {
+        let word = s.trim_matches(|c| c == '<' || c == '>');
+        let word = word.split_whitespace().next().unwrap_or("");
+        return Some(word.rsplit('.').next().unwrap_or(word).into());
+    }
+    None
+}
+
+impl SchedulerState {
+    /// Whether root-task queuing is on (a finite `worker-saturation`).
+    pub(crate) fn queuing(&self) -> bool {
+        self.config.worker_saturation.is_finite()
+    }
+
+    /// `is_rootish`: part of a group much larger than the cluster, with few dependencies.
+    pub(crate) fn is_rootish(&self, id: TaskId) -> bool {
+        let ts = self.t(id);
+        if !ts.resource_restrictions.is_empty()
+            || !ts.worker_restrictions.is_empty()
+            || !ts.host_restrictions.is_empty()
+        {
+            return false;
+        }
+        let Some(g) = self.groups.get(&ts.group) else {
+            return false;
+        };
+        g.size as u64 > self.total_nthreads * 2
+            && g.dependencies.len() < ROOTISH_TG_THRESHOLD
+            && g.dependencies
+                .iter()
+                .map(|d| self.groups.get(d).map_or(0, |g| g.size))
+                .sum::<usize>()
+                < ROOTISH_TG_DEPENDENCIES_THRESHOLD
+    }
+
+    /// Records that `id`'s group depends on `dep`'s (`TaskGroup.add_dependency`).
+    pub(crate) fn add_group_dependency(&mut self, id: TaskId, dep: TaskId) {
+        let (g, dg) = (&self.t(id).group, &self.t(dep).group);
+        if g == dg {
+            return;
+        }
+        let dg = dg.clone();
+        let g = g.clone();
+        if let Some(group) = self.groups.get_mut(&g) {
+            group.dependencies.insert(dg);
+        }
+    }
+
+    /// `_task_slots_available`: tasks the worker may still be sent.
+    fn slots_available(&self, w: WorkerId) -> i64 {
+        let Some(ws) = self.workers.get(&w) else {
+            return 0;
+        };
+        let cap = ((self.config.worker_saturation * ws.nthreads as f64).ceil() as i64).max(1);
+        cap - ws.processing.len() as i64
+    }
+
+    /// `decide_worker_rootish_queuing_enabled`: the least busy running worker with a free
+    /// slot, or `None` (the task waits in the queue).
+    pub(crate) fn decide_worker_rootish(&self) -> Option<WorkerId> {
+        let mut best: Option<(f64, WorkerId)> = None;
+        for &w in self.running.as_slice() {
+            if self.slots_available(w) <= 0 {
+                continue;
+            }
+            let ws = &self.workers[&w];
+            let load = ws.processing.len() as f64 / ws.nthreads.max(1) as f64;
+            if best.is_none_or(|(l, bw)| load < l || (load == l && w < bw)) {
+                best = Some((load, w));
+            }
+        }
+        best.map(|(_, w)| w)
+    }
+
+    /// `stimulus_queue_slots_maybe_opened`: after a stimulus that may have freed slots
+    /// (a task left a worker, a worker arrived or resumed), move the front of the queue
+    /// to the workers with room.
+    pub(crate) fn queue_slots_maybe_opened(&mut self) {
+        if !std::mem::take(&mut self.slots_maybe_opened) || self.queued.is_empty() {
+            return;
+        }
+        let sid: Arc<str> = Arc::from("queue-slots-opened");
+        while let Some(&(_, id)) = self.queued.first() {
+            if self.decide_worker_rootish().is_none() {
+                break;
+            }
+            self.transitions(vec![(id, TaskStatus::Processing)], &sid);
+            debug_assert_ne!(self.t(id).state, TaskStatus::Queued);
+        }
+        self.slots_maybe_opened = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(key: Key, prefix: &str) -> String {
+        key_split_group(&key, &Arc::from(prefix)).to_string()
+    }
+
+    #[test]
+    fn groups_as_dask_names_them() {
+        // the doctests of distributed.utils.key_split_group
+        let tuple = Key::Tuple(vec![Key::str("x-2"), Key::Int(1)].into());
+        assert_eq!(group(tuple, "x"), "x-2");
+        assert_eq!(group(Key::str("('x-2', 1)"), "x"), "x-2");
+        assert_eq!(
+            group(Key::str("ae05086432ca935f6eba409a8ecd4896"), "data"),
+            "data"
+        );
+        assert_eq!(
+            group(
+                Key::str("<module.submodule.myclass object at 0xdaf372"),
+                "?"
+            ),
+            "myclass"
+        );
+        assert_eq!(group(Key::str("x-1"), "x"), "x");
+        assert_eq!(group(Key::Int(3), "3"), "Other");
+    }
+}

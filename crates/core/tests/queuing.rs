@@ -1,0 +1,137 @@
+//! Root-task queuing (`worker-saturation`): root-ish tasks go to a worker only while it has
+//! a free slot; downstream tasks run before new roots; joining and resuming workers take
+//! from the queue.
+#![allow(clippy::unwrap_used)]
+
+mod env;
+
+use env::*;
+use rask_core::{CoreConfig, TaskStatus::*};
+
+/// `n` root tasks `x-0..` (one group, `x`), each with a dependent `y-i`, all wanted.
+fn roots_with_dependents(n: usize) -> (Vec<TaskBuilder>, Vec<String>) {
+    let mut tasks = Vec::new();
+    let mut wanted = Vec::new();
+    for i in 0..n {
+        tasks.push(task(&format!("x-{i}")).order(2 * i as i64));
+        tasks.push(
+            task(&format!("y-{i}"))
+                .deps(&[&format!("x-{i}")])
+                .order(2 * i as i64 + 1),
+        );
+        wanted.push(format!("y-{i}"));
+    }
+    (tasks, wanted)
+}
+
+#[test]
+fn only_saturation_many_roots_go_out_and_dependents_run_before_new_roots() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A).nthreads(2));
+    let c = env.client();
+    let (tasks, wanted) = roots_with_dependents(10);
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let mut out = env.submit(c, tasks, &wanted);
+    // ceil(1.1 * 2) = 3 slots, filled in priority order
+    let first = out.assert_computes(w, &["x-0", "x-1", "x-2"]);
+    out.assert_empty();
+    env.assert_states(&[("x-3", Queued), ("x-9", Queued), ("y-0", Waiting)]);
+
+    // x-0 done: its dependent takes the freed slot, no new root goes out
+    let mut out = env.finish(w, &first[0]);
+    let y0 = out.assert_computes(w, &["y-0"]).remove(0);
+    out.assert_empty();
+    env.assert_states(&[("x-3", Queued)]);
+
+    // y-0 done: the slot goes to the next root, and x-0 is released
+    let mut out = env.finish(w, &y0);
+    out.take_client(c);
+    out.assert_free_keys(w, &["x-0"]);
+    out.assert_computes(w, &["x-3"]);
+    out.assert_empty();
+}
+
+#[test]
+fn a_joining_worker_takes_from_the_queue() {
+    let mut env = TestEnv::new();
+    let wa = env.worker(worker(A));
+    let c = env.client();
+    let names: Vec<String> = (0..10).map(|i| format!("x-{i}")).collect();
+    let tasks = names.iter().map(|n| task(n)).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = env.submit(c, tasks, &wanted);
+    assert_eq!(out.take_computes(wa).len(), 2); // ceil(1.1 * 1)
+    out.assert_empty();
+    let (wb, mut out) = env.add_worker(worker(B).nthreads(4));
+    // ceil(1.1 * 4) = 5; with 1 + 4 threads the group (10) is no longer > 2 * 5, but
+    // tasks already queued still leave through the queue
+    assert_eq!(out.take_computes(wb).len(), 5);
+    out.assert_empty();
+    assert_eq!(env.state.queued_len(), 3);
+}
+
+#[test]
+fn a_paused_worker_gets_no_roots_until_it_resumes() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
+    let tasks = names.iter().map(|n| task(n)).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = env.submit(c, tasks, &wanted);
+    let cts = out.take_computes(w);
+    out.assert_empty();
+    env.set_status(w, "paused").assert_empty();
+    let mut out = env.finish(w, &cts[0]);
+    out.take_client(c);
+    out.assert_empty();
+    let mut out = env.set_status(w, "running");
+    out.assert_computes(w, &["x-2"]);
+    out.assert_empty();
+}
+
+#[test]
+fn releasing_queued_tasks_empties_the_queue() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
+    let tasks = names.iter().map(|n| task(n)).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    env.submit(c, tasks, &wanted).discard();
+    assert_eq!(env.state.queued_len(), 4);
+    let mut out = env.release(c, &wanted);
+    out.assert_free_keys(w, &["x-0", "x-1"]);
+    out.assert_empty();
+    assert_eq!(env.state.queued_len(), 0);
+    env.assert_idle();
+}
+
+#[test]
+fn infinite_saturation_sends_every_root_at_once() {
+    let mut env = TestEnv::with_config(CoreConfig {
+        worker_saturation: f64::INFINITY,
+        ..CoreConfig::default()
+    });
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
+    let tasks = names.iter().map(|n| task(n)).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = env.submit(c, tasks, &wanted);
+    assert_eq!(out.take_computes(w).len(), 6);
+    out.assert_empty();
+}
+
+#[test]
+fn restricted_tasks_are_never_queued() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
+    let tasks = names.iter().map(|n| task(n).workers(&[A])).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = env.submit(c, tasks, &wanted);
+    assert_eq!(out.take_computes(w).len(), 6);
+    out.assert_empty();
+}
