@@ -872,6 +872,9 @@ impl<'a> Run<'a> {
         let mut run_nodes = nodes.clone();
         if error.is_some() {
             run_nodes.clear();
+            // Nothing gets a rank then: sorting the leaves by rank would index with NONE (a
+            // panic, or a 16 GiB counting-sort table) when a cycle sits beside a leaf.
+            p.leaves.clear();
         }
         let deps = p.deps;
         let dependents = p.dependents;

@@ -67,6 +67,24 @@ fn cycles() {
     assert_eq!(order(&g), Err(OrderError::Cycle { nodes: vec![0] }));
 }
 
+/// A cycle beside a node nothing depends on (found by `fuzz/`'s helper_reply target: a
+/// record `"x"` listing `"x"` in its own deps, next to an independent `"a"`). Ranking the
+/// leaves of the unusable graph used to index with `u32::MAX`: a panic, or in an optimized
+/// build a 16 GiB allocation. Python raises "Cycle detected" for such a graph.
+#[test]
+fn cycle_beside_a_leaf() {
+    let mut g = Graph::new();
+    g.push(Key::from("x"), NodeKind::Task, &[0]);
+    g.push(Key::from("a"), NodeKind::Task, &[]);
+    assert_eq!(order(&g), Err(OrderError::Cycle { nodes: vec![0] }));
+    // {'x': (f, 'y'), 'y': (f, 'x'), 'z': (f, 'x')}
+    let mut g = Graph::new();
+    g.push(Key::from("x"), NodeKind::Task, &[1]);
+    g.push(Key::from("y"), NodeKind::Task, &[0]);
+    g.push(Key::from("z"), NodeKind::Task, &[0]);
+    assert!(matches!(order(&g), Err(OrderError::Cycle { .. })));
+}
+
 #[test]
 fn invalid_input() {
     let invalid = |g: &Graph| matches!(order(g), Err(OrderError::Invalid(_)));
