@@ -83,6 +83,13 @@ pub enum ToWorker {
         /// why
         stimulus_id: Arc<str>,
     },
+    /// give back a task it has not started (`steal-request`; it answers `steal-response`)
+    StealRequest {
+        /// the task
+        key: Key,
+        /// ties the answer to this request
+        stimulus_id: Arc<str>,
+    },
     /// shut down
     Close {
         /// shown in the worker's log

@@ -158,6 +158,14 @@ impl SchedulerState {
                     .collect();
                 self.transitions(recs, &stimulus_id);
             }
+            Stimulus::ClearTasks => self.clear_tasks(),
+            Stimulus::Balance => self.balance(),
+            Stimulus::StealResponse {
+                worker,
+                key,
+                state,
+                stimulus_id,
+            } => self.steal_response(worker, &key, state.as_deref(), &stimulus_id),
             Stimulus::GraphFailed {
                 client,
                 keys,
@@ -308,6 +316,30 @@ impl SchedulerState {
         // Released tasks whose worker is gone: `exit_processing` finds no worker, so
         // processing->released sends nothing to it.
         self.transitions(recs, sid);
+    }
+
+    /// `_clear_task_state`: forget every task; workers and clients stay.
+    fn clear_tasks(&mut self) {
+        self.tasks.clear();
+        self.free_task_slots.clear();
+        self.task_index.clear();
+        self.unrunnable.clear();
+        self.queued.clear();
+        self.groups.clear();
+        self.steals.clear();
+        for ws in self.workers.values_mut() {
+            ws.processing.clear();
+            ws.has_what.clear();
+            ws.nbytes = 0;
+            ws.occupancy = 0.0;
+        }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for w in ids {
+            self.refresh_worker(w);
+        }
+        for cs in self.clients.values_mut() {
+            cs.wants_what.clear();
+        }
     }
 
     fn remove_client(&mut self, client: ClientId) {

@@ -8,7 +8,7 @@
 //! - Task states, transitions and recommendations mirror `distributed/scheduler.py`
 //!   (`_transition_<start>_<finish>`), so a reader can check one against the other.
 //! - [`state`] holds the records, [`transitions`] the state changes, [`decide`] the choice of
-//!   worker, [`queue`] root-task queuing, [`stimulus`] and [`command`] the vocabulary in and out, [`validate`] the
+//!   worker, [`queue`] root-task queuing, [`steal`] work stealing, [`stimulus`] and [`command`] the vocabulary in and out, [`validate`] the
 //!   invariants checked after every stimulus in tests.
 //!
 //! Payloads that only Python understands (results' types, exceptions, `run_spec` pickles) are
@@ -20,6 +20,7 @@ pub mod decide;
 pub mod handlers;
 pub mod queue;
 pub mod state;
+pub mod steal;
 pub mod stimulus;
 pub mod transitions;
 pub mod validate;

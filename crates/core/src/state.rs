@@ -218,6 +218,9 @@ pub struct CoreConfig {
     pub bandwidth: f64,
     /// check invariants after every stimulus (tests, debug builds)
     pub validate: bool,
+    /// `distributed.scheduler.work-stealing`: move tasks a busy worker has not started to
+    /// idle workers
+    pub work_stealing: bool,
     /// `distributed.scheduler.worker-saturation`: root-ish tasks are sent to a worker
     /// only while it runs fewer than `ceil(saturation * nthreads)`; the rest wait in the
     /// scheduler's queue. Infinite turns queuing off.
@@ -232,6 +235,7 @@ impl Default for CoreConfig {
             bandwidth: 100e6,
             validate: cfg!(debug_assertions),
             worker_saturation: 1.1,
+            work_stealing: true,
         }
     }
 }
@@ -271,6 +275,8 @@ pub struct SchedulerState {
     pub(crate) groups: FxHashMap<Arc<str>, crate::queue::Group>,
     /// threads of all workers, running or not (`total_nthreads`)
     pub(crate) total_nthreads: u64,
+    /// steal requests awaiting the victim's answer (`WorkStealing.in_flight`)
+    pub(crate) steals: FxHashMap<TaskId, crate::steal::Steal>,
     /// commands produced by the current stimulus
     pub(crate) out: Vec<Command>,
     /// current time, set at the start of each stimulus
@@ -302,6 +308,7 @@ impl SchedulerState {
             slots_maybe_opened: false,
             groups: FxHashMap::default(),
             total_nthreads: 0,
+            steals: FxHashMap::default(),
             out: Vec::new(),
             now: 0.0,
         }

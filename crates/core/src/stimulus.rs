@@ -246,6 +246,22 @@ pub enum Stimulus {
         /// why
         stimulus_id: Arc<str>,
     },
+    /// `Client.restart` (`_clear_task_state`): every task is forgotten at once; the
+    /// workers are about to be restarted, so they are told nothing.
+    ClearTasks,
+    /// Periodic work stealing (`WorkStealing.balance`, every `work-stealing-interval`).
+    Balance,
+    /// A worker's `steal-response`: the task's state on the victim when it was asked.
+    StealResponse {
+        /// the victim
+        worker: WorkerId,
+        /// the task
+        key: Key,
+        /// the worker's task state (`None`: it did not know the task)
+        state: Option<Arc<str>>,
+        /// the request's id
+        stimulus_id: Arc<str>,
+    },
     /// A graph the helper could not materialize: its keys err for this client.
     GraphFailed {
         /// who submitted

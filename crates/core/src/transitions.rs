@@ -283,6 +283,11 @@ impl SchedulerState {
         };
         self.unrunnable.remove(&id);
         self.dequeue(id);
+        self.start_processing(id, w, sid);
+    }
+
+    /// Assigns the task to `w` with a new run id and sends it there.
+    pub(crate) fn start_processing(&mut self, id: TaskId, w: WorkerId, sid: &Arc<str>) {
         let duration = self.expected_duration(id);
         let run_id = self.next_run_id;
         self.next_run_id += 1;
@@ -332,6 +337,7 @@ impl SchedulerState {
     /// `_exit_processing_common`: returns the worker if it is still connected.
     pub(crate) fn exit_processing(&mut self, id: TaskId) -> Option<WorkerId> {
         self.slots_maybe_opened = true;
+        self.steals.remove(&id);
         let duration = self.expected_duration(id);
         let ts = self.tm(id);
         let w = ts.processing_on.take()?;

@@ -132,6 +132,15 @@ impl SchedulerState {
                 "a departed worker in running/idle"
             );
         }
+        for (id, steal) in &self.steals {
+            let ts = self.t(*id);
+            assert_eq!(
+                (ts.state, ts.processing_on),
+                (TaskStatus::Processing, Some(steal.victim)),
+                "{}: a steal request for a task not processing on its victim",
+                ts.key
+            );
+        }
         for (_, id) in &self.queued {
             assert_eq!(
                 self.t(*id).state,

@@ -554,3 +554,23 @@ fn watched_task_reports_released_and_forgotten() {
         "{cmds:#?}"
     );
 }
+
+#[test]
+fn clear_tasks_forgets_everything_and_the_next_graph_runs() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A).nthreads(2));
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a"), task("b").deps(&["a"])], &["b"]);
+    let ca = out.take_compute(w);
+    out.assert_empty();
+    env.finish(w, &ca).discard();
+    env.handle(Stimulus::ClearTasks).assert_empty();
+    env.assert_idle();
+    assert!(env.wants_what(c).is_empty());
+    let mut out = env.submit(c, vec![task("a")], &["a"]);
+    let ca = out.take_compute(w);
+    out.assert_empty();
+    let mut out = env.finish(w, &ca);
+    assert_eq!(out.take_client(c).len(), 1);
+    out.assert_empty();
+}

@@ -62,6 +62,14 @@ enum Heard {
     Retried,
 }
 
+struct StealResponse {
+    worker: WorkerId,
+    key: Key,
+    stimulus_id: std::sync::Arc<str>,
+    given_back: Option<(Key, u64)>,
+    state: Option<&'static str>,
+}
+
 struct SimWorker {
     address: String,
     /// dispatches not yet answered
@@ -113,6 +121,9 @@ struct Sim {
     next_key: usize,
     next_port: u16,
     log: Vec<String>,
+    /// steal responses on their way back: (victim, key, stimulus id, the run it gives
+    /// back (if it does), its state when asked)
+    steal_responses: Vec<StealResponse>,
 }
 
 const HOSTS: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
@@ -132,6 +143,7 @@ impl Sim {
             heard: BTreeMap::new(),
             next_key: 0,
             next_port: 40000,
+            steal_responses: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -208,6 +220,26 @@ impl Sim {
                             for key in keys {
                                 sw.data.remove(&key);
                             }
+                        }
+                        ToWorker::StealRequest { key, stimulus_id } => {
+                            // the worker decides when the request arrives; the answer
+                            // reaches the scheduler later. A task not started yet is
+                            // given back; one that runs is kept.
+                            let run = sw.running.iter().find(|(k, _)| *k == key).cloned();
+                            let give_back = run.is_some() && self.rng.chance(60);
+                            let state = match &run {
+                                Some(_) if give_back => Some("ready"),
+                                Some(_) => Some("executing"),
+                                None if sw.data.contains(&key) => Some("memory"),
+                                None => None,
+                            };
+                            self.steal_responses.push(StealResponse {
+                                worker: w,
+                                key,
+                                stimulus_id,
+                                given_back: run.filter(|_| give_back),
+                                state,
+                            });
                         }
                         ToWorker::RefreshWhoHas { .. }
                         | ToWorker::RemoveWorker { .. }
@@ -653,6 +685,27 @@ impl Sim {
                         Stimulus::ReportKey { client: c, key },
                     );
                 }
+            }
+            89..=90 => self.step("balance".into(), Stimulus::Balance),
+            91..=93 => {
+                if self.steal_responses.is_empty() {
+                    return;
+                }
+                let i = self.rng.below(self.steal_responses.len());
+                let r = self.steal_responses.swap_remove(i);
+                if let (Some(run), Some(sw)) = (&r.given_back, self.workers.get_mut(&r.worker)) {
+                    // the worker released it (unless a newer run replaced it since)
+                    sw.running.remove(run);
+                }
+                self.step(
+                    format!("steal-response {} {:?} from {:?}", r.key, r.state, r.worker),
+                    Stimulus::StealResponse {
+                        worker: r.worker,
+                        key: r.key,
+                        state: r.state.map(Into::into),
+                        stimulus_id: r.stimulus_id,
+                    },
+                );
             }
             _ => {
                 // the clock moves on (new priority generations)
