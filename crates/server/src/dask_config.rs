@@ -239,8 +239,8 @@ mod tests {
             let e = DaskConfig::from_helper(&with(key, value)).unwrap_err();
             assert!(e.to_string().contains(key), "{e}");
         }
-        let e = DaskConfig::from_helper(&ready(Value::map([("worker-ttl", Value::Nil)])))
-            .unwrap_err();
+        let e =
+            DaskConfig::from_helper(&ready(Value::map([("worker-ttl", Value::Nil)]))).unwrap_err();
         assert!(e.to_string().contains("allowed-failures"), "{e}");
     }
 }

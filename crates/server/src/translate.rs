@@ -182,6 +182,11 @@ pub fn to_worker(msg: ToWorker) -> Value {
             ("worker", Value::Str(worker)),
             ("stimulus_id", Value::Str(stimulus_id)),
         ]),
+        ToWorker::StealRequest { key, stimulus_id } => Value::map([
+            ("op", Value::from("steal-request")),
+            ("key", key.to_value()),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
         ToWorker::Close { reason } => {
             Value::map([("op", Value::from("close")), ("reason", Value::Str(reason))])
         }
