@@ -10,16 +10,18 @@ use std::time::Duration;
 /// Flags, named as `dask scheduler` names them.
 #[derive(Args, Debug)]
 pub struct SchedulerArgs {
-    /// URI, IP or hostname of this server [default: all interfaces, advertising this host's IP]
+    /// URI, IP or hostname of this server, e.g. 10.0.0.5, tls://10.0.0.5 or
+    /// tcp://10.0.0.5:8786 [default: all interfaces, advertising this host's IP]
     #[arg(long)]
     host: Option<String>,
-    /// Serving port; 0 picks a free one
-    #[arg(long, default_value_t = 8786)]
-    port: u16,
+    /// Serving port; 0 picks a free one [default: 8786, or the port in --host]
+    #[arg(long)]
+    port: Option<u16>,
     /// Preferred network interface like 'eth0' or 'ib0'
     #[arg(long)]
     interface: Option<String>,
-    /// Protocol like tcp; only tcp is supported
+    /// Protocol: tcp or tls [default: tls if a --tls-* flag is given or
+    /// distributed.comm.require-encryption is set, else tcp]
     #[arg(long)]
     protocol: Option<String>,
     /// File to write connection information (the same JSON as `dask scheduler`)
@@ -56,15 +58,32 @@ pub struct SchedulerArgs {
     /// Not supported by rask
     #[arg(long)]
     jupyter: bool,
-    /// Not supported by rask yet
+    /// TLS and connection limits (boxed: they would make every `rask` subcommand's
+    /// arguments as large as the scheduler's)
+    #[command(flatten)]
+    conn: Box<ConnectionArgs>,
+}
+
+/// `--tls-*` (as `dask scheduler`) and rask's caps on what a peer may send.
+#[derive(Args, Debug)]
+struct ConnectionArgs {
+    /// CA cert(s) file for TLS (in PEM format); clients and workers must present a
+    /// certificate it signed
     #[arg(long)]
-    tls_ca_file: Option<String>,
-    /// Not supported by rask yet
+    tls_ca_file: Option<PathBuf>,
+    /// Certificate file for TLS (in PEM format), possibly with the key appended
     #[arg(long)]
-    tls_cert: Option<String>,
-    /// Not supported by rask yet
+    tls_cert: Option<PathBuf>,
+    /// Private key file for TLS (in PEM format)
     #[arg(long)]
-    tls_key: Option<String>,
+    tls_key: Option<PathBuf>,
+    /// Largest message a peer may send, e.g. 2GiB or 500MB; a peer announcing more has its
+    /// connection closed
+    #[arg(long, default_value = "16GiB")]
+    max_message_bytes: String,
+    /// Most frames a peer may send in one message
+    #[arg(long, default_value_t = 1 << 20)]
+    max_frames: u64,
 }
 
 fn refuse(args: &SchedulerArgs) -> Result<()> {
@@ -74,15 +93,84 @@ fn refuse(args: &SchedulerArgs) -> Result<()> {
     if args.jupyter {
         bail!("--jupyter is not supported by rask: the scheduler runs no Python kernel.");
     }
-    if args.tls_ca_file.is_some() || args.tls_cert.is_some() || args.tls_key.is_some() {
-        bail!("TLS (--tls-*) is not supported by rask yet; use tcp on a trusted network.");
-    }
     if let Some(p) = &args.protocol {
-        if p != "tcp" && p != "tcp://" {
-            bail!("--protocol {p} is not supported by rask; only tcp is.");
+        let p = p.trim_end_matches("://");
+        if p != "tcp" && p != "tls" {
+            bail!("--protocol {p} is not supported by rask; use tcp or tls.");
         }
     }
     Ok(())
+}
+
+/// `--host`: `[scheme://]host[:port]` (an IPv6 host in brackets).
+fn split_host(h: &str) -> (Option<&str>, &str, Option<&str>) {
+    let (scheme, rest) = match h.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, h),
+    };
+    let rest = rest.trim_end_matches('/');
+    if let Some(inner) = rest.strip_prefix('[') {
+        // [v6]:port or [v6]
+        return match inner.split_once(']') {
+            Some((host, tail)) => (scheme, host, tail.strip_prefix(':')),
+            None => (scheme, inner, None),
+        };
+    }
+    match rest.rsplit_once(':') {
+        // a bare IPv6 address has more than one colon and no port
+        Some((host, port)) if !host.contains(':') => (scheme, host, Some(port)),
+        _ => (scheme, rest, None),
+    }
+}
+
+/// A Dask byte string (`dask.utils.parse_bytes`): `2GiB`, `500 MB`, `1e9`, `100`; units
+/// are case-insensitive, `kB`/`k` = 1000 and `KiB` = 1024.
+fn parse_bytes(s: &str) -> Result<u64> {
+    let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if t.is_empty() {
+        bail!("empty byte size");
+    }
+    let split = t
+        .rfind(|c: char| !c.is_ascii_alphabetic())
+        .map_or(0, |i| i + 1);
+    let (number, unit) = t.split_at(split);
+    let n: f64 = if number.is_empty() {
+        1.0
+    } else {
+        number
+            .parse()
+            .with_context(|| format!("cannot parse byte size {s:?}"))?
+    };
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "p" | "pb" => 1e15,
+        "kib" => 1024.0,
+        "mib" => 1024f64.powi(2),
+        "gib" => 1024f64.powi(3),
+        "tib" => 1024f64.powi(4),
+        "pib" => 1024f64.powi(5),
+        other => bail!("cannot parse byte size {s:?}: unknown unit {other:?}"),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        bail!("byte size {s:?} is out of range");
+    }
+    Ok(bytes as u64)
+}
+
+/// `dask scheduler` checks that the PEM files exist (click's `Path(exists=True)`) and
+/// resolves them, so a relative path means the same wherever it is opened.
+fn pem_path(flag: &str, p: &Option<PathBuf>) -> Result<Option<PathBuf>> {
+    p.as_ref()
+        .map(|p| {
+            std::fs::canonicalize(p)
+                .with_context(|| format!("Invalid value for '{flag}': Path {p:?} does not exist"))
+        })
+        .transpose()
 }
 
 /// This host's outward IP: the address the OS would use to reach a public IP (no packet is
@@ -123,11 +211,34 @@ fn parse_duration(s: &str) -> Result<Duration> {
 
 fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
     refuse(args)?;
+    let (host_scheme, host_port) = match &args.host {
+        Some(h) => {
+            let (scheme, _, port) = split_host(h);
+            (scheme, port)
+        }
+        None => (None, None),
+    };
+    let protocol = match (args.protocol.as_deref(), host_scheme) {
+        (Some(p), Some(s)) if p.trim_end_matches("://") != s => {
+            bail!("--protocol {p} and --host {s}://... disagree")
+        }
+        (Some(p), _) => Some(p.trim_end_matches("://").to_string()),
+        (None, Some(s)) => Some(s.to_string()),
+        (None, None) => None,
+    };
+    let port = match (args.port, host_port) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p
+            .parse()
+            .with_context(|| format!("bad port in --host {:?}", args.host))?,
+        (None, None) => 8786,
+    };
     let (bind_host, advertise_host) = match (&args.host, &args.interface) {
         (Some(_), Some(_)) => bail!("--host and --interface are mutually exclusive"),
+        // `--host tls://` alone names only the protocol
+        (Some(h), None) if split_host(h).1.is_empty() => ("0.0.0.0".into(), default_ip()),
         (Some(h), None) => {
-            let h = h.trim_start_matches("tcp://");
-            let h = h.rsplit_once(':').map_or(h, |(host, _)| host).to_string();
+            let h = split_host(h).1.to_string();
             (h.clone(), h)
         }
         (None, Some(i)) => {
@@ -147,7 +258,7 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
     Ok(ServerConfig {
         bind_host,
         advertise_host,
-        port: args.port,
+        port,
         scheduler_file: args.scheduler_file.clone(),
         pid_file: args.pid_file.clone(),
         dashboard_port,
@@ -158,6 +269,18 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
             .transpose()?,
         python: args.python.clone(),
         graph_helpers: args.graph_helpers.max(1),
+        protocol,
+        tls: rask_server::tls::TlsFlags {
+            ca_file: pem_path("--tls-ca-file", &args.conn.tls_ca_file)?,
+            cert: pem_path("--tls-cert", &args.conn.tls_cert)?,
+            key: pem_path("--tls-key", &args.conn.tls_key)?,
+        },
+        max_message_bytes: parse_bytes(&args.conn.max_message_bytes)
+            .context("--max-message-bytes")?,
+        max_frames: match args.conn.max_frames {
+            0 => bail!("--max-frames must be at least 1"),
+            n => n,
+        },
         ..ServerConfig::default()
     })
 }
@@ -202,4 +325,36 @@ pub fn main(args: SchedulerArgs) -> Result<()> {
         .await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_strings_parse_like_dask() {
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("500 MB").unwrap(), 500_000_000);
+        assert_eq!(parse_bytes("1e6").unwrap(), 1_000_000);
+        assert_eq!(parse_bytes("5kb").unwrap(), 5000);
+        assert_eq!(parse_bytes("KiB").unwrap(), 1024);
+        assert_eq!(parse_bytes("1.5 kiB").unwrap(), 1536);
+        for bad in ["", "x", "5 parsecs", "-1", "0", "1e40 PB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_split_into_scheme_host_port() {
+        assert_eq!(split_host("10.0.0.5"), (None, "10.0.0.5", None));
+        assert_eq!(
+            split_host("tls://10.0.0.5:8786"),
+            (Some("tls"), "10.0.0.5", Some("8786"))
+        );
+        assert_eq!(split_host("tls://"), (Some("tls"), "", None));
+        assert_eq!(split_host("[::1]:9000"), (None, "::1", Some("9000")));
+        assert_eq!(split_host("::1"), (None, "::1", None));
+        assert_eq!(split_host("host:1"), (None, "host", Some("1")));
+    }
 }

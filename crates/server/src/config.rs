@@ -27,6 +27,15 @@ pub struct ServerConfig {
     pub graph_helpers: usize,
     /// start-up wait for a helper's imports
     pub helper_start_timeout: Duration,
+    /// `--protocol` or the scheme of `--host` (`tcp`, `tls`); `None`: decided by the TLS
+    /// flags and `distributed.comm.require-encryption`, as `dask scheduler` does
+    pub protocol: Option<String>,
+    /// `--tls-ca-file`, `--tls-cert`, `--tls-key` (each wins over its Dask config key)
+    pub tls: crate::tls::TlsFlags,
+    /// largest message a peer may send, in bytes (the sum of its frames)
+    pub max_message_bytes: u64,
+    /// most frames a peer may send in one message
+    pub max_frames: u64,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +51,10 @@ impl Default for ServerConfig {
             python: "python3".into(),
             graph_helpers: 2,
             helper_start_timeout: Duration::from_secs(120),
+            protocol: None,
+            tls: crate::tls::TlsFlags::default(),
+            max_message_bytes: crate::comm::CommConfig::default().max_message_bytes,
+            max_frames: crate::comm::CommConfig::default().max_frames,
         }
     }
 }

@@ -2,10 +2,11 @@
 //! sequence of `{"op": ...}` requests, each answered unless `reply=False`; the
 //! registration ops turn it into a long-lived stream.
 
-use crate::comm::Comm;
+use crate::comm::{Accepted, Comm, CommConfig};
 use crate::error::ServerError;
 use crate::helper::HelperPool;
 use crate::runtime::Handle;
+use crate::tls::TlsError;
 use crate::{rpc, streams};
 use rask_protocol::Value;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub struct Ctx {
     pub handle: Handle,
     /// graph helpers
     pub helpers: HelperPool,
+    /// caps, timeouts and TLS of accepted connections
+    pub comm: Arc<CommConfig>,
 }
 
 /// Serves one connection until the peer closes it, errs, or it becomes a stream that ends.
@@ -25,16 +28,53 @@ pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let result = async {
-        let comm = Comm::accept(stream).await?;
-        serve_requests(comm, &ctx).await
+        match Comm::accept_listener(stream, &ctx.comm).await? {
+            Accepted::Ready(comm) => serve_requests(comm, &ctx).await,
+            Accepted::Plaintext(comm) => refuse_plaintext(comm).await,
+        }
     }
     .await;
     match result {
         Ok(()) => {}
         Err(ServerError::Closed) => {}
         Err(ServerError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e @ ServerError::Protocol(rask_protocol::ProtocolError::MessageTooLarge { .. })) => {
+            tracing::warn!(%peer, "closing connection: {e} (--max-message-bytes)")
+        }
+        Err(e @ ServerError::Protocol(rask_protocol::ProtocolError::TooManyFrames { .. })) => {
+            tracing::warn!(%peer, "closing connection: {e} (--max-frames)")
+        }
         Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
     }
+}
+
+/// A plain Dask peer on a `tls://` listener: answers its first request with an error it
+/// can show its user (instead of a TLS alert it cannot parse and a retry loop until its
+/// connect timeout), then closes. Nothing it sends is acted upon.
+async fn refuse_plaintext(mut comm: Comm) -> Result<(), ServerError> {
+    let refused = TlsError::PlainTcp;
+    let text = refused.to_string();
+    if let Ok(Ok(Some(mut msg))) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), comm.reader.read()).await
+    {
+        let reply = match msg.take("op").as_ref().and_then(Value::as_str) {
+            // `Client._ensure_connected` raises the stream-start's "error"
+            Some("register-client") => Value::Array(vec![Value::map([
+                ("op", Value::from("stream-start")),
+                ("error", Value::from(text)),
+                ("warning", Value::from("")),
+            ])]),
+            // `Worker._register_with_scheduler` raises on a status other than "OK"
+            Some("register-worker") => Value::map([
+                ("status", Value::from("error")),
+                ("message", Value::from(text)),
+                ("time", Value::Float(crate::runtime::now())),
+            ]),
+            _ => crate::translate::raised("RuntimeError", &text),
+        };
+        let _ = comm.writer.write(&reply).await;
+    }
+    Err(refused.into())
 }
 
 /// The error reply Dask's `error_message` builds (`core.py:1596-1640`), with a pickled

@@ -38,6 +38,13 @@ pub enum ServerError {
     /// The graph helper could not do its job.
     #[error("graph helper: {0}")]
     Helper(String),
+    /// TLS set-up or a TLS connection failed, or a plain peer where TLS is required.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A peer made no progress for `distributed.comm.timeouts.tcp`: it stopped reading
+    /// what we write, or stopped sending in the middle of a message.
+    #[error("no progress for {0:?} waiting for {1}: closing the connection")]
+    Stalled(std::time::Duration, &'static str),
     /// Start-up problem (Python without `distributed`, port taken, unwritable file).
     #[error("{0}")]
     Startup(String),

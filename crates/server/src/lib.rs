@@ -1,7 +1,8 @@
 //! The tokio side of `rask scheduler`.
 //!
 //! # Layout
-//! - [`comm`]: a framed TCP connection with Dask's handshake ([`comm::Comm`]).
+//! - [`comm`]: a framed TCP or TLS connection with Dask's handshake, caps and timeouts
+//!   ([`comm::Comm`]); [`tls`]: certificates and rustls set up as Dask's `Security` does.
 //! - [`runtime`]: the single task that owns `rask_core::SchedulerState` plus the peers'
 //!   stream senders ([`runtime::Scheduler`]); everyone else talks to it through a
 //!   [`runtime::Handle`] by sending closures. No locks around the state.
@@ -29,6 +30,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod serve;
 pub mod streams;
+pub mod tls;
 pub mod translate;
 
 pub use config::ServerConfig;

@@ -1,9 +1,10 @@
 //! Start-up and shutdown of `rask scheduler`: bind, start helpers, write the scheduler
 //! file, accept connections, stop on a signal or idle timeout.
 
+use crate::comm::CommConfig;
 use crate::config::ServerConfig;
-use crate::dask_config::DaskConfig;
 use crate::connection::{handle_connection, Ctx};
+use crate::dask_config::DaskConfig;
 use crate::error::ServerError;
 use crate::helper::HelperPool;
 use crate::runtime::{self, now, Scheduler};
@@ -18,7 +19,7 @@ pub use crate::helper::check_python;
 /// What `run` reports once it is listening.
 #[derive(Debug, Clone)]
 pub struct Started {
-    /// `tcp://host:port` as advertised
+    /// `tcp://host:port` or `tls://host:port` as advertised
     pub address: String,
     /// the HTTP port
     pub dashboard_port: u16,
@@ -38,7 +39,6 @@ pub async fn run(
         ))
     })?;
     let port = listener.local_addr()?.port();
-    let address = format!("tcp://{}:{}", config.advertise_host, port);
 
     let http_listener = crate::http::bind(&config.bind_host, config.dashboard_port)
         .await
@@ -58,6 +58,20 @@ pub async fn run(
     .await?;
     let (handle, rx) = runtime::channel();
     let dask_config = DaskConfig::from_helper(&ready)?;
+    let security = crate::tls::resolve(config.protocol.as_deref(), &config.tls, &dask_config.tls)
+        .map_err(|e| ServerError::Startup(e.to_string()))?;
+    let address = format!("{}://{}:{}", security.scheme, config.advertise_host, port);
+    let comm = CommConfig {
+        max_message_bytes: config.max_message_bytes,
+        max_frames: config.max_frames,
+        connect_timeout: dask_config.connect_timeout,
+        tcp_timeout: dask_config.tcp_timeout,
+        listen_tls: security.scheme == "tls",
+        tls: security.tls,
+        require_encryption: security.require_encryption,
+    };
+    // The scheduler's own dials (to workers) follow the same settings.
+    crate::comm::configure(comm.clone());
     let idle_timeout = config.idle_timeout.or(dask_config.idle_timeout);
     let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), &ready, dask_config);
     let mut state_task = tokio::spawn(runtime::run_state(scheduler, rx));
@@ -65,6 +79,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         handle: handle.clone(),
         helpers,
+        comm: Arc::new(comm),
     });
 
     if let Some(path) = &config.scheduler_file {
