@@ -17,6 +17,7 @@
 //! - [`http`]: `/health` and a status page on the dashboard port.
 //! - [`serve`]: binding, the scheduler file, signals and shutdown.
 
+pub mod admin;
 pub mod comm;
 pub mod config;
 pub mod connection;

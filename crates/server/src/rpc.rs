@@ -202,12 +202,17 @@ pub async fn dispatch(op: &str, msg: Value, ctx: &Arc<Ctx>) -> Result<Value, Ser
         }
         "broadcast" => broadcast(ctx, msg).await,
         "echo" => Ok(msg.get("data").cloned().unwrap_or(Value::Nil)),
-        other => match crate::extensions::rpc(other, &msg, ctx).await {
-            Some(r) => r,
-            None => Err(ServerError::UnknownOp(format!(
-                "rask scheduler does not support the operation {other:?} yet"
-            ))),
-        },
+        other => {
+            if let Some(r) = crate::admin::dispatch(other, &msg, h).await {
+                return r;
+            }
+            match crate::extensions::rpc(other, &msg, ctx).await {
+                Some(r) => r,
+                None => Err(ServerError::UnknownOp(format!(
+                    "rask scheduler does not support the operation {other:?} yet"
+                ))),
+            }
+        }
     }
 }
 

@@ -150,6 +150,12 @@ pub struct Scheduler {
     pub last_busy: f64,
     /// the user's Dask configuration (the keys rask honours)
     pub config: DaskConfig,
+    /// a handle to this state task for work it starts itself (timers' follow-ups); set
+    /// by [`run_state`]
+    pub internal: Option<Handle>,
+    /// when the next work-stealing balance and worker-ttl check are due (epoch seconds)
+    next_balance: f64,
+    next_ttl_check: f64,
     /// datasets, coordination primitives, events
     pub ext: crate::extensions::Extensions,
 }
@@ -175,6 +181,7 @@ impl Scheduler {
             validate: false,
             allowed_failures: config.allowed_failures,
             worker_saturation: config.worker_saturation,
+            work_stealing: config.work_stealing,
             ..CoreConfig::default()
         });
         core.ensure_fire_and_forget();
@@ -199,6 +206,9 @@ impl Scheduler {
             last_busy: now(),
             ext,
             config,
+            internal: None,
+            next_balance: 0.0,
+            next_ttl_check: 0.0,
         }
     }
 
@@ -347,6 +357,14 @@ impl Scheduler {
         }
     }
 
+    /// One worker's entry of `identity().workers` (Nil if it is gone).
+    pub fn worker_identity_of(&self, id: WorkerId) -> Value {
+        match (self.core.worker(id), self.workers.get(&id)) {
+            (Some(w), Some(info)) => self.worker_identity(&w.address, info),
+            _ => Value::Nil,
+        }
+    }
+
     fn worker_identity(&self, addr: &str, w: &WorkerInfo) -> Value {
         let host = rask_core::handlers::host_of(addr);
         Value::map([
@@ -380,10 +398,48 @@ impl Scheduler {
     }
 }
 
-/// Runs the state task until every [`Handle`] is dropped.
+/// How often the state task looks at its timers (stealing, worker-ttl).
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How often worker heartbeats are checked against `worker-ttl`.
+const TTL_CHECK_EVERY: f64 = 1.0;
+
+/// Runs the state task until every [`Handle`] is dropped. Periodic work (work stealing,
+/// the worker-ttl check) runs on the same task, between events.
 pub async fn run_state(mut scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Event>) {
-    while let Some(f) = rx.recv().await {
-        f(&mut scheduler);
+    // Work the state task starts itself reports back through its own channel, so that it
+    // does not keep the main one (and the scheduler) alive.
+    let (itx, mut irx) = mpsc::unbounded_channel();
+    scheduler.internal = Some(Handle { tx: itx });
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            f = rx.recv() => match f {
+                Some(f) => f(&mut scheduler),
+                None => break,
+            },
+            Some(f) = irx.recv() => f(&mut scheduler),
+            _ = tick.tick() => scheduler.tick(),
+        }
+    }
+}
+
+impl Scheduler {
+    /// The timers: a work-stealing balance every `work-stealing-interval`, and the
+    /// worker-ttl check.
+    fn tick(&mut self) {
+        let t = now();
+        if self.config.work_stealing && t >= self.next_balance {
+            self.next_balance = t + self.config.work_stealing_interval.as_secs_f64();
+            self.stimulus(Stimulus::Balance);
+        }
+        if let Some(ttl) = self.config.worker_ttl {
+            if t >= self.next_ttl_check {
+                self.next_ttl_check = t + TTL_CHECK_EVERY;
+                crate::admin::check_worker_ttl(self, ttl);
+            }
+        }
     }
 }
 

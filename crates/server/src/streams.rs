@@ -640,8 +640,14 @@ fn worker_message(
             }
             Stimulus::WorkerStatusChange { worker, status }
         }
-        // Nothing to do: liveness is the stream itself; events/steal come with later issues.
-        "keep-alive" | "steal-response" | "close-stream" => return Ok(None),
+        "steal-response" => Stimulus::StealResponse {
+            worker,
+            key: key_field(msg, "key")?,
+            state: msg.get("state").and_then(Value::as_str).map(Arc::from),
+            stimulus_id: sid(),
+        },
+        // Nothing to do: liveness is the stream itself (and the heartbeats).
+        "keep-alive" | "close-stream" => return Ok(None),
         other => {
             return Err(ServerError::UnknownOp(format!(
                 "unknown worker stream op {other:?}"

@@ -463,6 +463,15 @@ pub fn on_transition(s: &mut Scheduler, key: &Key, finish: TaskStatus, stimulus_
     }
 }
 
+/// `ShuffleSchedulerPlugin.restart` (`Client.restart`): every shuffle is forgotten.
+pub fn on_restart(s: &mut Scheduler) {
+    let st = &mut s.ext.shuffle;
+    st.active.clear();
+    st.creating.clear();
+    st.archived_by.clear();
+    st.original_restrictions.clear();
+}
+
 /// `remove_worker` hook: active shuffles it took part in fail and restart.
 pub fn on_remove_worker(s: &mut Scheduler, worker: &str, stimulus_id: &Arc<str>) {
     let affected: Vec<(Arc<str>, i64)> = s
