@@ -36,8 +36,9 @@ pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
     .await;
     match result {
         Ok(()) => {}
-        Err(ServerError::Closed) => {}
-        Err(ServerError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        // A peer going away is ordinary (Dask closes pooled connections with a reset when
+        // a process exits); thousands of them must not flood the log.
+        Err(e) if is_disconnect(&e) => tracing::debug!(%peer, "connection closed: {e}"),
         Err(e @ ServerError::Protocol(rask_protocol::ProtocolError::MessageTooLarge { .. })) => {
             tracing::warn!(%peer, "closing connection: {e} (--max-message-bytes)")
         }
@@ -46,6 +47,20 @@ pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
         }
         Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
     }
+}
+
+/// Whether `e` only says the peer went away.
+fn is_disconnect(e: &ServerError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let io = match e {
+        ServerError::Closed => return true,
+        ServerError::Io(e) | ServerError::Protocol(rask_protocol::ProtocolError::Io(e)) => e,
+        _ => return false,
+    };
+    matches!(
+        io.kind(),
+        ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+    )
 }
 
 /// A plain Dask peer on a `tls://` listener: answers its first request with an error it

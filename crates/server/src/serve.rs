@@ -12,7 +12,7 @@ use rask_protocol::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 pub use crate::helper::check_python;
 
@@ -33,11 +33,13 @@ pub async fn run(
     on_start: impl FnOnce(&Started),
 ) -> Result<(), ServerError> {
     let bind = format!("{}:{}", config.bind_host, config.port);
-    let listener = TcpListener::bind(&bind).await.map_err(|e| {
-        ServerError::Startup(format!(
-            "cannot listen on {bind}: {e} (is another scheduler running on that port?)"
-        ))
-    })?;
+    let listener = bind_listener(&config.bind_host, config.port)
+        .await
+        .map_err(|e| {
+            ServerError::Startup(format!(
+                "cannot listen on {bind}: {e} (is another scheduler running on that port?)"
+            ))
+        })?;
     let port = listener.local_addr()?.port();
 
     let http_listener = crate::http::bind(&config.bind_host, config.dashboard_port)
@@ -153,6 +155,34 @@ pub async fn run(
     state_task.abort();
     tracing::info!("End scheduler");
     Ok(())
+}
+
+/// Connections the kernel queues while the accept loop is busy: Dask's
+/// `distributed.comm.socket-backlog` default. tokio's own (1024) overflows when a burst of
+/// workers or clients connects at once, and each overflow costs that peer a 1 s SYN retry.
+const SOCKET_BACKLOG: u32 = 2048;
+
+async fn bind_listener(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // as TcpListener::bind: a restarted scheduler can take its port back at once
+        sock.set_reuseaddr(true)?;
+        match sock.bind(addr).and_then(|()| sock.listen(SOCKET_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host resolves to no address",
+        )
+    }))
 }
 
 /// Resolves once the scheduler has had no clients and no work for `timeout`.

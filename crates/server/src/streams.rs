@@ -339,14 +339,17 @@ fn log_helper_timings(reply: &Value, n: usize, helper_s: f64) {
 const GRAPH_CHUNK: i64 = 20_000;
 
 /// A graph's tasks as they arrive from the helper, with what ordering needs of each.
+/// (`pub` for the `helper_reply` fuzz target only.)
+#[doc(hidden)]
 #[derive(Default)]
-struct Records {
-    tasks: Vec<NewTask>,
-    order: Vec<OrderInfo>,
+pub struct Records {
+    pub tasks: Vec<NewTask>,
+    pub order: Vec<OrderInfo>,
 }
 
 /// Turns a chunk of helper records into tasks; the first bad record fails the graph.
-fn add_records(out: &mut Result<Records, ServerError>, records: Option<&Value>) {
+#[doc(hidden)]
+pub fn add_records(out: &mut Result<Records, ServerError>, records: Option<&Value>) {
     let Ok(r) = out else {
         return;
     };
