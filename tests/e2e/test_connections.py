@@ -185,6 +185,20 @@ def test_stalled_trickling_and_non_reading_peers(scheduler_kind, procs, tmp_path
             except socket.timeout:
                 pass  # the scheduler stopped reading us: it is blocked writing to us
 
+            # a client stream that stops reading: every heartbeat makes the scheduler write
+            # to it, its batched writer stalls, the whole stream is closed
+            deaf = RawConn(cluster.address)
+            deaf.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            deaf.handshake()
+            deaf.send(pack_msg({"op": "register-client", "client": "Client-deaf-e2e", "reply": False}))
+            deaf.sock.settimeout(5)
+            beats = pack_msg([{"op": "heartbeat-client"}] * 1000)
+            try:
+                for _ in range(300):
+                    deaf.sock.sendall(beats)
+            except socket.timeout:
+                pass
+
             futs = client.map(slow_inc, range(40), delay=0.1)
             started = time.monotonic()
             for b in message[24:]:
@@ -196,12 +210,16 @@ def test_stalled_trickling_and_non_reading_peers(scheduler_kind, procs, tmp_path
             assert client.gather(futs) == [i + 1 for i in range(40)]
 
             assert not still_open(stalled)
+            # Whichever notices first: rask's write progress check, or the kernel's
+            # TCP_USER_TIMEOUT (the same budget) failing the write or the read.
+            closed_within(reader, 20)
+            closed_within(deaf, 20)
             wait_until(
-                lambda: "waiting for the peer to read" in log_of(cluster),
-                "the non-reading peer to be dropped",
+                lambda: "Remove client client=Client-deaf-e2e" in log_of(cluster)
+                and log_of(cluster).count("no progress for 3s") >= 3,
+                "the stalled, non-reading and deaf peers to be logged",
                 timeout=20,
             )
-            closed_within(reader, 20)
             check_serves(cluster, client)
         log = log_of(cluster)
         assert "waiting for the rest of a message" in log, log

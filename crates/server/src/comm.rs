@@ -96,6 +96,7 @@ pub struct CommReader {
     /// cancelled when either half gives up on the connection
     closed: CancellationToken,
     stall: Duration,
+    peer: Arc<str>,
 }
 
 /// The write half of a connection.
@@ -105,6 +106,7 @@ pub struct CommWriter {
     buf: BytesMut,
     closed: CancellationToken,
     stall: Duration,
+    peer: Arc<str>,
 }
 
 /// What a listener got: a connection to serve, or a plain (unencrypted) Dask peer on a
@@ -194,8 +196,25 @@ impl CommReader {
                 {
                     return Ok(None)
                 }
+                // TCP_USER_TIMEOUT or keepalive gave up on the peer: a dead host
+                Ok(Some(Err(ProtocolError::Io(e)))) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    self.closed.cancel();
+                    let e = ServerError::Stalled(self.stall, "a peer that stopped answering");
+                    tracing::warn!(peer = %self.peer, "{e}");
+                    return Err(e);
+                }
                 Ok(Some(Err(e))) => {
                     self.closed.cancel();
+                    // Logged here, where the peer is known: a stream's owner may only see
+                    // that its connection ended.
+                    let flag = match e {
+                        ProtocolError::MessageTooLarge { .. } => Some("--max-message-bytes"),
+                        ProtocolError::TooManyFrames { .. } => Some("--max-frames"),
+                        _ => None,
+                    };
+                    if let Some(flag) = flag {
+                        tracing::warn!(peer = %self.peer, "closing connection: {e} ({flag})");
+                    }
                     return Err(e.into());
                 }
                 Ok(Some(Ok(frames))) => return Ok(Some(decode_message(&frames)?)),
@@ -203,7 +222,9 @@ impl CommReader {
                     let now = self.inner.get_ref().bytes;
                     if self.inner.decoder().in_message && now == seen {
                         self.closed.cancel();
-                        return Err(ServerError::Stalled(self.stall, "the rest of a message"));
+                        let e = ServerError::Stalled(self.stall, "the rest of a message");
+                        tracing::warn!(peer = %self.peer, "{e}");
+                        return Err(e);
                     }
                     seen = now;
                 }
@@ -226,8 +247,11 @@ impl CommWriter {
         if self.buf.capacity() > 4 << 20 {
             self.buf = BytesMut::new();
         }
-        if result.is_err() {
+        if let Err(e) = &result {
             self.closed.cancel();
+            if matches!(e, ServerError::Stalled(..)) {
+                tracing::warn!(peer = %self.peer, "{e}");
+            }
         }
         result
     }
@@ -240,6 +264,10 @@ impl CommWriter {
                 Err(_) => return Err(ServerError::Stalled(self.stall, "the peer to read")),
                 Ok(Ok(0)) => return Err(ServerError::Closed),
                 Ok(Ok(_)) => {}
+                // the kernel's TCP_USER_TIMEOUT (the same budget) noticed first
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(ServerError::Stalled(self.stall, "the peer to acknowledge"))
+                }
                 Ok(Err(e)) => return Err(e.into()),
             }
         }
@@ -289,6 +317,7 @@ impl Comm {
     fn new(read: BoxRead, write: BoxWrite, peer: String, config: &CommConfig) -> Comm {
         let codec = FrameCodec::with_limits(config.max_message_bytes, config.max_frames);
         let closed = CancellationToken::new();
+        let name: Arc<str> = peer.as_str().into();
         Comm {
             reader: CommReader {
                 inner: FramedRead::new(
@@ -303,6 +332,7 @@ impl Comm {
                 ),
                 closed: closed.clone(),
                 stall: config.tcp_timeout,
+                peer: name.clone(),
             },
             writer: CommWriter {
                 io: write,
@@ -310,6 +340,7 @@ impl Comm {
                 buf: BytesMut::new(),
                 closed,
                 stall: config.tcp_timeout,
+                peer: name,
             },
             peer,
         }

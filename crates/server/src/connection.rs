@@ -39,12 +39,14 @@ pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
         // A peer going away is ordinary (Dask closes pooled connections with a reset when
         // a process exits); thousands of them must not flood the log.
         Err(e) if is_disconnect(&e) => tracing::debug!(%peer, "connection closed: {e}"),
-        Err(e @ ServerError::Protocol(rask_protocol::ProtocolError::MessageTooLarge { .. })) => {
-            tracing::warn!(%peer, "closing connection: {e} (--max-message-bytes)")
-        }
-        Err(e @ ServerError::Protocol(rask_protocol::ProtocolError::TooManyFrames { .. })) => {
-            tracing::warn!(%peer, "closing connection: {e} (--max-frames)")
-        }
+        // the connection logged these itself, naming the limit
+        Err(
+            e @ (ServerError::Stalled(..)
+            | ServerError::Protocol(
+                rask_protocol::ProtocolError::MessageTooLarge { .. }
+                | rask_protocol::ProtocolError::TooManyFrames { .. },
+            )),
+        ) => tracing::debug!(%peer, "connection closed: {e}"),
         Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
     }
 }
