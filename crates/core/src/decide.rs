@@ -162,7 +162,7 @@ impl SchedulerState {
 }
 
 /// Below this many candidates the objective is evaluated on each (Dask uses 20 too).
-const SMALL_POOL: usize = 20;
+pub(crate) const SMALL_POOL: usize = 20;
 
 /// Idle workers added to the holders of a task's dependencies.
 const IDLE_SAMPLE: usize = 2;

@@ -8,7 +8,8 @@
 //! load new roots, so a huge graph does not flood their memory; a worker that joins
 //! later takes from the same queue.
 
-use crate::state::{SchedulerState, TaskId, TaskStatus, WorkerId};
+use crate::decide::SMALL_POOL;
+use crate::state::{SchedulerState, TaskId, TaskStatus, Worker, WorkerId};
 use rask_protocol::Key;
 use rustc_hash::FxHashSet;
 use std::sync::Arc;
@@ -105,24 +106,26 @@ impl SchedulerState {
     }
 
     /// `_task_slots_available`: tasks the worker may still be sent.
-    fn slots_available(&self, w: WorkerId) -> i64 {
-        let Some(ws) = self.workers.get(&w) else {
-            return 0;
-        };
-        let cap = ((self.config.worker_saturation * ws.nthreads as f64).ceil() as i64).max(1);
-        cap - ws.processing.len() as i64
+    pub(crate) fn slots_available(&self, ws: &Worker) -> i64 {
+        let cap = (self.config.worker_saturation * f64::from(ws.nthreads)).ceil();
+        // an infinite saturation (no queuing) saturates to i64::MAX
+        (cap as i64).max(1) - ws.processing.len() as i64
     }
 
     /// `decide_worker_rootish_queuing_enabled`: the least busy running worker with a free
-    /// slot, or `None` (the task waits in the queue).
-    pub(crate) fn decide_worker_rootish(&self) -> Option<WorkerId> {
+    /// slot, or `None` (the task waits in the queue). Like `decide_worker`, a pool of
+    /// [`SMALL_POOL`] or more is served round robin, so the cost per task does not grow with
+    /// the cluster.
+    pub(crate) fn decide_worker_rootish(&mut self) -> Option<WorkerId> {
+        let pool = self.open_slots.as_slice();
+        if pool.len() >= SMALL_POOL {
+            self.round_robin = self.round_robin.wrapping_add(1);
+            return Some(pool[self.round_robin % pool.len()]);
+        }
         let mut best: Option<(f64, WorkerId)> = None;
-        for &w in self.running.as_slice() {
-            if self.slots_available(w) <= 0 {
-                continue;
-            }
+        for &w in pool {
             let ws = &self.workers[&w];
-            let load = ws.processing.len() as f64 / ws.nthreads.max(1) as f64;
+            let load = ws.processing.len() as f64 / f64::from(ws.nthreads.max(1));
             if best.is_none_or(|(l, bw)| load < l || (load == l && w < bw)) {
                 best = Some((load, w));
             }
@@ -139,7 +142,7 @@ impl SchedulerState {
         }
         let sid: Arc<str> = Arc::from("queue-slots-opened");
         while let Some(&(_, id)) = self.queued.first() {
-            if self.decide_worker_rootish().is_none() {
+            if self.open_slots.is_empty() {
                 break;
             }
             self.transitions(vec![(id, TaskStatus::Processing)], &sid);

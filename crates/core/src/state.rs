@@ -265,6 +265,8 @@ pub struct SchedulerState {
     pub(crate) running: WorkerSet,
     /// running workers with a free thread (`processing < nthreads`)
     pub(crate) idle: WorkerSet,
+    /// running workers that may take another root-ish task (`idle_task_count`)
+    pub(crate) open_slots: WorkerSet,
     /// tasks in `no-worker`, retried when workers arrive or resume
     pub(crate) unrunnable: FxHashSet<TaskId>,
     /// tasks in `queued`, by priority (`scheduler.queued`)
@@ -303,6 +305,7 @@ impl SchedulerState {
             round_robin: 0,
             running: WorkerSet::default(),
             idle: WorkerSet::default(),
+            open_slots: WorkerSet::default(),
             unrunnable: FxHashSet::default(),
             queued: Default::default(),
             slots_maybe_opened: false,
@@ -439,21 +442,23 @@ impl SchedulerState {
         }
     }
 
-    /// Puts a worker into or out of `running` and `idle` after its status or its
-    /// processing set changed (or it left: pass an id no longer in `workers`).
+    /// Puts a worker into or out of `running`, `idle` and `open_slots` after its status or
+    /// its processing set changed (or it left: pass an id no longer in `workers`).
     pub(crate) fn refresh_worker(&mut self, w: WorkerId) {
-        let (running, idle) = match self.workers.get(&w) {
+        let (running, idle, open) = match self.workers.get(&w) {
             Some(ws) => {
                 let running = ws.status == WorkerStatus::Running;
                 (
                     running,
                     running && (ws.processing.len() as u32) < ws.nthreads,
+                    running && self.slots_available(ws) > 0,
                 )
             }
-            None => (false, false),
+            None => (false, false, false),
         };
         self.running.set(w, running);
         self.idle.set(w, idle);
+        self.open_slots.set(w, open);
     }
 
     pub(crate) fn emit(&mut self, c: Command) {

@@ -109,6 +109,12 @@ impl SchedulerState {
                 "{}: idle set",
                 ws.address
             );
+            assert_eq!(
+                self.open_slots.contains(*wid),
+                running && self.slots_available(ws) > 0,
+                "{}: open_slots set",
+                ws.address
+            );
             for t in &ws.processing {
                 let ts = self.t(*t);
                 assert_eq!(
@@ -126,7 +132,13 @@ impl SchedulerState {
                 );
             }
         }
-        for w in self.running.as_slice().iter().chain(self.idle.as_slice()) {
+        for w in self
+            .running
+            .as_slice()
+            .iter()
+            .chain(self.idle.as_slice())
+            .chain(self.open_slots.as_slice())
+        {
             assert!(
                 self.workers.contains_key(w),
                 "a departed worker in running/idle"
