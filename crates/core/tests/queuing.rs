@@ -24,6 +24,14 @@ fn roots_with_dependents(n: usize) -> (Vec<TaskBuilder>, Vec<String>) {
     (tasks, wanted)
 }
 
+/// Submits `n` independent tasks `x-0..` (one group, `x`), all wanted.
+fn submit_roots(env: &mut TestEnv, c: rask_core::ClientId, n: usize) -> Out {
+    let names: Vec<String> = (0..n).map(|i| format!("x-{i}")).collect();
+    let tasks = names.iter().map(|n| task(n)).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    env.submit(c, tasks, &wanted)
+}
+
 #[test]
 fn only_saturation_many_roots_go_out_and_dependents_run_before_new_roots() {
     let mut env = TestEnv::new();
@@ -56,10 +64,7 @@ fn a_joining_worker_takes_from_the_queue() {
     let mut env = TestEnv::new();
     let wa = env.worker(worker(A));
     let c = env.client();
-    let names: Vec<String> = (0..10).map(|i| format!("x-{i}")).collect();
-    let tasks = names.iter().map(|n| task(n)).collect();
-    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut out = env.submit(c, tasks, &wanted);
+    let mut out = submit_roots(&mut env, c, 10);
     assert_eq!(out.take_computes(wa).len(), 2); // ceil(1.1 * 1)
     out.assert_empty();
     let (wb, mut out) = env.add_worker(worker(B).nthreads(4));
@@ -75,10 +80,7 @@ fn a_paused_worker_gets_no_roots_until_it_resumes() {
     let mut env = TestEnv::new();
     let w = env.worker(worker(A));
     let c = env.client();
-    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
-    let tasks = names.iter().map(|n| task(n)).collect();
-    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut out = env.submit(c, tasks, &wanted);
+    let mut out = submit_roots(&mut env, c, 6);
     let cts = out.take_computes(w);
     out.assert_empty();
     env.set_status(w, "paused").assert_empty();
@@ -95,12 +97,9 @@ fn releasing_queued_tasks_empties_the_queue() {
     let mut env = TestEnv::new();
     let w = env.worker(worker(A));
     let c = env.client();
-    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
-    let tasks = names.iter().map(|n| task(n)).collect();
-    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
-    env.submit(c, tasks, &wanted).discard();
+    submit_roots(&mut env, c, 6).discard();
     assert_eq!(env.state.queued_len(), 4);
-    let mut out = env.release(c, &wanted);
+    let mut out = env.release(c, &["x-0", "x-1", "x-2", "x-3", "x-4", "x-5"]);
     out.assert_free_keys(w, &["x-0", "x-1"]);
     out.assert_empty();
     assert_eq!(env.state.queued_len(), 0);
@@ -115,10 +114,7 @@ fn infinite_saturation_sends_every_root_at_once() {
     });
     let w = env.worker(worker(A));
     let c = env.client();
-    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
-    let tasks = names.iter().map(|n| task(n)).collect();
-    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut out = env.submit(c, tasks, &wanted);
+    let mut out = submit_roots(&mut env, c, 6);
     assert_eq!(out.take_computes(w).len(), 6);
     out.assert_empty();
 }

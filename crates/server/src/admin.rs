@@ -224,16 +224,21 @@ pub async fn restart_workers(
 
 /// `remove_worker(close=True)`: tells the worker to close, then forgets it.
 fn close_and_remove(s: &mut Scheduler, id: WorkerId, sid: &Arc<str>) {
+    tell_to_close(s, id, sid);
+    s.remove_worker(id, false, sid.clone());
+}
+
+/// Sends `close` on the worker's stream (`close_worker`).
+fn tell_to_close(s: &Scheduler, id: WorkerId, reason: &Arc<str>) {
     if let Some(info) = s.workers.get(&id) {
         let _ = info.tx.send(
             Value::map([
                 ("op", Value::from("close")),
-                ("reason", Value::Str(sid.clone())),
+                ("reason", Value::Str(reason.clone())),
             ])
             .into(),
         );
     }
-    s.remove_worker(id, false, sid.clone());
 }
 
 /// `check_worker_ttl`: workers that have not sent a heartbeat for `ttl` (at least ten
@@ -369,15 +374,7 @@ async fn retire_workers(msg: &Value, handle: &Handle) -> Result<Value, ServerErr
                     handle
                         .call(move |s| {
                             if close {
-                                if let Some(w) = s.workers.get(&id) {
-                                    let _ = w.tx.send(
-                                        Value::map([
-                                            ("op", Value::from("close")),
-                                            ("reason", Value::Str(sid.clone())),
-                                        ])
-                                        .into(),
-                                    );
-                                }
+                                tell_to_close(s, id, &sid);
                             }
                             if remove || close {
                                 s.remove_worker(id, true, sid);
