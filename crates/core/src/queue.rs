@@ -148,7 +148,6 @@ impl SchedulerState {
             self.transitions(vec![(id, TaskStatus::Processing)], &sid);
             debug_assert_ne!(self.t(id).state, TaskStatus::Queued);
         }
-        self.slots_maybe_opened = false;
     }
 }
 
