@@ -68,12 +68,19 @@ def test_cli_version():
 @needs_rask
 @pytest.mark.parametrize(
     "args, word",
-    [(["--preload", "x.py"], "--preload"), (["--jupyter"], "--jupyter"), (["--tls-cert", "c.pem"], "TLS")],
+    [(["--preload", "x.py"], "--preload"), (["--jupyter"], "--jupyter")],
 )
 def test_cli_refuses_unsupported_options(args, word):
     r = run_cli("scheduler", "--port", "0", *args)
     assert r.returncode != 0
     assert word in r.stderr and "not supported" in r.stderr
+
+
+@needs_rask
+def test_cli_names_a_missing_tls_file():
+    r = run_cli("scheduler", "--port", "0", "--tls-cert", "c.pem")
+    assert r.returncode != 0
+    assert "--tls-cert" in r.stderr and "c.pem" in r.stderr
 
 
 @needs_rask
