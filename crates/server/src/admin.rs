@@ -6,7 +6,7 @@
 use crate::comm::Comm;
 use crate::error::ServerError;
 use crate::runtime::{now, Handle, Scheduler};
-use crate::translate::{opt_str, opt_str_list};
+use crate::translate::{opt_str, opt_str_list, stimulus_id};
 use futures::future::join_all;
 use rask_core::{Stimulus, TaskStatus, WorkerId, WorkerStatus};
 use rask_protocol::Value;
@@ -33,13 +33,6 @@ fn timeout_of(msg: &Value, default: f64) -> Duration {
         .and_then(Value::as_f64)
         .unwrap_or(default);
     Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(30))
-}
-
-fn stimulus_id(msg: &Value, op: &str) -> Arc<str> {
-    match msg.get("stimulus_id").and_then(Value::as_str) {
-        Some(s) => s.into(),
-        None => format!("{op}-{}", now()).into(),
-    }
 }
 
 /// `Scheduler.restart`: forget every task, tell the clients, restart every worker, and
@@ -224,21 +217,8 @@ pub async fn restart_workers(
 
 /// `remove_worker(close=True)`: tells the worker to close, then forgets it.
 fn close_and_remove(s: &mut Scheduler, id: WorkerId, sid: &Arc<str>) {
-    tell_to_close(s, id, sid);
+    s.close_worker(id, sid.clone());
     s.remove_worker(id, false, sid.clone());
-}
-
-/// Sends `close` on the worker's stream (`close_worker`).
-fn tell_to_close(s: &Scheduler, id: WorkerId, reason: &Arc<str>) {
-    if let Some(info) = s.workers.get(&id) {
-        let _ = info.tx.send(
-            Value::map([
-                ("op", Value::from("close")),
-                ("reason", Value::Str(reason.clone())),
-            ])
-            .into(),
-        );
-    }
 }
 
 /// `check_worker_ttl`: workers that have not sent a heartbeat for `ttl` (at least ten
@@ -344,26 +324,23 @@ async fn retire_workers(msg: &Value, handle: &Handle) -> Result<Value, ServerErr
     let mut last_ask = vec![f64::NEG_INFINITY; chosen.len()];
     let mut done = vec![false; chosen.len()];
     loop {
-        let retiring = retiring.clone();
-        let asks = last_ask.clone();
-        let (progress, asked) = handle
+        // only the workers still retiring are looked at (a given-up one is left alone)
+        let pending: Vec<(usize, WorkerId, f64)> = (0..chosen.len())
+            .filter(|i| !done[*i])
+            .map(|i| (i, retiring[i], last_ask[i]))
+            .collect();
+        let all = retiring.clone();
+        let progress = handle
             .call(move |s| {
-                let mut progress = Vec::new();
-                let mut asked = Vec::new();
-                for (i, id) in retiring.iter().enumerate() {
-                    let p = move_unique_data(s, *id, &retiring, asks[i]);
-                    asked.push(matches!(p, Move::Asked));
-                    progress.push(p);
-                }
-                (progress, asked)
+                pending
+                    .into_iter()
+                    .map(|(i, id, asked)| (i, move_unique_data(s, id, &all, asked)))
+                    .collect::<Vec<_>>()
             })
             .await?;
         let mut waiting = false;
-        for (i, p) in progress.into_iter().enumerate() {
-            if done[i] {
-                continue;
-            }
-            if asked[i] {
+        for (i, p) in progress {
+            if matches!(p, Move::Asked) {
                 last_ask[i] = now();
             }
             match p {
@@ -374,7 +351,7 @@ async fn retire_workers(msg: &Value, handle: &Handle) -> Result<Value, ServerErr
                     handle
                         .call(move |s| {
                             if close {
-                                tell_to_close(s, id, &sid);
+                                s.close_worker(id, sid.clone());
                             }
                             if remove || close {
                                 s.remove_worker(id, true, sid);

@@ -173,15 +173,7 @@ pub async fn dispatch(op: &str, msg: Value, ctx: &Arc<Ctx>) -> Result<Value, Ser
                     return Value::from("already-removed");
                 };
                 if close {
-                    if let Some(info) = s.workers.get(&w) {
-                        let _ = info.tx.send(
-                            Value::map([
-                                ("op", Value::from("close")),
-                                ("reason", Value::from("scheduler-remove-worker")),
-                            ])
-                            .into(),
-                        );
-                    }
+                    s.close_worker(w, "scheduler-remove-worker".into());
                 }
                 s.remove_worker(w, expected, format!("unregister-{}", now()).into());
                 Value::from("OK")

@@ -384,16 +384,18 @@ impl Scheduler {
         ])
     }
 
+    /// Sends `close` on a worker's stream (`close_worker`).
+    pub fn close_worker(&self, id: WorkerId, reason: Arc<str>) {
+        if let Some(info) = self.workers.get(&id) {
+            let _ = info.tx.send(Outgoing::Worker(ToWorker::Close { reason }));
+        }
+    }
+
     /// Sends `close` to every worker (scheduler shutdown).
     pub fn close_workers(&mut self, reason: &str) {
-        for info in self.workers.values() {
-            let _ = info.tx.send(
-                Value::map([
-                    ("op", Value::from("close")),
-                    ("reason", Value::from(reason)),
-                ])
-                .into(),
-            );
+        let reason: Arc<str> = reason.into();
+        for &id in self.workers.keys() {
+            self.close_worker(id, reason.clone());
         }
     }
 }

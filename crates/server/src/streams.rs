@@ -10,7 +10,8 @@ use crate::error::ServerError;
 use crate::ordering::{self, OrderInfo};
 use crate::runtime::{now, ClientInfo, Outgoing, WorkerInfo};
 use crate::translate::{
-    self, field, int_field, key_field, keys_field, opt_str, pickled_exception, str_field,
+    self, field, int_field, key_field, keys_field, opt_str, pickled_exception, stimulus_id,
+    str_field,
 };
 use rask_core::{ClientId, NewTask, Stimulus, WorkerId, WorkerSpec};
 use rask_protocol::{Key, OpaqueKind, Value};
@@ -42,12 +43,6 @@ fn messages(v: Value) -> Vec<Value> {
         Value::Array(items) => items,
         other => vec![other],
     }
-}
-
-fn stimulus_id(msg: &Value, default: &str) -> Arc<str> {
-    msg.get("stimulus_id")
-        .and_then(Value::as_str)
-        .map_or_else(|| format!("{default}-{}", now()).into(), Arc::from)
 }
 
 // ---- clients ---------------------------------------------------------------------------

@@ -324,6 +324,14 @@ pub fn new_task(rec: &Value) -> Result<NewTask, ServerError> {
     })
 }
 
+/// The message's `stimulus_id`, or `<default>-<now>` as Dask names its own stimuli.
+pub fn stimulus_id(msg: &Value, default: &str) -> Arc<str> {
+    msg.get("stimulus_id").and_then(Value::as_str).map_or_else(
+        || format!("{default}-{}", crate::runtime::now()).into(),
+        Arc::from,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
