@@ -297,21 +297,25 @@ class Cluster:
         names = []
         for _ in range(n):
             name = f"w{len(self.workers)}"
-            argv = [
-                DASK_CLI, "worker", self.address,
-                "--nthreads", "1",
-                "--no-dashboard",
-                "--memory-limit", "2GB",
-                "--name", name,
-                "--local-directory", str(self.workdir / f"{self.tag}-{name}-space"),
-                "--nanny" if nanny else "--no-nanny",
-            ]
-            if resources:
-                argv += ["--resources", resources]
-            self.workers[name] = self.pm.start(f"{self.tag}-worker-{name}", argv)
+            self.workers[name] = self.start_worker(name, nanny=nanny, resources=resources)
             names.append(name)
         self.wait_for_workers(len(self.workers))
         return names
+
+    def start_worker(self, name: str, *, nanny: bool = False, resources: str | None = None):
+        """Start one single-thread ``dask worker`` without waiting for it to register."""
+        argv = [
+            DASK_CLI, "worker", self.address,
+            "--nthreads", "1",
+            "--no-dashboard",
+            "--memory-limit", "2GB",
+            "--name", name,
+            "--local-directory", str(self.workdir / f"{self.tag}-{name}-space"),
+            "--nanny" if nanny else "--no-nanny",
+        ]
+        if resources:
+            argv += ["--resources", resources]
+        return self.pm.start(f"{self.tag}-worker-{name}", argv)
 
     def wait_for_workers(self, n: int, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ import pytest
 from dask import delayed
 
 import e2e_remote as remote
-from conftest import DASK_CLI, RESULT_TIMEOUT
+from conftest import RESULT_TIMEOUT
 
 # A hang is a failure: the whole round must end well within this.
 CHAOS_TIMEOUT = 240.0
@@ -62,17 +62,7 @@ class Workers:
         self.procs = []
 
     def start(self):
-        name = f"chaos{len(self.procs)}"
-        argv = [
-            DASK_CLI, "worker", self.cluster.address,
-            "--nthreads", "1",
-            "--no-dashboard",
-            "--memory-limit", "2GB",
-            "--name", name,
-            "--local-directory", str(self.cluster.workdir / f"{self.cluster.tag}-{name}-space"),
-            "--no-nanny",
-        ]
-        self.procs.append(self.cluster.pm.start(f"{self.cluster.tag}-worker-{name}", argv))
+        self.procs.append(self.cluster.start_worker(f"chaos{len(self.procs)}"))
 
     def alive(self):
         return [p for p in self.procs if p.alive()]
