@@ -2,7 +2,10 @@
 //! in the library crates.
 
 mod process;
+mod run;
 mod scheduler;
+mod ssh;
+mod worker;
 mod zero_worker;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +29,12 @@ struct Cli {
 enum Command {
     /// Start a scheduler, like `dask scheduler`.
     Scheduler(scheduler::SchedulerArgs),
+    /// Start and supervise Dask worker processes, like `dask worker`.
+    Worker(Box<worker::WorkerArgs>),
+    /// Start a scheduler and workers on the hosts of a node file over SSH, like `dask ssh`.
+    Ssh(ssh::SshArgs),
+    /// Run a Python script on a local cluster that lives as long as the script.
+    Run(run::RunArgs),
     /// Register N fake workers that finish every task at once (a scheduler benchmark).
     ZeroWorker(zero_worker::ZeroWorkerArgs),
 }
@@ -43,6 +52,9 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Scheduler(args) => scheduler::main(args),
+        Command::Worker(args) => worker::main(*args),
+        Command::Ssh(args) => ssh::main(args),
+        Command::Run(args) => return run::main(args),
         Command::ZeroWorker(args) => zero_worker::main(args),
     };
     match result {
