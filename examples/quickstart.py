@@ -1,10 +1,17 @@
 """A real Dask workload on a rask cluster: delayed, futures, arrays and dataframes.
 
 Every result is checked against the same computation under Dask's local synchronous
-scheduler. Usage: python examples/quickstart.py --scheduler-file FILE (or ADDRESS).
+scheduler; a mismatch exits 1. Usage:
+
+    rask run examples/quickstart.py          # a local rask cluster for the script's lifetime
+    python examples/quickstart.py --scheduler-file FILE   # (or ADDRESS) an existing cluster
+
+Without an address or a file, ``Client()`` connects to ``DASK_SCHEDULER_ADDRESS``, which
+``rask run`` sets.
 """
 
 import argparse
+import sys
 import time
 
 import dask
@@ -72,4 +79,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AssertionError as e:
+        print(f"MISMATCH: a result differs from Dask's local scheduler: {e}", file=sys.stderr)
+        sys.exit(1)
