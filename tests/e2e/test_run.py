@@ -178,6 +178,23 @@ def test_ctrl_c_reaches_the_script_and_stops_everything(procs, tmp_path):
     assert_nothing_left(tmpdir, r["pgids"], r["address"])
 
 
+def test_sigterm_is_passed_to_the_script(procs, tmp_path):
+    proc, tmpdir = start_run(
+        procs, tmp_path, "terminated",
+        """
+        import json, os, time
+        print("RESULT " + json.dumps({"pgids": cluster_pgids(),
+                                      "address": os.environ["DASK_SCHEDULER_ADDRESS"]}), flush=True)
+        time.sleep(600)
+        """,
+    )
+    wait_until(lambda: "RESULT " in output(proc), "the script to start", timeout=RUN_TIMEOUT)
+    r = result(proc)
+    os.kill(proc.pid, signal.SIGTERM)  # rask run alone, as a batch system would stop it
+    assert wait_exit(proc, timeout=60) == 128 + signal.SIGTERM, proc.report()
+    assert_nothing_left(tmpdir, r["pgids"], r["address"])
+
+
 def test_missing_script_starts_nothing(procs, tmp_path):
     proc, tmpdir = start_run(procs, tmp_path, "missing", None)
     assert wait_exit(proc, timeout=30) == 2
