@@ -328,7 +328,7 @@ async fn run(args: RunArgs) -> u8 {
     let mut cluster = Vec::new();
     let code = match start(&args, &scheduler_file, &mut cluster, &mut signals).await {
         Ok(address) => {
-            let code = run_script(&args, &address, &mut signals).await;
+            let code = run_script(&args, &address, &mut signals, &mut cluster).await;
             stop(&mut cluster).await;
             code
         }
@@ -536,7 +536,12 @@ async fn count_workers(comm: &mut Comm) -> Result<usize> {
 }
 
 /// Runs the script to its end; returns its exit code.
-async fn run_script(args: &RunArgs, address: &str, signals: &mut Signals) -> u8 {
+async fn run_script(
+    args: &RunArgs,
+    address: &str,
+    signals: &mut Signals,
+    cluster: &mut [ClusterProc],
+) -> u8 {
     // Same process group as rask run (not `process_group`): the terminal's Ctrl-C reaches it.
     let mut script = match Command::new(&args.python)
         .arg(&args.script)
@@ -553,9 +558,9 @@ async fn run_script(args: &RunArgs, address: &str, signals: &mut Signals) -> u8 
             return 1;
         }
     };
-    let Some(pid) = script.id() else {
-        return 1;
-    };
+    let pid = script.id();
+    let mut watch = tokio::time::interval(Duration::from_secs(1));
+    let mut reported = vec![false; cluster.len()];
     loop {
         tokio::select! {
             status = script.wait() => {
@@ -570,8 +575,21 @@ async fn run_script(args: &RunArgs, address: &str, signals: &mut Signals) -> u8 
             sig = signals.next() => {
                 // SIGINT from a terminal reaches the script by itself (same group); a
                 // SIGTERM or SIGHUP meant for rask run is passed on so the script can exit.
-                if sig != SIGINT {
+                if let (true, Some(pid)) = (sig != SIGINT, pid) {
                     send_signal(i64::from(pid), sig).await;
+                }
+            }
+            _ = watch.tick() => {
+                // The script is left to fail (or not) on its own, but the user should know why.
+                for (p, done) in cluster.iter_mut().zip(reported.iter_mut()) {
+                    if let (false, Some(status)) = (*done, p.exited()) {
+                        tracing::warn!(
+                            "the {} exited while the script was running ({})",
+                            p.name,
+                            status_text(status)
+                        );
+                        *done = true;
+                    }
                 }
             }
         }
