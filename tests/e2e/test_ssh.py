@@ -120,7 +120,8 @@ def test_cluster_over_ssh_computes_and_stops_on_ctrl_c(sshd, procs, tmp_path):
         assert prefix in log, f"no {prefix!r} line in the output:\n{proc.log_tail()}"
     assert "Scheduler at:" in log
 
-    os.kill(proc.pid, signal.SIGINT)
+    # Ctrl-C in a terminal: SIGINT to the whole process group, ssh clients included
+    os.killpg(proc.pid, signal.SIGINT)
     rc = wait_exit(proc)
     assert rc == 0, proc.report()
     wait_nothing_left(tmp_path)

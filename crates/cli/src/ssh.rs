@@ -525,7 +525,16 @@ fn start_remote(
 ) -> Result<Remote> {
     let remote = format!("exec {}", command_line(words));
     tracing::debug!("{} on {host}: {remote}", role.name());
-    let mut child = Command::new("ssh")
+    // ssh runs with SIGINT, SIGTERM, SIGHUP and SIGQUIT ignored (OpenSSH keeps an inherited
+    // SIG_IGN): a Ctrl-C in the terminal or a SIGTERM to the process group (PBS, Slurm, a
+    // supervisor) reaches rask ssh alone, which stops the workers before the scheduler,
+    // instead of every connection dropping at once. A SIGKILL to the group still ends the
+    // connections, and the remote processes get SIGHUP. `sh` sets the dispositions because
+    // nothing in this crate may run code between fork and exec.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap "" INT TERM HUP QUIT; exec "$0" "$@""#)
+        .arg("ssh")
         .arg("-tt")
         .args(&plan.ssh_args)
         .arg(host)
@@ -533,9 +542,6 @@ fn start_remote(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // its own process group: a Ctrl-C in the terminal reaches rask ssh alone, which then
-        // stops workers before the scheduler instead of every connection dropping at once
-        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .context("cannot run ssh (the OpenSSH client)")?;
