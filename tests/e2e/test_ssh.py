@@ -181,3 +181,35 @@ def test_scheduler_port_taken_is_reported(sshd, procs, tmp_path):
     assert "the scheduler on host 127.0.0.1" in log, log
     assert "Address already in use" in log, log
     wait_nothing_left(tmp_path)
+
+
+def test_scheduler_that_dies_stops_the_workers_and_fails(sshd, procs, tmp_path):
+    """A scheduler killed on its host takes the workers and ``rask ssh`` with it, with a
+    non-zero exit and a message naming the host."""
+    proc = procs.start("ssh-scheduler-dies", ssh_argv(tmp_path, sshd, ["127.0.0.1", "localhost"], "--nthreads", "1"))
+    scheduler_file = tmp_path / "cluster" / "scheduler.json"
+
+    def address():
+        procs.check_alive("while the cluster was starting")
+        return read_address(scheduler_file)
+
+    wait_until(address, "the scheduler file", timeout=STARTUP_TIMEOUT)
+    with Client(scheduler_file=str(scheduler_file), timeout=CLIENT_TIMEOUT) as client:
+
+        def two_workers():
+            procs.check_alive("while the workers were starting")
+            return len(client.scheduler_info(n_workers=-1)["workers"]) >= 2
+
+        wait_until(two_workers, "2 workers to register", timeout=STARTUP_TIMEOUT, interval=0.5)
+        assert client.submit(sum, [1, 2, 3]).result(timeout=RESULT_TIMEOUT) == 6
+        schedulers = [
+            line for line in processes_naming(str(scheduler_file))
+            if f"{RASK_BIN} scheduler " in line
+        ]
+        assert len(schedulers) == 1, schedulers
+        os.kill(int(schedulers[0].split(":", 1)[0]), signal.SIGKILL)
+        rc = wait_exit(proc)
+    log = proc.log_path.read_text(errors="replace")
+    assert rc != 0, log
+    assert "error: the scheduler on host 127.0.0.1 ended" in log, log
+    wait_nothing_left(tmp_path)

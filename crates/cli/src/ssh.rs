@@ -444,6 +444,10 @@ impl Remote {
             None => "running".into(),
             Some(Err(e)) => format!("could not be waited for: {e}"),
             Some(Ok(s)) => match s.code() {
+                // ssh's own failures and a remote process killed by a signal both end in 255
+                Some(255) => {
+                    "ended: its SSH connection failed or it was killed (ssh exit status 255)".into()
+                }
                 Some(c) => format!("exited with status {c}"),
                 None => format!("ended: {s}"),
             },
@@ -779,13 +783,14 @@ async fn run(plan: Plan) -> Result<()> {
             Event::Exit(0) => {
                 let r = &cluster.remotes[0];
                 let (ok, text, words) = (r.succeeded(), r.exit_text(), r.last_words());
+                tracing::warn!("rask ssh: the scheduler on {first} {text}; stopping the workers");
                 cluster.stop().await;
                 if ok {
                     // the scheduler was told to close (Client.shutdown(), --idle-timeout)
                     tracing::info!("rask ssh: the scheduler on {first} {text}; workers stopped");
                     return Ok(());
                 }
-                bail!("the scheduler on host {first} {text}: {words}");
+                bail!("the scheduler on host {first} {text}; its last output: {words}");
             }
             Event::Exit(i) => {
                 cluster.log_exit(i, false);
