@@ -38,9 +38,11 @@ pub struct SshArgs {
     /// Scratch directory of the workers on every host
     #[arg(long)]
     local_directory: Option<PathBuf>,
-    /// A worker gives up if the scheduler cannot be reached for this long, e.g. '60s'
-    #[arg(long)]
-    death_timeout: Option<String>,
+    /// A worker gives up if the scheduler cannot be reached for this long, e.g. '60s': a
+    /// worker whose host cannot reach the scheduler then exits with a message naming its
+    /// host instead of waiting for the end of the job ('0': never)
+    #[arg(long, default_value = "120s")]
+    death_timeout: String,
     /// User name on the remote hosts [default: ssh's]
     #[arg(long, env = "RASK_SSH_USERNAME")]
     ssh_username: Option<String>,
@@ -240,7 +242,10 @@ fn plan(args: SshArgs, env_options: Option<String>) -> Result<Plan> {
         ("--nworkers", args.nworkers),
         ("--nthreads", args.nthreads.map(|n| n.to_string())),
         ("--memory-limit", args.memory_limit),
-        ("--death-timeout", args.death_timeout),
+        (
+            "--death-timeout",
+            Some(args.death_timeout).filter(|t| !matches!(t.trim(), "0" | "0s" | "")),
+        ),
         (
             "--local-directory",
             args.local_directory
@@ -920,7 +925,7 @@ mod tests {
         );
         assert_eq!(
             command_line(&p.worker_flags),
-            "--python /opt/py/bin/python --nworkers 2 --nthreads 4 --memory-limit 8GB"
+            "--python /opt/py/bin/python --nworkers 2 --nthreads 4 --memory-limit 8GB --death-timeout 120s"
         );
         let ssh = p.ssh_args.join(" ");
         assert!(
