@@ -87,6 +87,17 @@ def check(spec):
     return 0
 
 
+def describe(e):
+    """``RuntimeError: Worker failed to start.`` says little; name the causes too (a port
+    in use, an unreachable scheduler)."""
+    parts, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        e = e.__cause__ or e.__context__
+    return " (caused by ".join(parts) + ")" * (len(parts) - 1)
+
+
 def run(kwargs):
     import asyncio
     import threading
@@ -109,8 +120,7 @@ def run(kwargs):
             worker = Worker(**kwargs)
             await worker
         except BaseException as e:  # noqa: BLE001 - reported to rask, which explains it
-            text = str(e) or repr(e)
-            emit({"error": f"{type(e).__name__}: {text}"})
+            emit({"error": describe(e)})
             return 1
         emit({"address": worker.address, "dir": worker.local_directory, "pid": os.getpid()})
 

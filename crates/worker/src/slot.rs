@@ -211,10 +211,14 @@ impl Slot {
                         self.start()?;
                     }
                     (None, Some(e)) => {
+                        let port = match self.kwargs.get("port") {
+                            Some(p) => format!(" on worker port {p}"),
+                            None => String::new(),
+                        };
                         return Err(format!(
-                            "worker process {} could not start: {e}",
+                            "worker process {} could not start{port}: {e}",
                             p.child.pid
-                        ))
+                        ));
                     }
                     (None, None) => {
                         return Err(format!(
