@@ -8,6 +8,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use rask_protocol::Value;
 use rask_server::comm::Comm;
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -261,26 +262,21 @@ async fn forward(
     }
 }
 
-/// Sends `sig` to a process (`pid`) or, negative, a process group; whether it reached
-/// any process. rask's cli has no libc binding, so this goes through kill(1); a process
-/// that is gone already is not an error.
-async fn send_signal(target: i64, sig: i32) -> bool {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg("--")
-        .arg(target.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    match status {
-        Ok(s) => s.success(),
-        Err(e) => {
-            tracing::warn!("cannot run kill(1) to send signal {sig} to {target}: {e}");
-            false
-        }
-    }
+/// Sends `sig` (0: none, only a check) to a process (`pid`) or, negative, a process
+/// group; whether it reached any process. A process that is gone already is not an error.
+fn send_signal(target: i64, sig: i32) -> bool {
+    use nix::sys::signal::{kill, Signal};
+    let Ok(pid) = i32::try_from(target) else {
+        return false;
+    };
+    let signal = match sig {
+        0 => None,
+        n => match Signal::try_from(n) {
+            Ok(s) => Some(s),
+            Err(_) => return false,
+        },
+    };
+    kill(nix::unistd::Pid::from_raw(pid), signal).is_ok()
 }
 
 fn status_text(status: ExitStatus) -> String {
@@ -511,20 +507,10 @@ fn read_address(path: &Path) -> Option<String> {
 
 /// How many workers the scheduler has, from `{"op": "identity", "reply": true}`.
 async fn count_workers(comm: &mut Comm) -> Result<usize> {
-    // The cli crate reaches rask's msgpack `Value` only through maps rask_server builds (it
-    // does not depend on rask-protocol): take one, empty it, fill in the request.
-    let mut msg = rask_server::translate::raised("", "");
-    for key in [
-        "status",
-        "exception",
-        "traceback",
-        "exception_text",
-        "traceback_text",
-    ] {
-        msg.take(key);
-    }
-    msg.set("op", "identity".into());
-    msg.set("reply", true.into());
+    let msg = Value::map([
+        ("op", Value::from("identity")),
+        ("reply", Value::Bool(true)),
+    ]);
     let reply = tokio::time::timeout(POLL * 10, comm.request(&msg))
         .await
         .context("no identity reply")??;
@@ -576,7 +562,7 @@ async fn run_script(
                 // SIGINT from a terminal reaches the script by itself (same group); a
                 // SIGTERM or SIGHUP meant for rask run is passed on so the script can exit.
                 if let (true, Some(pid)) = (sig != SIGINT, pid) {
-                    send_signal(i64::from(pid), sig).await;
+                    send_signal(i64::from(pid), sig);
                 }
             }
             _ = watch.tick() => {
@@ -604,7 +590,7 @@ async fn stop(cluster: &mut [ClusterProc]) {
         return;
     }
     if cluster[0].exited().is_none() {
-        send_signal(i64::from(cluster[0].pid), SIGTERM).await;
+        send_signal(i64::from(cluster[0].pid), SIGTERM);
     }
     let deadline = Instant::now() + CLOSE_GRACE;
     for p in cluster.iter_mut() {
@@ -629,7 +615,7 @@ async fn abort(cluster: &mut [ClusterProc]) {
     let mut left = false;
     for p in cluster.iter_mut() {
         if p.exited().is_none() {
-            send_signal(-i64::from(p.pid), SIGTERM).await;
+            send_signal(-i64::from(p.pid), SIGTERM);
             left = true;
         }
     }
@@ -643,11 +629,11 @@ async fn abort(cluster: &mut [ClusterProc]) {
     for p in cluster.iter_mut() {
         // Also takes down anything left in the group after its leader exited (a Python
         // worker or graph helper orphaned by a crash).
-        send_signal(-i64::from(p.pid), SIGKILL).await;
+        send_signal(-i64::from(p.pid), SIGKILL);
         p.wait(KILL_GRACE).await;
         // rask run returns only once the group is empty: a caller may check right away.
         let deadline = Instant::now() + KILL_GRACE;
-        while send_signal(-i64::from(p.pid), 0).await {
+        while send_signal(-i64::from(p.pid), 0) {
             if Instant::now() > deadline {
                 tracing::warn!(
                     "process group {} (the {}) still has processes after SIGKILL",
