@@ -239,3 +239,43 @@ def test_error_port_taken(cluster_factory, tmp_path, flag):
                             flag, str(port), "--no-dashboard")
     assert r.returncode != 0
     assert str(port) in r.stderr and ("in use" in r.stderr or "cannot listen" in r.stderr), r.stderr
+
+
+# -- job scripts of dask-jobqueue -----------------------------------------------------------
+
+
+def jobqueue_worker_line(kind: str, address: str, name: str) -> str:
+    """The worker command line of a dask-jobqueue job script, as it generates it."""
+    from dask_jobqueue.pbs import PBSJob
+    from dask_jobqueue.slurm import SLURMJob
+
+    job = {"pbs": PBSJob, "slurm": SLURMJob}[kind](
+        scheduler=address, name=name, cores=2, processes=2, memory="2GiB", death_timeout=60,
+        local_directory="$TMPDIR", worker_extra_args=["--lifetime", "55m", "--lifetime-stagger", "4m"],
+    )
+    (line,) = [ln for ln in job.job_script().splitlines() if "distributed.cli.dask_worker" in ln]
+    return line
+
+
+@pytest.mark.parametrize("runner", ["rask worker", "stock dask worker"])
+@pytest.mark.parametrize("kind", ["pbs", "slurm"])
+def test_dask_jobqueue_job_scripts(cluster_factory, tmp_path, kind, runner):
+    """A dask-jobqueue worker line works unchanged against the scheduler, and with its
+    `python -m distributed.cli.dask_worker` replaced by `rask worker`."""
+    cluster = cluster_factory()
+    name = f"jq{kind}"
+    line = jobqueue_worker_line(kind, cluster.address, name)
+    if runner == "rask worker":
+        stock = f"{PYTHON} -m distributed.cli.dask_worker"
+        assert line.startswith(stock), line
+        line = f"{RASK_BIN} worker --python {PYTHON}" + line[len(stock):]
+    env = child_env()
+    env["TMPDIR"] = str(tmp_path)
+    script = tmp_path / f"{kind}-job.sh"
+    script.write_text(f"#!/usr/bin/env bash\nexec {line}\n")
+    cluster.pm.start(f"{cluster.tag}-{kind}-job", ["bash", str(script)], env=env)
+    info = wait_for_names(cluster, {f"{name}-0", f"{name}-1"})
+    assert {w["memory_limit"] for w in info.values()} == {1 << 30}
+    assert {w["nthreads"] for w in info.values()} == {1}
+    with cluster.client() as c:
+        array_sum(c)
