@@ -104,10 +104,6 @@ def run(kwargs):
 
     from distributed import Worker
     from distributed.comm import get_address_host_port
-    from distributed.security import Security
-
-    if kwargs.get("security"):
-        kwargs["security"] = Security(**kwargs["security"])
     listen = kwargs.pop("listen_address", None)
     if listen:
         # As `dask worker --listen-address` does.

@@ -101,13 +101,13 @@ pub struct WorkerArgs {
     /// File to write the process PID
     #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// CA cert(s) file for TLS (in PEM format)
+    /// Not supported yet: TLS (use `dask worker` for a TLS cluster)
     #[arg(long)]
     tls_ca_file: Option<PathBuf>,
-    /// Certificate file for TLS (in PEM format)
+    /// Not supported yet: TLS
     #[arg(long)]
     tls_cert: Option<PathBuf>,
-    /// Private key file for TLS (in PEM format)
+    /// Not supported yet: TLS
     #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Python interpreter of the workers: it must import distributed
@@ -171,6 +171,13 @@ fn config(args: WorkerArgs) -> Result<WorkerConfig> {
             bail!("--worker-class {c} is not supported by rask worker: it runs the stock distributed.Worker.");
         }
     }
+    let tls = args.protocol.as_deref().is_some_and(|p| p.starts_with("tls"))
+        || args.tls_ca_file.is_some()
+        || args.tls_cert.is_some()
+        || args.tls_key.is_some();
+    if tls {
+        bail!("TLS is not supported by rask worker yet: its nanny ports speak plain TCP. Run `dask worker` with the --tls-* flags for a TLS cluster.");
+    }
     if args.contact_address.is_some() && args.listen_address.is_none() {
         bail!("--contact-address needs --listen-address, as in dask worker");
     }
@@ -215,19 +222,6 @@ fn config(args: WorkerArgs) -> Result<WorkerConfig> {
     }
     if !args.preload.is_empty() {
         kw.insert("preload".into(), json!(args.preload));
-    }
-    let mut security = Map::new();
-    for (key, value) in [
-        ("tls_ca_file", &args.tls_ca_file),
-        ("tls_worker_cert", &args.tls_cert),
-        ("tls_worker_key", &args.tls_key),
-    ] {
-        if let Some(v) = value {
-            security.insert(key.into(), json!(v));
-        }
-    }
-    if !security.is_empty() {
-        kw.insert("security".into(), Value::Object(security));
     }
     Ok(WorkerConfig {
         scheduler,
