@@ -171,7 +171,10 @@ fn config(args: WorkerArgs) -> Result<WorkerConfig> {
             bail!("--worker-class {c} is not supported by rask worker: it runs the stock distributed.Worker.");
         }
     }
-    let tls = args.protocol.as_deref().is_some_and(|p| p.starts_with("tls"))
+    let tls = args
+        .protocol
+        .as_deref()
+        .is_some_and(|p| p.starts_with("tls"))
         || args.tls_ca_file.is_some()
         || args.tls_cert.is_some()
         || args.tls_key.is_some();
