@@ -204,7 +204,8 @@ def test_scheduler_that_dies_stops_the_workers_and_fails(sshd, procs, tmp_path):
         assert client.submit(sum, [1, 2, 3]).result(timeout=RESULT_TIMEOUT) == 6
         schedulers = [
             line for line in processes_naming(str(scheduler_file))
-            if f"{RASK_BIN} scheduler " in line
+            # the process itself, not the ssh client whose remote command names it
+            if line.split(": ", 1)[1].startswith(f"{RASK_BIN} scheduler ")
         ]
         assert len(schedulers) == 1, schedulers
         os.kill(int(schedulers[0].split(":", 1)[0]), signal.SIGKILL)
