@@ -168,6 +168,17 @@ def test_remote_python_without_distributed_is_refused(sshd, procs, tmp_path, pyt
     wait_nothing_left(tmp_path)
 
 
+def test_missing_remote_binary_is_named(sshd, procs, tmp_path):
+    missing = str(tmp_path / "not-installed" / "rask")
+    argv = ssh_argv(tmp_path, sshd, ["127.0.0.1"], "--remote-rask", missing)
+    proc = procs.start("ssh-no-binary", argv)
+    rc = wait_exit(proc)
+    log = proc.log_path.read_text(errors="replace")
+    assert rc != 0, log
+    assert f"host 127.0.0.1 cannot run the rask binary {missing}" in log, log
+    wait_nothing_left(tmp_path)
+
+
 def test_scheduler_port_taken_is_reported(sshd, procs, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

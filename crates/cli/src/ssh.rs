@@ -109,6 +109,15 @@ fn parse_hostfile(text: &str) -> Vec<String> {
     hosts
 }
 
+/// A name that means "this machine" wherever it is resolved.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Quotes a word for the remote login shell (sh, bash, zsh and csh agree on '...').
 fn quote(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c);
@@ -702,6 +711,13 @@ async fn run(plan: Plan) -> Result<()> {
         Some(sig) = signals.recv() => bail!("{sig} during the host check: nothing was started"),
     }
 
+    if is_loopback(&plan.hosts[0]) && !plan.hosts.iter().all(|h| is_loopback(h)) {
+        // the scheduler advertises the name it was given, and every host resolves it to itself
+        tracing::warn!(
+            "rask ssh: the scheduler's host {} is a loopback name: workers on the other hosts cannot reach it; put a name or IP the other hosts can reach first in the host file",
+            plan.hosts[0]
+        );
+    }
     let (exits_tx, exits) = mpsc::unbounded_channel();
     let (address_tx, mut address_rx) = mpsc::unbounded_channel();
     let first = plan.hosts[0].clone();
@@ -939,6 +955,16 @@ mod tests {
     fn bad_ssh_options_are_refused() {
         let e = plan_for("n1\n", &["--ssh-option", "BatchMode"]).unwrap_err();
         assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn loopback_names() {
+        for h in ["localhost", "127.0.0.1", "127.0.1.1", "::1", "ws.localhost"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["node01", "10.0.0.5", "localhost.example.org"] {
+            assert!(!is_loopback(h), "{h}");
+        }
     }
 
     #[test]
