@@ -71,12 +71,12 @@ stop_cluster() {
   # background jobs of a non-interactive shell)
   if kill -0 "$RASK_SSH_PID" 2>/dev/null; then
     kill -TERM "$RASK_SSH_PID" 2>/dev/null || true
-    for _ in $(seq 1 600); do
+    for _ in $(seq 1 900); do
       kill -0 "$RASK_SSH_PID" 2>/dev/null || break
       sleep 0.1
     done
     if kill -0 "$RASK_SSH_PID" 2>/dev/null; then
-      echo "slurm-job.sh: rask ssh did not stop within 60 s; killing it" >&2
+      echo "slurm-job.sh: rask ssh did not stop within 90 s; killing it" >&2
       kill -KILL "$RASK_SSH_PID" 2>/dev/null || true
     fi
   fi

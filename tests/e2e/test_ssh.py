@@ -27,7 +27,7 @@ from sshd import free_port, processes_naming, start_sshd
 pytestmark = pytest.mark.skipif(not RASK_BIN.exists(), reason=f"no rask binary at {RASK_BIN}")
 
 STARTUP_TIMEOUT = 90.0  # two SSH logins, a scheduler, two rask workers with Python workers
-EXIT_TIMEOUT = 60.0  # graceful: workers (15 s at most), then the scheduler (15 s at most)
+EXIT_TIMEOUT = 90.0  # graceful: workers (40 s at most), then the scheduler (15 s at most)
 
 
 @pytest.fixture(params=["rask"])

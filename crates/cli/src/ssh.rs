@@ -87,8 +87,11 @@ const SSH_DEFAULT_OPTIONS: &[&str] = &[
     "ServerAliveCountMax=4",
     "LogLevel=ERROR",
 ];
-/// How long the remote workers get to retire after SIGINT, and then the scheduler to close.
-const GRACEFUL: Duration = Duration::from_secs(15);
+/// How long the remote `rask worker`s get to retire after SIGINT: they give their Python
+/// workers 30 s to hand their results over before killing them.
+const WORKERS_GRACEFUL: Duration = Duration::from_secs(40);
+/// How long the scheduler then gets to close.
+const SCHEDULER_GRACEFUL: Duration = Duration::from_secs(15);
 /// How long a killed ssh client gets to exit.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The reachability check: connect (ConnectTimeout) and two short remote commands.
@@ -664,12 +667,15 @@ impl Cluster {
     /// the scheduler; SIGINT through the pty, then the connection is cut.
     async fn stop(&mut self) {
         let mut patient = true;
-        for role in [Role::Worker, Role::Scheduler] {
+        for (role, graceful) in [
+            (Role::Worker, WORKERS_GRACEFUL),
+            (Role::Scheduler, SCHEDULER_GRACEFUL),
+        ] {
             if patient {
                 for r in self.remotes.iter_mut().filter(|r| r.role == role) {
                     r.interrupt().await;
                 }
-                patient = self.wait_role(role, GRACEFUL).await;
+                patient = self.wait_role(role, graceful).await;
             }
             for r in self
                 .remotes
@@ -680,7 +686,7 @@ impl Cluster {
                     tracing::warn!(
                         "the {} did not stop within {}s: disconnecting it",
                         r.label(),
-                        GRACEFUL.as_secs()
+                        graceful.as_secs()
                     );
                 }
                 r.kill();
