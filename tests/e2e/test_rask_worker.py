@@ -12,8 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from pathlib import Path
 
 import dask
 import dask.array as da

@@ -86,24 +86,31 @@ def read_address(path: Path) -> str | None:
         return None
 
 
-def test_cluster_over_ssh_computes_and_stops_on_ctrl_c(sshd, procs, tmp_path):
-    hosts = ["127.0.0.1"] * 3 + ["localhost"] * 2  # a PBS node file: one line per core
-    argv = ssh_argv(tmp_path, sshd, hosts, "--nworkers", "1", "--nthreads", "2", "--memory-limit", "2GB")
-    proc = procs.start("ssh-cluster", argv)
-    scheduler_file = tmp_path / "cluster" / "scheduler.json"
+
+def cluster_client(procs, scheduler_file: Path, nworkers: int) -> Client:
+    """A client of the cluster ``rask ssh`` is starting, once ``nworkers`` have registered."""
 
     def address():
         procs.check_alive("while the cluster was starting")
         return read_address(scheduler_file)
 
     wait_until(address, "the scheduler file", timeout=STARTUP_TIMEOUT)
-    with Client(scheduler_file=str(scheduler_file), timeout=CLIENT_TIMEOUT) as client:
+    client = Client(scheduler_file=str(scheduler_file), timeout=CLIENT_TIMEOUT)
 
-        def two_workers():
-            procs.check_alive("while the workers were starting")
-            return len(client.scheduler_info(n_workers=-1)["workers"]) >= 2
+    def registered():
+        procs.check_alive("while the workers were starting")
+        return len(client.scheduler_info(n_workers=-1)["workers"]) >= nworkers
 
-        wait_until(two_workers, "2 workers to register", timeout=STARTUP_TIMEOUT, interval=0.5)
+    wait_until(registered, f"{nworkers} workers to register", timeout=STARTUP_TIMEOUT, interval=0.5)
+    return client
+
+
+def test_cluster_over_ssh_computes_and_stops_on_ctrl_c(sshd, procs, tmp_path):
+    hosts = ["127.0.0.1"] * 3 + ["localhost"] * 2  # a PBS node file: one line per core
+    argv = ssh_argv(tmp_path, sshd, hosts, "--nworkers", "1", "--nthreads", "2", "--memory-limit", "2GB")
+    proc = procs.start("ssh-cluster", argv)
+    scheduler_file = tmp_path / "cluster" / "scheduler.json"
+    with cluster_client(procs, scheduler_file, nworkers=2) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
         assert len(workers) == 2, workers
         assert all(w["nthreads"] == 2 for w in workers.values())
@@ -199,19 +206,7 @@ def test_scheduler_that_dies_stops_the_workers_and_fails(sshd, procs, tmp_path):
     non-zero exit and a message naming the host."""
     proc = procs.start("ssh-scheduler-dies", ssh_argv(tmp_path, sshd, ["127.0.0.1", "localhost"], "--nthreads", "1"))
     scheduler_file = tmp_path / "cluster" / "scheduler.json"
-
-    def address():
-        procs.check_alive("while the cluster was starting")
-        return read_address(scheduler_file)
-
-    wait_until(address, "the scheduler file", timeout=STARTUP_TIMEOUT)
-    with Client(scheduler_file=str(scheduler_file), timeout=CLIENT_TIMEOUT) as client:
-
-        def two_workers():
-            procs.check_alive("while the workers were starting")
-            return len(client.scheduler_info(n_workers=-1)["workers"]) >= 2
-
-        wait_until(two_workers, "2 workers to register", timeout=STARTUP_TIMEOUT, interval=0.5)
+    with cluster_client(procs, scheduler_file, nworkers=2) as client:
         assert client.submit(sum, [1, 2, 3]).result(timeout=RESULT_TIMEOUT) == 6
         schedulers = [
             line for line in processes_naming(str(scheduler_file))
