@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rask_server::ServerConfig;
-use std::net::{IpAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -185,24 +185,6 @@ fn default_ip() -> String {
         .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
-fn interface_ip(name: &str) -> Result<String> {
-    let addrs = if_addrs::get_if_addrs().context("cannot list network interfaces")?;
-    let mut names: Vec<String> = addrs.iter().map(|a| a.name.clone()).collect();
-    names.dedup();
-    addrs
-        .iter()
-        .filter(|a| a.name == name)
-        .map(|a| a.ip())
-        .find(IpAddr::is_ipv4)
-        .map(|ip| ip.to_string())
-        .with_context(|| {
-            format!(
-                "no IPv4 address on interface {name:?}; interfaces here: {}",
-                names.join(", ")
-            )
-        })
-}
-
 fn parse_duration(s: &str) -> Result<Duration> {
     let secs = rask_server::translate::parse_timedelta(&s.into())
         .with_context(|| format!("cannot parse duration {s:?}"))?;
@@ -242,7 +224,7 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
             (h.clone(), h)
         }
         (None, Some(i)) => {
-            let ip = interface_ip(i)?;
+            let ip = rask_server::net::interface_ip(i)?.to_string();
             (ip.clone(), ip)
         }
         (None, None) => ("0.0.0.0".into(), default_ip()),

@@ -26,6 +26,7 @@ pub mod error;
 pub mod extensions;
 pub mod helper;
 pub mod http;
+pub mod net;
 pub mod ordering;
 pub mod rpc;
 pub mod runtime;

@@ -383,33 +383,10 @@ async fn nanny_ip(config: &WorkerConfig, scheduler: &str) -> Result<IpAddr, Work
         return resolve(&h).await;
     }
     if let Some(name) = &config.interface {
-        let addrs = if_addrs::get_if_addrs()
-            .map_err(|e| WorkerError::Config(format!("cannot list network interfaces: {e}")))?;
-        return addrs
-            .iter()
-            .filter(|a| &a.name == name)
-            .map(|a| a.ip())
-            .find(IpAddr::is_ipv4)
-            .ok_or_else(|| {
-                let names: std::collections::BTreeSet<_> =
-                    addrs.iter().map(|a| a.name.clone()).collect();
-                WorkerError::Config(format!(
-                    "--interface {name}: no IPv4 address on such an interface (interfaces: {})",
-                    names.into_iter().collect::<Vec<_>>().join(", ")
-                ))
-            });
+        return rask_server::net::interface_ip(name)
+            .map_err(|e| WorkerError::Config(format!("--interface: {e}")));
     }
-    let target = scheduler.split_once("://").map_or(scheduler, |(_, r)| r);
-    let remote = tokio::net::lookup_host(target)
-        .await
-        .ok()
-        .and_then(|mut a| a.next());
-    let local = remote.and_then(|r| {
-        let s = std::net::UdpSocket::bind(if r.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
-        s.connect(r).ok()?;
-        s.local_addr().ok()
-    });
-    Ok(local.map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip()))
+    Ok(rask_server::net::route_ip(scheduler))
 }
 
 async fn resolve(host: &str) -> Result<IpAddr, WorkerError> {

@@ -27,7 +27,6 @@ pub use stats::{Report, Stats};
 use rask_protocol::Value;
 use rask_server::comm::Comm;
 use std::future::Future;
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -78,24 +77,6 @@ impl Config {
             name_prefix: None,
         }
     }
-}
-
-/// The local IP the OS would use to reach `scheduler` (no packet is sent); loopback if none.
-/// Binding there makes the listeners reachable from the scheduler without configuration.
-fn route_ip(scheduler: &str) -> String {
-    let hostport = scheduler
-        .split_once("://")
-        .map_or(scheduler, |(_, rest)| rest)
-        .trim_end_matches('/');
-    UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect(hostport)?;
-            s.local_addr()
-        })
-        .ok()
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_unspecified())
-        .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string())
 }
 
 /// Checks that the scheduler answers and asks for its `versions` (node.py:31), which every
@@ -186,10 +167,12 @@ pub async fn run(
         ));
     }
     let versions = probe(&config.scheduler).await?;
+    // Listening on the address that routes to the scheduler makes the fake workers
+    // reachable from it without configuration.
     let host = config
         .host
         .clone()
-        .unwrap_or_else(|| route_ip(&config.scheduler));
+        .unwrap_or_else(|| rask_server::net::route_ip(&config.scheduler).to_string());
     let shared = Arc::new(Shared {
         scheduler: config.scheduler.clone(),
         versions,
@@ -309,12 +292,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_ip_of_loopback_is_loopback() {
-        assert_eq!(route_ip("tcp://127.0.0.1:8786"), "127.0.0.1");
-        assert_eq!(route_ip("nonsense"), "127.0.0.1");
-    }
 
     #[tokio::test]
     async fn unreachable_scheduler_is_a_connect_error_naming_it() {
