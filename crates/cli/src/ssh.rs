@@ -157,12 +157,11 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 fn duration(flag: &str, s: &str) -> Result<Duration> {
-    let secs = rask_server::translate::parse_timedelta(&s.into())
-        .with_context(|| format!("{flag} {s:?}: not a duration like 60, '60s' or '2 minutes'"))?;
-    if !(secs.is_finite() && secs > 0.0) {
+    let d = crate::worker::seconds(flag, s)?;
+    if d.is_zero() {
         bail!("{flag} {s:?}: not a positive duration");
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// Everything decided before the first connection.
