@@ -110,10 +110,8 @@ impl Slot {
             tokio::select! {
                 Some(cmd) = commands.recv() => self.command(cmd).await,
                 Some((generation, event)) = self.events.recv() => {
-                    if generation == self.generation {
-                        if let Some(done) = self.child_event(event)? {
-                            return Ok(done);
-                        }
+                    if generation == self.generation && self.child_event(event)? {
+                        return Ok(());
                     }
                 }
                 Some(generation) = self.kills.recv() => {
@@ -172,8 +170,8 @@ impl Slot {
         });
     }
 
-    /// `Ok(Some(()))`: the slot is done.
-    fn child_event(&mut self, event: ChildEvent) -> Result<Option<()>, String> {
+    /// `Ok(true)`: the slot is done.
+    fn child_event(&mut self, event: ChildEvent) -> Result<bool, String> {
         match event {
             ChildEvent::Started(address) => {
                 tracing::info!("worker {}: {address} is up", self.index);
@@ -191,7 +189,7 @@ impl Slot {
             }
             ChildEvent::Exited(status) => {
                 let Some(p) = self.process.take() else {
-                    return Ok(None);
+                    return Ok(false);
                 };
                 for (tx, v) in self.on_exit.drain(..) {
                     let _ = tx.send(v);
@@ -199,7 +197,7 @@ impl Slot {
                 let how = describe(status);
                 if self.status != Status::Running {
                     tracing::info!("worker {}: process {} {how}", self.index, p.child.pid);
-                    return Ok(Some(()));
+                    return Ok(true);
                 }
                 match (&p.address, p.start_error) {
                     (Some(address), _) => {
@@ -230,7 +228,7 @@ impl Slot {
                 }
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     async fn command(&mut self, cmd: Command) {
