@@ -8,8 +8,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use rask_comm::{Comm, CommConfig};
 use rask_protocol::Value;
-use rask_server::comm::Comm;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -462,7 +462,9 @@ async fn wait_ready(
     loop {
         check_alive_settled(cluster).await?;
         if comm.is_none() {
-            comm = Comm::connect(&address, POLL * 10).await.ok();
+            comm = Comm::connect(&address, POLL * 10, &CommConfig::default())
+                .await
+                .ok();
         }
         if let Some(c) = comm.as_mut() {
             match count_workers(c).await {

@@ -186,7 +186,7 @@ fn default_ip() -> String {
 }
 
 fn parse_duration(s: &str) -> Result<Duration> {
-    let secs = rask_server::translate::parse_timedelta(&s.into())
+    let secs = rask_comm::fields::parse_timedelta(&s.into())
         .with_context(|| format!("cannot parse duration {s:?}"))?;
     Ok(Duration::from_secs_f64(secs.max(0.0)))
 }
@@ -224,7 +224,7 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
             (h.clone(), h)
         }
         (None, Some(i)) => {
-            let ip = rask_server::net::interface_ip(i)?.to_string();
+            let ip = rask_comm::net::interface_ip(i)?.to_string();
             (ip.clone(), ip)
         }
         (None, None) => ("0.0.0.0".into(), default_ip()),
@@ -252,7 +252,7 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
         python: args.python.clone(),
         graph_helpers: args.graph_helpers.max(1),
         protocol,
-        tls: rask_server::tls::TlsFlags {
+        tls: rask_comm::tls::TlsFlags {
             ca_file: pem_path("--tls-ca-file", &args.conn.tls_ca_file)?,
             cert: pem_path("--tls-cert", &args.conn.tls_cert)?,
             key: pem_path("--tls-key", &args.conn.tls_key)?,
@@ -288,10 +288,10 @@ pub fn main(args: SchedulerArgs) -> Result<()> {
                 .unwrap_or("?")
         );
         if let Some(d) = report.get("distributed").and_then(|v| v.as_str()) {
-            if d != rask_server::helper::TESTED_DISTRIBUTED {
+            if d != rask_protocol::TESTED_DISTRIBUTED {
                 tracing::warn!(
                     "distributed {d} found; rask is tested with {}",
-                    rask_server::helper::TESTED_DISTRIBUTED
+                    rask_protocol::TESTED_DISTRIBUTED
                 );
             }
         }

@@ -145,7 +145,7 @@ fn resources(s: &str) -> Result<Map<String, Value>> {
 
 /// A Dask duration flag (`60`, `'60s'`, `'1 hour'`), zero or more.
 pub(crate) fn seconds(flag: &str, s: &str) -> Result<Duration> {
-    let secs = rask_server::translate::parse_timedelta(&s.into())
+    let secs = rask_comm::fields::parse_timedelta(&s.into())
         .with_context(|| format!("{flag} {s:?}: not a duration like 60, '60s' or '1 hour'"))?;
     if !(secs.is_finite() && secs >= 0.0) {
         bail!("{flag} {s:?}: not a duration like 60, '60s' or '1 hour'");

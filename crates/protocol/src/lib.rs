@@ -24,3 +24,7 @@ pub use error::ProtocolError;
 pub use frame::{FrameCodec, Frames};
 pub use msgpack::{decode_message, encode_message};
 pub use value::{Key, Opaque, OpaqueKind, Value};
+
+/// The `distributed` release whose wire protocol this crate speaks and that rask is tested
+/// with; the scheduler, `rask worker` and the CLI compare the user's `distributed` against it.
+pub const TESTED_DISTRIBUTED: &str = "2026.8.0";

@@ -3,11 +3,11 @@
 //! nannies, `Client.restart`, `retire_workers` (unique data moved off first), and the
 //! worker-ttl check.
 
-use crate::comm::Comm;
 use crate::error::ServerError;
 use crate::runtime::{now, Handle, Scheduler};
 use crate::translate::{opt_str, opt_str_list, stimulus_id};
 use futures::future::join_all;
+use rask_comm::{Comm, CommConfig};
 use rask_core::{Stimulus, TaskStatus, WorkerId, WorkerStatus};
 use rask_protocol::Value;
 use std::sync::Arc;
@@ -18,10 +18,11 @@ pub async fn dispatch(
     op: &str,
     msg: &Value,
     handle: &Handle,
+    comm: &CommConfig,
 ) -> Option<Result<Value, ServerError>> {
     Some(match op {
-        "restart" => restart(msg, handle).await,
-        "restart_workers" => restart_workers_rpc(msg, handle).await,
+        "restart" => restart(msg, handle, comm).await,
+        "restart_workers" => restart_workers_rpc(msg, handle, comm).await,
         "retire_workers" => retire_workers(msg, handle).await,
         _ => return None,
     })
@@ -37,7 +38,7 @@ fn timeout_of(msg: &Value, default: f64) -> Duration {
 
 /// `Scheduler.restart`: forget every task, tell the clients, restart every worker, and
 /// (by default) wait until as many workers are back.
-async fn restart(msg: &Value, handle: &Handle) -> Result<Value, ServerError> {
+async fn restart(msg: &Value, handle: &Handle, comm: &CommConfig) -> Result<Value, ServerError> {
     let timeout = timeout_of(msg, 30.0);
     let wait = msg.get("wait_for_workers").is_none_or(Value::truthy);
     let sid = stimulus_id(msg, "restart");
@@ -53,7 +54,7 @@ async fn restart(msg: &Value, handle: &Handle) -> Result<Value, ServerError> {
             s.workers.len()
         })
         .await?;
-    let statuses = restart_workers(handle, None, timeout, &sid).await?;
+    let statuses = restart_workers(handle, None, timeout, &sid, comm).await?;
     let bad: Vec<&Arc<str>> = statuses
         .iter()
         .filter(|(_, st)| *st == "timed out")
@@ -76,13 +77,17 @@ async fn restart(msg: &Value, handle: &Handle) -> Result<Value, ServerError> {
 }
 
 /// `Scheduler.restart_workers {workers, timeout, on_error}` → `{address: status}`.
-async fn restart_workers_rpc(msg: &Value, handle: &Handle) -> Result<Value, ServerError> {
+async fn restart_workers_rpc(
+    msg: &Value,
+    handle: &Handle,
+    comm: &CommConfig,
+) -> Result<Value, ServerError> {
     let timeout = timeout_of(msg, 30.0);
     let sid = stimulus_id(msg, "restart-workers");
     let workers = opt_str_list(msg, "workers")?;
     let raise = opt_str(msg, "on_error")?.is_none_or(|e| &*e == "raise");
     let n_workers = handle.call(|s| s.workers.len()).await?;
-    let statuses = restart_workers(handle, workers, timeout, &sid).await?;
+    let statuses = restart_workers(handle, workers, timeout, &sid, comm).await?;
     if raise && statuses.iter().any(|(_, st)| *st == "timed out") {
         return Err(ServerError::Worker(
             "restart_workers".into(),
@@ -135,6 +140,7 @@ pub async fn restart_workers(
     only: Option<Vec<Arc<str>>>,
     timeout: Duration,
     sid: &Arc<str>,
+    comm: &CommConfig,
 ) -> Result<Vec<(Arc<str>, &'static str)>, ServerError> {
     let sid2 = sid.clone();
     let (nannies, removed) = handle
@@ -174,7 +180,7 @@ pub async fn restart_workers(
         ]);
         async move {
             let r = tokio::time::timeout(timeout, async {
-                let mut comm = Comm::connect(&nanny, timeout).await?;
+                let mut comm = Comm::connect(&nanny, timeout, comm).await?;
                 let reply = comm.request(&msg).await?;
                 comm.close().await;
                 Ok::<Value, ServerError>(reply)
@@ -265,8 +271,9 @@ pub fn check_worker_ttl(s: &mut Scheduler, ttl: Duration) {
     // the nanny calls must not hold up the state task
     let sid: Arc<str> = format!("check-worker-ttl-{t}").into();
     let timeout = s.config.connect_timeout;
+    let comm = s.comm.clone();
     tokio::spawn(async move {
-        if let Err(e) = restart_workers(&handle, Some(stale), timeout, &sid).await {
+        if let Err(e) = restart_workers(&handle, Some(stale), timeout, &sid, &comm).await {
             tracing::warn!("worker-ttl restart failed: {e}");
         }
     });

@@ -31,7 +31,7 @@ pub struct ServerConfig {
     /// flags and `distributed.comm.require-encryption`, as `dask scheduler` does
     pub protocol: Option<String>,
     /// `--tls-ca-file`, `--tls-cert`, `--tls-key` (each wins over its Dask config key)
-    pub tls: crate::tls::TlsFlags,
+    pub tls: rask_comm::tls::TlsFlags,
     /// largest message a peer may send, in bytes (the sum of its frames)
     pub max_message_bytes: u64,
     /// most frames a peer may send in one message
@@ -52,9 +52,9 @@ impl Default for ServerConfig {
             graph_helpers: 2,
             helper_start_timeout: Duration::from_secs(120),
             protocol: None,
-            tls: crate::tls::TlsFlags::default(),
-            max_message_bytes: crate::comm::CommConfig::default().max_message_bytes,
-            max_frames: crate::comm::CommConfig::default().max_frames,
+            tls: rask_comm::tls::TlsFlags::default(),
+            max_message_bytes: rask_comm::CommConfig::default().max_message_bytes,
+            max_frames: rask_comm::CommConfig::default().max_frames,
         }
     }
 }

@@ -2,12 +2,12 @@
 //! sequence of `{"op": ...}` requests, each answered unless `reply=False`; the
 //! registration ops turn it into a long-lived stream.
 
-use crate::comm::{Accepted, Comm, CommConfig};
 use crate::error::ServerError;
 use crate::helper::HelperPool;
 use crate::runtime::Handle;
-use crate::tls::TlsError;
 use crate::{rpc, streams};
+use rask_comm::tls::TlsError;
+use rask_comm::{Accepted, Comm, CommConfig};
 use rask_protocol::Value;
 use std::sync::Arc;
 
@@ -40,29 +40,16 @@ pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
         // a process exits); thousands of them must not flood the log.
         Err(e) if is_disconnect(&e) => tracing::debug!(%peer, "connection closed: {e}"),
         // the connection logged these itself, naming the limit
-        Err(
-            e @ (ServerError::Stalled(..)
-            | ServerError::Protocol(
-                rask_protocol::ProtocolError::MessageTooLarge { .. }
-                | rask_protocol::ProtocolError::TooManyFrames { .. },
-            )),
-        ) => tracing::debug!(%peer, "connection closed: {e}"),
+        Err(ServerError::Comm(e)) if e.is_logged_limit() => {
+            tracing::debug!(%peer, "connection closed: {e}")
+        }
         Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
     }
 }
 
 /// Whether `e` only says the peer went away.
 fn is_disconnect(e: &ServerError) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    let io = match e {
-        ServerError::Closed => return true,
-        ServerError::Io(e) | ServerError::Protocol(rask_protocol::ProtocolError::Io(e)) => e,
-        _ => return false,
-    };
-    matches!(
-        io.kind(),
-        ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
-    )
+    matches!(e, ServerError::Comm(e) if e.is_disconnect())
 }
 
 /// A plain Dask peer on a `tls://` listener: answers its first request with an error it
@@ -91,7 +78,7 @@ async fn refuse_plaintext(mut comm: Comm) -> Result<(), ServerError> {
         };
         let _ = comm.writer.write(&reply).await;
     }
-    Err(refused.into())
+    Err(rask_comm::CommError::from(refused).into())
 }
 
 /// The error reply Dask's `error_message` builds (`core.py:1596-1640`), with a pickled
@@ -100,7 +87,7 @@ pub fn error_reply(e: &ServerError) -> Value {
     let text = e.to_string();
     let kind = match e {
         ServerError::UnknownOp(_) => "ValueError",
-        ServerError::BadMessage(_) | ServerError::Protocol(_) => "TypeError",
+        ServerError::BadMessage(_) | ServerError::Field(_) | ServerError::Comm(_) => "TypeError",
         ServerError::Timeout(..) => "TimeoutError",
         _ => "RuntimeError",
     };

@@ -8,6 +8,7 @@
 //! scheduler, with a message naming the key.
 
 use crate::error::ServerError;
+pub use rask_comm::tls::TlsSettings;
 use rask_protocol::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,25 +39,6 @@ pub struct DaskConfig {
     pub tcp_timeout: Duration,
     /// `distributed.comm.require-encryption` and `distributed.comm.tls.*`
     pub tls: TlsSettings,
-}
-
-/// `distributed.comm.require-encryption` and `distributed.comm.tls.*` (scheduler side).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TlsSettings {
-    /// refuse plain TCP
-    pub require_encryption: bool,
-    /// `tls.ca-file`
-    pub ca_file: Option<PathBuf>,
-    /// `tls.scheduler.cert`
-    pub cert: Option<PathBuf>,
-    /// `tls.scheduler.key` (else the key is in the cert file)
-    pub key: Option<PathBuf>,
-    /// `tls.ciphers` (an OpenSSL cipher string)
-    pub ciphers: Option<String>,
-    /// `tls.min-version`: `"1.2"` or `"1.3"`
-    pub min_version: Option<String>,
-    /// `tls.max-version`
-    pub max_version: Option<String>,
 }
 
 impl Default for DaskConfig {

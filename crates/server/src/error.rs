@@ -1,34 +1,32 @@
 //! Errors at the server's boundaries.
 
+use rask_comm::{CommError, FieldError};
 use rask_protocol::ProtocolError;
 
 /// Why a connection, a request or the server itself failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Undecodable bytes from a peer.
+    /// The connection failed.
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    /// A field of a message is missing or of the wrong type.
+    #[error("bad message: {0}")]
+    Field(#[from] FieldError),
+    /// Undecodable bytes from a graph helper.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    /// The socket failed.
+    /// A pipe to a graph helper failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    /// The peer closed the connection before a reply.
-    #[error("connection closed by peer")]
-    Closed,
     /// A bounded wait ran out.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, &'static str),
-    /// An address rask cannot dial or bind.
-    #[error("bad address {0:?}: {1}")]
-    BadAddress(String, &'static str),
     /// A message that decodes but is not what Dask sends: wrong type, missing field.
     #[error("bad message: {0}")]
     BadMessage(String),
     /// An op name rask does not know (or does not support yet).
     #[error("{0}")]
     UnknownOp(String),
-    /// The peer's handshake is unacceptable.
-    #[error("handshake failed: {0}")]
-    Handshake(String),
     /// The state task is gone (the scheduler is shutting down).
     #[error("scheduler is shutting down")]
     ShuttingDown,
@@ -38,13 +36,6 @@ pub enum ServerError {
     /// The graph helper could not do its job.
     #[error("graph helper: {0}")]
     Helper(String),
-    /// TLS set-up or a TLS connection failed, or a plain peer where TLS is required.
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
-    /// A peer made no progress for `distributed.comm.timeouts.tcp`: it stopped reading
-    /// what we write, or stopped sending in the middle of a message.
-    #[error("no progress for {0:?} waiting for {1}: closing the connection")]
-    Stalled(std::time::Duration, &'static str),
     /// Start-up problem (Python without `distributed`, port taken, unwritable file).
     #[error("{0}")]
     Startup(String),
@@ -55,10 +46,10 @@ impl ServerError {
     pub fn is_peer_fault(&self) -> bool {
         matches!(
             self,
-            ServerError::Protocol(_)
+            ServerError::Comm(CommError::Protocol(_) | CommError::Handshake(_))
+                | ServerError::Field(_)
                 | ServerError::BadMessage(_)
                 | ServerError::UnknownOp(_)
-                | ServerError::Handshake(_)
         )
     }
 }

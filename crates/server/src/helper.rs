@@ -169,7 +169,7 @@ async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, ServerError> {
     let mut body = Vec::new();
     (&mut *stdout).take(n).read_to_end(&mut body).await?;
     if body.len() as u64 != n {
-        return Err(ServerError::Closed);
+        return Err(ServerError::Helper("the helper's reply ended early".into()));
     }
     Ok(decode_value(Bytes::from(body))?)
 }
@@ -290,7 +290,7 @@ pub async fn check_python(python: &str) -> Result<serde_json::Value, ServerError
             ServerError::Startup(format!(
                 "cannot run the Python interpreter {python:?} for rask's graph helpers: {e}. \
                  Activate an environment with dask[distributed]=={} or pass --python / set RASK_PYTHON.",
-                TESTED_DISTRIBUTED
+                rask_protocol::TESTED_DISTRIBUTED
             ))
         })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -313,12 +313,10 @@ pub async fn check_python(python: &str) -> Result<serde_json::Value, ServerError
             Err(ServerError::Startup(format!(
                 "the Python interpreter {python:?} cannot import distributed ({found}). \
                  rask's graph helpers need the same environment as your workers: \
-                 dask[distributed]=={TESTED_DISTRIBUTED} is the version rask is tested with. \
-                 Activate that environment, or pass --python PATH / set RASK_PYTHON."
+                 dask[distributed]=={} is the version rask is tested with. \
+                 Activate that environment, or pass --python PATH / set RASK_PYTHON.",
+                rask_protocol::TESTED_DISTRIBUTED
             )))
         }
     }
 }
-
-/// The `distributed` version rask is tested with.
-pub const TESTED_DISTRIBUTED: &str = "2026.8.0";

@@ -1,8 +1,6 @@
 //! The tokio side of `rask scheduler`.
 //!
 //! # Layout
-//! - [`comm`]: a framed TCP or TLS connection with Dask's handshake, caps and timeouts
-//!   ([`comm::Comm`]); [`tls`]: certificates and rustls set up as Dask's `Security` does.
 //! - [`runtime`]: the single task that owns `rask_core::SchedulerState` plus the peers'
 //!   stream senders ([`runtime::Scheduler`]); everyone else talks to it through a
 //!   [`runtime::Handle`] by sending closures. No locks around the state.
@@ -18,7 +16,6 @@
 //! - [`serve`]: binding, the scheduler file, signals and shutdown.
 
 pub mod admin;
-pub mod comm;
 pub mod config;
 pub mod connection;
 pub mod dask_config;
@@ -26,13 +23,11 @@ pub mod error;
 pub mod extensions;
 pub mod helper;
 pub mod http;
-pub mod net;
 pub mod ordering;
 pub mod rpc;
 pub mod runtime;
 pub mod serve;
 pub mod streams;
-pub mod tls;
 pub mod translate;
 
 pub use config::ServerConfig;

@@ -1,12 +1,12 @@
 //! Request/reply ops (`Scheduler.handlers`, PROTOCOL.md §3(a)). Each returns the reply value
 //! or an error that becomes Dask's `uncaught-error` reply.
 
-use crate::comm::Comm;
 use crate::connection::Ctx;
 use crate::error::ServerError;
 use crate::runtime::{now, Scheduler};
 use crate::translate::{field, keys_field, opt_str, opt_str_list, pickled_exception, str_field};
 use futures::future::join_all;
+use rask_comm::{Comm, CommConfig};
 use rask_core::{ClientId, Stimulus, WorkerId};
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashMap;
@@ -195,7 +195,7 @@ pub async fn dispatch(op: &str, msg: Value, ctx: &Arc<Ctx>) -> Result<Value, Ser
         "broadcast" => broadcast(ctx, msg).await,
         "echo" => Ok(msg.get("data").cloned().unwrap_or(Value::Nil)),
         other => {
-            if let Some(r) = crate::admin::dispatch(other, &msg, h).await {
+            if let Some(r) = crate::admin::dispatch(other, &msg, h, &ctx.comm).await {
                 return r;
             }
             match crate::extensions::rpc(other, &msg, ctx).await {
@@ -300,7 +300,7 @@ async fn gather(ctx: &Arc<Ctx>, keys: Vec<Key>) -> Result<Value, ServerError> {
             }
         }
         let results = join_all(by_worker.into_iter().map(|(addr, ks)| async move {
-            let r = get_data(&addr, &ks).await;
+            let r = get_data(&addr, &ks, &ctx.comm).await;
             (addr, ks, r)
         }))
         .await;
@@ -345,8 +345,12 @@ async fn gather(ctx: &Arc<Ctx>, keys: Vec<Key>) -> Result<Value, ServerError> {
 }
 
 /// Worker `get_data`; retries while the worker answers `busy`.
-async fn get_data(addr: &str, keys: &[Key]) -> Result<Vec<(Value, Value)>, ServerError> {
-    let mut comm = Comm::connect(addr, WORKER_RPC_TIMEOUT).await?;
+async fn get_data(
+    addr: &str,
+    keys: &[Key],
+    config: &CommConfig,
+) -> Result<Vec<(Value, Value)>, ServerError> {
+    let mut comm = Comm::connect(addr, WORKER_RPC_TIMEOUT, config).await?;
     let req = Value::map([
         ("op", Value::from("get_data")),
         (
@@ -450,7 +454,7 @@ async fn scatter(ctx: &Arc<Ctx>, msg: Value) -> Result<Value, ServerError> {
             .filter(|(_, d)| !d.is_empty())
             .map(|(addr, d)| async move {
                 let keys: Vec<Value> = d.iter().map(|(k, _)| k.clone()).collect();
-                let r = update_data(addr, d).await;
+                let r = update_data(addr, d, &ctx.comm).await;
                 (addr.clone(), keys, r)
             }),
     )
@@ -493,8 +497,9 @@ async fn scatter(ctx: &Arc<Ctx>, msg: Value) -> Result<Value, ServerError> {
 async fn update_data(
     addr: &str,
     data: Vec<(Value, Value)>,
+    config: &CommConfig,
 ) -> Result<Vec<(Value, Value)>, ServerError> {
-    let mut comm = Comm::connect(addr, WORKER_RPC_TIMEOUT).await?;
+    let mut comm = Comm::connect(addr, WORKER_RPC_TIMEOUT, config).await?;
     let reply = comm
         .request(&Value::map([
             ("op", Value::from("update_data")),
@@ -560,7 +565,7 @@ async fn broadcast(ctx: &Arc<Ctx>, msg: Value) -> Result<Value, ServerError> {
                 addr.clone()
             };
             let r = async {
-                let mut comm = Comm::connect(&dest, WORKER_RPC_TIMEOUT).await?;
+                let mut comm = Comm::connect(&dest, WORKER_RPC_TIMEOUT, &ctx.comm).await?;
                 let reply = comm.request(&inner).await?;
                 comm.close().await;
                 Ok::<Value, ServerError>(reply)

@@ -150,6 +150,8 @@ pub struct Scheduler {
     pub last_busy: f64,
     /// the user's Dask configuration (the keys rask honours)
     pub config: DaskConfig,
+    /// caps, timeouts and TLS of the scheduler's own dials (to workers and nannies)
+    pub comm: Arc<rask_comm::CommConfig>,
     /// a handle to this state task for work it starts itself (timers' follow-ups); set
     /// by [`run_state`]
     pub internal: Option<Handle>,
@@ -176,6 +178,7 @@ impl Scheduler {
         dashboard_port: Option<u16>,
         helper_ready: &Value,
         config: DaskConfig,
+        comm: Arc<rask_comm::CommConfig>,
     ) -> Scheduler {
         let mut core = SchedulerState::new(CoreConfig {
             validate: false,
@@ -206,6 +209,7 @@ impl Scheduler {
             last_busy: now(),
             ext,
             config,
+            comm,
             internal: None,
             next_balance: 0.0,
             next_ttl_check: 0.0,

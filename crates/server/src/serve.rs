@@ -1,13 +1,13 @@
 //! Start-up and shutdown of `rask scheduler`: bind, start helpers, write the scheduler
 //! file, accept connections, stop on a signal or idle timeout.
 
-use crate::comm::CommConfig;
 use crate::config::ServerConfig;
 use crate::connection::{handle_connection, Ctx};
 use crate::dask_config::DaskConfig;
 use crate::error::ServerError;
 use crate::helper::HelperPool;
 use crate::runtime::{self, now, Scheduler};
+use rask_comm::CommConfig;
 use rask_protocol::Value;
 use std::future::Future;
 use std::sync::Arc;
@@ -60,8 +60,9 @@ pub async fn run(
     .await?;
     let (handle, rx) = runtime::channel();
     let dask_config = DaskConfig::from_helper(&ready)?;
-    let security = crate::tls::resolve(config.protocol.as_deref(), &config.tls, &dask_config.tls)
-        .map_err(|e| ServerError::Startup(e.to_string()))?;
+    let security =
+        rask_comm::tls::resolve(config.protocol.as_deref(), &config.tls, &dask_config.tls)
+            .map_err(|e| ServerError::Startup(e.to_string()))?;
     let address = format!("{}://{}:{}", security.scheme, config.advertise_host, port);
     let comm = CommConfig {
         max_message_bytes: config.max_message_bytes,
@@ -72,16 +73,21 @@ pub async fn run(
         tls: security.tls,
         require_encryption: security.require_encryption,
     };
-    // The scheduler's own dials (to workers) follow the same settings.
-    crate::comm::configure(comm.clone());
     let idle_timeout = config.idle_timeout.or(dask_config.idle_timeout);
-    let scheduler = Scheduler::new(address.clone(), Some(dashboard_port), &ready, dask_config);
+    let comm = Arc::new(comm);
+    let scheduler = Scheduler::new(
+        address.clone(),
+        Some(dashboard_port),
+        &ready,
+        dask_config,
+        comm.clone(),
+    );
     let mut state_task = tokio::spawn(runtime::run_state(scheduler, rx));
     let http_task = tokio::spawn(crate::http::serve(http_listener, handle.clone()));
     let ctx = Arc::new(Ctx {
         handle: handle.clone(),
         helpers,
-        comm: Arc::new(comm),
+        comm,
     });
 
     if let Some(path) = &config.scheduler_file {

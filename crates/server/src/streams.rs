@@ -4,7 +4,6 @@
 //! one stream are handled strictly in order: an `update-graph` holds back that client's
 //! later messages until its graph is in the state, while every other peer keeps flowing.
 
-use crate::comm::{Comm, CommWriter};
 use crate::connection::Ctx;
 use crate::error::ServerError;
 use crate::ordering::{self, OrderInfo};
@@ -13,6 +12,7 @@ use crate::translate::{
     self, field, int_field, key_field, keys_field, opt_str, pickled_exception, stimulus_id,
     str_field,
 };
+use rask_comm::{Comm, CommWriter};
 use rask_core::{ClientId, NewTask, Stimulus, WorkerId, WorkerSpec};
 use rask_protocol::{Key, OpaqueKind, Value};
 use std::sync::Arc;
@@ -102,7 +102,7 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
 }
 
 async fn client_loop(
-    reader: &mut crate::comm::CommReader,
+    reader: &mut rask_comm::CommReader,
     client: ClientId,
     ctx: &Arc<Ctx>,
 ) -> Result<(), ServerError> {
@@ -510,7 +510,7 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
 }
 
 async fn worker_loop(
-    reader: &mut crate::comm::CommReader,
+    reader: &mut rask_comm::CommReader,
     worker: WorkerId,
     ctx: &Arc<Ctx>,
     expected: &mut bool,

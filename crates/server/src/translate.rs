@@ -6,133 +6,10 @@ use rask_core::{ComputeTask, NewTask, ToClient, ToWorker};
 use rask_protocol::{Key, Opaque, Value};
 use std::sync::Arc;
 
-// ---- reading fields ------------------------------------------------------------------------
-
-/// A required field.
-pub fn field<'a>(msg: &'a Value, name: &str) -> Result<&'a Value, ServerError> {
-    msg.get(name)
-        .ok_or_else(|| ServerError::BadMessage(format!("missing field {name:?}")))
-}
-
-fn wrong(name: &str, expected: &str, got: &Value) -> ServerError {
-    ServerError::BadMessage(format!(
-        "field {name:?} must be {expected}, not {}",
-        got.type_name()
-    ))
-}
-
-/// A required string field.
-pub fn str_field(msg: &Value, name: &str) -> Result<Arc<str>, ServerError> {
-    match field(msg, name)? {
-        Value::Str(s) => Ok(s.clone()),
-        other => Err(wrong(name, "a str", other)),
-    }
-}
-
-/// An optional string field (missing or None -> None).
-pub fn opt_str(msg: &Value, name: &str) -> Result<Option<Arc<str>>, ServerError> {
-    match msg.get(name) {
-        None | Some(Value::Nil) => Ok(None),
-        Some(Value::Str(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(wrong(name, "a str", other)),
-    }
-}
-
-/// A required integer field.
-pub fn int_field(msg: &Value, name: &str) -> Result<i64, ServerError> {
-    let v = field(msg, name)?;
-    v.as_i64().ok_or_else(|| wrong(name, "an int", v))
-}
-
-/// A required key field.
-pub fn key_field(msg: &Value, name: &str) -> Result<Key, ServerError> {
-    let v = field(msg, name)?;
-    Key::from_value(v).ok_or_else(|| wrong(name, "a task key", v))
-}
-
-/// A list of keys (None or missing -> empty).
-pub fn keys_field(msg: &Value, name: &str) -> Result<Vec<Key>, ServerError> {
-    match msg.get(name) {
-        None | Some(Value::Nil) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|k| Key::from_value(k).ok_or_else(|| wrong(name, "a list of task keys", k)))
-            .collect(),
-        Some(other) => Err(wrong(name, "a list of task keys", other)),
-    }
-}
-
-/// A list of strings (None or missing -> None).
-pub fn opt_str_list(msg: &Value, name: &str) -> Result<Option<Vec<Arc<str>>>, ServerError> {
-    match msg.get(name) {
-        None | Some(Value::Nil) => Ok(None),
-        Some(Value::Str(s)) => Ok(Some(vec![s.clone()])),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::Str(s) => Ok(s.clone()),
-                other => Err(wrong(name, "a list of str", other)),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(other) => Err(wrong(name, "a list of str", other)),
-    }
-}
-
-/// Dask's `parse_timedelta` for `fifo_timeout`: `"60s"`, `"100 ms"`, `"1 minute"` or a number
-/// of seconds.
-pub fn parse_timedelta(v: &Value) -> Option<f64> {
-    if let Some(f) = v.as_f64() {
-        return Some(f);
-    }
-    let s = v.as_str()?.trim().to_ascii_lowercase();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = if num.is_empty() {
-        1.0
-    } else {
-        num.trim().parse().ok()?
-    };
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-        "ms" | "millisecond" | "milliseconds" => 1e-3,
-        "us" | "microsecond" | "microseconds" => 1e-6,
-        "ns" | "nanosecond" | "nanoseconds" => 1e-9,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-        "h" | "hr" | "hour" | "hours" => 3600.0,
-        "d" | "day" | "days" => 86400.0,
-        _ => return None,
-    };
-    Some(n * scale)
-}
-
-/// A scheduler-made exception, pickled (`builtins.<name>(message)`).
-pub use rask_protocol::pickle::builtin_exception as pickled_exception;
-
-/// The reply Dask's `error_message` builds (`core.py:1596-1640`) around a pickled exception:
-/// `status` is `"uncaught-error"` for a handler that raised (the caller's `send_recv` raises
-/// it) or `"error"` for handlers that return errors for the caller to inspect.
-pub fn error_message(status: &str, exception: Bytes, exception_text: String) -> Value {
-    Value::map([
-        ("status", Value::from(status)),
-        ("exception", Value::Bin(exception)),
-        ("traceback", Value::Nil),
-        ("exception_text", Value::from(exception_text)),
-        ("traceback_text", Value::from("")),
-    ])
-}
-
-/// What a Python handler raising `builtins.<kind>(message)` replies: the client re-raises
-/// that exception type.
-pub fn raised(kind: &str, message: &str) -> Value {
-    error_message(
-        "uncaught-error",
-        pickled_exception(kind, message),
-        format!("{kind}('{message}')"),
-    )
-}
+pub use rask_comm::fields::{
+    field, int_field, key_field, keys_field, opt_str, opt_str_list, parse_timedelta, str_field,
+};
+pub use rask_comm::reply::{error_message, pickled_exception, raised};
 
 // ---- commands -> wire ----------------------------------------------------------------------
 
@@ -285,12 +162,9 @@ pub fn new_task(rec: &Value) -> Result<NewTask, ServerError> {
     // Dask's hook (`id_from_key`, shuffle/_core.py:436) it knows barriers by their key.
     let watch = matches!(&key, Key::Str(k) if k.starts_with("shuffle-barrier-"));
     let deps = keys_field(rec, "deps")?;
-    let run_spec = match field(rec, "run_spec")? {
-        // Its own buffer: a slice would keep the helper's whole reply chunk alive for as
-        // long as the task lives (about 190 bytes per task besides the pickle).
-        Value::Bin(b) => Bytes::copy_from_slice(b),
-        other => return Err(wrong("run_spec", "bytes", other)),
-    };
+    // Its own buffer: a slice would keep the helper's whole reply chunk alive for as long
+    // as the task lives (about 190 bytes per task besides the pickle).
+    let run_spec = Bytes::copy_from_slice(&rask_comm::fields::bytes_field(rec, "run_spec")?);
     let order = rec.get("order").and_then(Value::as_i64).unwrap_or(0);
     let prefix =
         opt_str(rec, "prefix")?.unwrap_or_else(|| key.first_str().unwrap_or("task").into());
@@ -330,18 +204,4 @@ pub fn stimulus_id(msg: &Value, default: &str) -> Arc<str> {
         || format!("{default}-{}", crate::runtime::now()).into(),
         Arc::from,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timedeltas() {
-        assert_eq!(parse_timedelta(&Value::from("60s")), Some(60.0));
-        assert_eq!(parse_timedelta(&Value::from("100 ms")), Some(0.1));
-        assert_eq!(parse_timedelta(&Value::Int(2)), Some(2.0));
-        assert_eq!(parse_timedelta(&Value::from("1 minute")), Some(60.0));
-        assert_eq!(parse_timedelta(&Value::from("soon")), None);
-    }
 }

@@ -33,7 +33,7 @@ fn help() -> String {
     format!(
         "activate an environment with dask[distributed]=={} on this node, or pass --python \
          (or set RASK_PYTHON) to a Python that has it",
-        rask_server::helper::TESTED_DISTRIBUTED
+        rask_protocol::TESTED_DISTRIBUTED
     )
 }
 

@@ -94,11 +94,11 @@ pub async fn run(
         probe.python,
         probe.distributed
     );
-    if probe.distributed != rask_server::helper::TESTED_DISTRIBUTED {
+    if probe.distributed != rask_protocol::TESTED_DISTRIBUTED {
         tracing::warn!(
             "distributed {} found; rask is tested with {}",
             probe.distributed,
-            rask_server::helper::TESTED_DISTRIBUTED
+            rask_protocol::TESTED_DISTRIBUTED
         );
     }
     let n = probe.nworkers;
@@ -383,10 +383,10 @@ async fn nanny_ip(config: &WorkerConfig, scheduler: &str) -> Result<IpAddr, Work
         return resolve(&h).await;
     }
     if let Some(name) = &config.interface {
-        return rask_server::net::interface_ip(name)
+        return rask_comm::net::interface_ip(name)
             .map_err(|e| WorkerError::Config(format!("--interface: {e}")));
     }
-    Ok(rask_server::net::route_ip(scheduler))
+    Ok(rask_comm::net::route_ip(scheduler))
 }
 
 async fn resolve(host: &str) -> Result<IpAddr, WorkerError> {

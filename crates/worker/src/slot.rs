@@ -7,9 +7,9 @@
 //! one task reading one channel, so a restart and an exit can never race.
 
 use crate::launcher::{Child, ChildEvent, Probe};
+use rask_comm::reply::raised;
+use rask_comm::{Comm, CommConfig};
 use rask_protocol::Value;
-use rask_server::comm::Comm;
-use rask_server::translate::raised;
 use serde_json::{json, Value as Json};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -381,8 +381,9 @@ pub async fn serve(listener: TcpListener, slot: mpsc::UnboundedSender<Command>) 
 async fn connection(
     stream: tokio::net::TcpStream,
     slot: mpsc::UnboundedSender<Command>,
-) -> Result<(), rask_server::ServerError> {
-    let mut comm = Comm::accept(stream).await?;
+) -> Result<(), rask_comm::CommError> {
+    // The nanny port speaks plain TCP with Dask's default caps (rask worker refuses --tls-*).
+    let mut comm = Comm::accept(stream, &CommConfig::default()).await?;
     while let Some(msg) = comm.reader.read().await? {
         let op = msg
             .get("op")

@@ -4,7 +4,7 @@
 //! server's errors repeat their own cause in their text, so `anyhow`'s `{:#}` chain would
 //! print it two or three times.
 
-use rask_server::ServerError;
+use rask_comm::CommError;
 use std::path::PathBuf;
 
 /// Errors of `rask zero-worker`. Everything that comes from the network ends up here (or in a
@@ -17,7 +17,7 @@ pub enum ZeroWorkerError {
         /// the scheduler address as given
         address: String,
         /// what went wrong
-        error: ServerError,
+        error: CommError,
     },
     /// The scheduler answered `register-worker` with something other than `status: OK`.
     #[error("the scheduler at {address} refused worker {name}: {message}")]
@@ -39,7 +39,7 @@ pub enum ZeroWorkerError {
     },
     /// A connection failed after it was set up.
     #[error(transparent)]
-    Comm(#[from] ServerError),
+    Comm(#[from] CommError),
     /// The scheduler sent a message of a shape no stock scheduler sends.
     #[error("unexpected message from the scheduler: {0}")]
     BadMessage(String),

@@ -24,8 +24,8 @@ mod worker;
 pub use error::ZeroWorkerError;
 pub use stats::{Report, Stats};
 
+use rask_comm::{Comm, CommConfig};
 use rask_protocol::Value;
-use rask_server::comm::Comm;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -83,7 +83,7 @@ impl Config {
 /// fake worker then reports as its own: a stock worker in the scheduler's environment would
 /// report the same, and any difference becomes a `VersionMismatchWarning` on every client.
 async fn probe(address: &str) -> Result<Value, ZeroWorkerError> {
-    let mut comm = Comm::connect(address, PROBE_TIMEOUT)
+    let mut comm = Comm::connect(address, PROBE_TIMEOUT, &CommConfig::default())
         .await
         .map_err(|error| ZeroWorkerError::Connect {
             address: address.to_string(),
@@ -172,7 +172,7 @@ pub async fn run(
     let host = config
         .host
         .clone()
-        .unwrap_or_else(|| rask_server::net::route_ip(&config.scheduler).to_string());
+        .unwrap_or_else(|| rask_comm::net::route_ip(&config.scheduler).to_string());
     let shared = Arc::new(Shared {
         scheduler: config.scheduler.clone(),
         versions,

@@ -5,9 +5,8 @@ use crate::error::ZeroWorkerError;
 use crate::messages::{self, Identity};
 use crate::state::{lock, Memory, Stop, WorkerState};
 use crate::stats::{unix_now, Stats};
+use rask_comm::{Comm, CommConfig, CommError, CommWriter};
 use rask_protocol::{Key, Value};
-use rask_server::comm::{Comm, CommWriter};
-use rask_server::ServerError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,9 +73,15 @@ pub async fn connect_with_retry(address: &str) -> Result<Comm, ZeroWorkerError> 
     let mut backoff = Duration::from_millis(50);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match Comm::connect(address, left.max(Duration::from_millis(100))).await {
+        match Comm::connect(
+            address,
+            left.max(Duration::from_millis(100)),
+            &CommConfig::default(),
+        )
+        .await
+        {
             Ok(c) => return Ok(c),
-            Err(e @ (ServerError::Io(_) | ServerError::Timeout(..)))
+            Err(e @ (CommError::Io(_) | CommError::Timeout(..)))
                 if Instant::now() + backoff < deadline =>
             {
                 tracing::debug!("connect to {address} failed ({e}); retrying");
@@ -122,7 +127,7 @@ pub async fn register(shared: &Shared, index: usize) -> Result<Registered, ZeroW
     let msg = messages::register_worker(&id, &shared.versions, unix_now());
     let reply = timeout(REPLY_TIMEOUT, comm.request(&msg))
         .await
-        .map_err(|_| ServerError::Timeout(REPLY_TIMEOUT, "the register-worker reply"))??;
+        .map_err(|_| CommError::Timeout(REPLY_TIMEOUT, "the register-worker reply"))??;
     let refused = |message: String| ZeroWorkerError::Refused {
         address: shared.scheduler.clone(),
         name: id.name.clone(),
@@ -197,7 +202,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, address: String, missing: oneshot::
         sleep_until(next).await;
         let start = Instant::now();
         if comm.is_none() {
-            match Comm::connect(&shared.scheduler, REPLY_TIMEOUT).await {
+            match Comm::connect(&shared.scheduler, REPLY_TIMEOUT, &CommConfig::default()).await {
                 Ok(c) => comm = Some(c),
                 Err(e) => tracing::warn!("{address}: heartbeat connection failed: {e}"),
             }
@@ -267,7 +272,7 @@ async fn listen_loop(listener: TcpListener, ctx: Arc<RpcCtx>) {
 
 /// One incoming RPC connection (`Server._handle_comm`, core.py:706-841).
 async fn serve_rpc(stream: TcpStream, ctx: Arc<RpcCtx>) {
-    let mut comm = match Comm::accept(stream).await {
+    let mut comm = match Comm::accept(stream, &CommConfig::default()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!("rpc handshake failed: {e}");
@@ -279,7 +284,7 @@ async fn serve_rpc(stream: TcpStream, ctx: Arc<RpcCtx>) {
     }
 }
 
-async fn rpc_loop(comm: &mut Comm, ctx: &RpcCtx) -> Result<(), ServerError> {
+async fn rpc_loop(comm: &mut Comm, ctx: &RpcCtx) -> Result<(), ZeroWorkerError> {
     while let Some(msg) = comm.reader.read().await? {
         let op = msg.get("op").and_then(Value::as_str).unwrap_or("");
         let reply = msg.get("reply").is_none_or(Value::truthy);
@@ -291,12 +296,14 @@ async fn rpc_loop(comm: &mut Comm, ctx: &RpcCtx) -> Result<(), ServerError> {
                 match timeout(REPLY_TIMEOUT, comm.reader.read()).await {
                     Ok(Ok(Some(v))) if v.as_str() == Some("OK") => {}
                     Ok(Ok(other)) => {
-                        return Err(ServerError::BadMessage(format!(
+                        return Err(ZeroWorkerError::BadMessage(format!(
                             "get_data confirmation was {other:?}, not 'OK'"
                         )))
                     }
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => return Err(ServerError::Timeout(REPLY_TIMEOUT, "get_data's 'OK'")),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {
+                        return Err(CommError::Timeout(REPLY_TIMEOUT, "get_data's 'OK'").into())
+                    }
                 }
             }
             "update_data" => {

@@ -246,7 +246,7 @@ pub fn client_stream_op(
     };
     let topic = match str_field(msg, "topic") {
         Ok(t) => t,
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Some(Err(e.into())),
     };
     ctx.handle.send(move |s| {
         let topics = &mut s.ext.events.topics;

@@ -13,12 +13,12 @@
 //! `ShuffleRunSpec`) runs in a graph helper (`shuffle_create_run`); run ids, participants,
 //! restrictions, broadcasts and clean-up are here.
 
-use crate::comm::Comm;
 use crate::connection::Ctx;
 use crate::error::ServerError;
 use crate::runtime::Scheduler;
 use crate::translate::{field, int_field, key_field, str_field};
 use bytes::Bytes;
+use rask_comm::Comm;
 use rask_core::{Stimulus, TaskStatus};
 use rask_protocol::{Key, Opaque, Value};
 use rustc_hash::FxHashMap;
@@ -361,7 +361,7 @@ async fn barrier(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
             let done = done.clone();
             async move {
                 let r = async {
-                    let mut comm = Comm::connect(w, Duration::from_secs(30)).await?;
+                    let mut comm = Comm::connect(w, Duration::from_secs(30), &ctx.comm).await?;
                     let reply = comm.request(&done).await?;
                     comm.close().await;
                     Ok::<Value, ServerError>(reply)

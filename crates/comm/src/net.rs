@@ -1,7 +1,6 @@
 //! Which local address to use: shared by `rask scheduler --interface`, `rask worker` and
 //! the zero worker.
 
-use crate::ServerError;
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 
 /// The local IP that routes to `address` (`[scheme://]host:port`): what a Dask worker or
@@ -31,10 +30,25 @@ pub fn route_ip(address: &str) -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// Why `--interface NAME` names no usable address.
+#[derive(Debug, thiserror::Error)]
+pub enum InterfaceError {
+    /// The OS would not list its interfaces.
+    #[error("cannot list network interfaces: {0}")]
+    List(std::io::Error),
+    /// No interface of that name has an IPv4 address.
+    #[error("no IPv4 address on interface {name:?}; interfaces here: {available}")]
+    NoAddress {
+        /// the name asked for
+        name: String,
+        /// the interfaces there are, comma-separated
+        available: String,
+    },
+}
+
 /// The IPv4 address of network interface `name` (`--interface ib0`).
-pub fn interface_ip(name: &str) -> Result<IpAddr, ServerError> {
-    let addrs = if_addrs::get_if_addrs()
-        .map_err(|e| ServerError::Startup(format!("cannot list network interfaces: {e}")))?;
+pub fn interface_ip(name: &str) -> Result<IpAddr, InterfaceError> {
+    let addrs = if_addrs::get_if_addrs().map_err(InterfaceError::List)?;
     let mut names: Vec<String> = addrs.iter().map(|a| a.name.clone()).collect();
     names.dedup();
     addrs
@@ -42,11 +56,9 @@ pub fn interface_ip(name: &str) -> Result<IpAddr, ServerError> {
         .filter(|a| a.name == name)
         .map(|a| a.ip())
         .find(IpAddr::is_ipv4)
-        .ok_or_else(|| {
-            ServerError::Startup(format!(
-                "no IPv4 address on interface {name:?}; interfaces here: {}",
-                names.join(", ")
-            ))
+        .ok_or_else(|| InterfaceError::NoAddress {
+            name: name.to_string(),
+            available: names.join(", "),
         })
 }
 

@@ -14,14 +14,14 @@
 //! - **Dead peers**: TCP keepalive and `TCP_USER_TIMEOUT` as `set_tcp_timeout` in
 //!   `tcp.py` sets them, so a vanished host is noticed even on an idle connection.
 
-use crate::error::ServerError;
+use crate::error::CommError;
 use crate::tls::{TlsContext, TlsError};
 use bytes::BytesMut;
 use futures::StreamExt;
 use rask_protocol::handshake::{check_peer_handshake, handshake};
 use rask_protocol::{decode_message, encode_message, FrameCodec, Frames, ProtocolError, Value};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -63,28 +63,6 @@ impl Default for CommConfig {
             require_encryption: false,
         }
     }
-}
-
-/// The settings [`Comm::accept`] and [`Comm::connect`] use. The scheduler dials workers
-/// from many places (`gather`, `update_data`, `run`, the shuffle) that only know an address;
-/// whatever the scheduler was started with (certificates, caps, timeouts) must apply to all
-/// of them, so the one scheduler of a process sets it once at start ([`configure`]).
-static PROCESS: RwLock<Option<Arc<CommConfig>>> = RwLock::new(None);
-
-/// Sets the settings every later `accept`/`connect` of this process uses.
-pub fn configure(config: CommConfig) {
-    if let Ok(mut c) = PROCESS.write() {
-        *c = Some(Arc::new(config));
-    }
-}
-
-/// The settings set with [`configure`], else the defaults.
-pub fn current() -> Arc<CommConfig> {
-    PROCESS
-        .read()
-        .ok()
-        .and_then(|c| c.clone())
-        .unwrap_or_default()
 }
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -178,12 +156,12 @@ impl Decoder for Codec {
 impl CommReader {
     /// The next message, or `None` on a clean EOF. Cancel-safe: dropping the future keeps
     /// a partly read message for the next call.
-    pub async fn read(&mut self) -> Result<Option<Value>, ServerError> {
+    pub async fn read(&mut self) -> Result<Option<Value>, CommError> {
         let mut seen = self.inner.get_ref().bytes;
         loop {
             let next = tokio::select! {
                 biased;
-                _ = self.closed.cancelled() => return Err(ServerError::Closed),
+                _ = self.closed.cancelled() => return Err(CommError::Closed),
                 next = tokio::time::timeout(self.stall, self.inner.next()) => next,
             };
             match next {
@@ -199,7 +177,7 @@ impl CommReader {
                 // TCP_USER_TIMEOUT or keepalive gave up on the peer: a dead host
                 Ok(Some(Err(ProtocolError::Io(e)))) if e.kind() == std::io::ErrorKind::TimedOut => {
                     self.closed.cancel();
-                    let e = ServerError::Stalled(self.stall, "a peer that stopped answering");
+                    let e = CommError::Stalled(self.stall, "a peer that stopped answering");
                     tracing::warn!(peer = %self.peer, "{e}");
                     return Err(e);
                 }
@@ -222,7 +200,7 @@ impl CommReader {
                     let now = self.inner.get_ref().bytes;
                     if self.inner.decoder().in_message && now == seen {
                         self.closed.cancel();
-                        let e = ServerError::Stalled(self.stall, "the rest of a message");
+                        let e = CommError::Stalled(self.stall, "the rest of a message");
                         tracing::warn!(peer = %self.peer, "{e}");
                         return Err(e);
                     }
@@ -236,9 +214,9 @@ impl CommReader {
 impl CommWriter {
     /// Writes one message and flushes. Fails (and closes the connection) if the peer takes
     /// no bytes for `distributed.comm.timeouts.tcp`.
-    pub async fn write(&mut self, msg: &Value) -> Result<(), ServerError> {
+    pub async fn write(&mut self, msg: &Value) -> Result<(), CommError> {
         if self.closed.is_cancelled() {
-            return Err(ServerError::Closed);
+            return Err(CommError::Closed);
         }
         self.buf.clear();
         self.codec.encode(encode_message(msg), &mut self.buf)?;
@@ -249,31 +227,31 @@ impl CommWriter {
         }
         if let Err(e) = &result {
             self.closed.cancel();
-            if matches!(e, ServerError::Stalled(..)) {
+            if matches!(e, CommError::Stalled(..)) {
                 tracing::warn!(peer = %self.peer, "{e}");
             }
         }
         result
     }
 
-    async fn write_buf(&mut self) -> Result<(), ServerError> {
+    async fn write_buf(&mut self) -> Result<(), CommError> {
         // Each write that makes progress restarts the clock: a big message to a slow but
         // live peer is fine, a peer that takes nothing is not.
         while !self.buf.is_empty() {
             match tokio::time::timeout(self.stall, self.io.write_buf(&mut self.buf)).await {
-                Err(_) => return Err(ServerError::Stalled(self.stall, "the peer to read")),
-                Ok(Ok(0)) => return Err(ServerError::Closed),
+                Err(_) => return Err(CommError::Stalled(self.stall, "the peer to read")),
+                Ok(Ok(0)) => return Err(CommError::Closed),
                 Ok(Ok(_)) => {}
                 // the kernel's TCP_USER_TIMEOUT (the same budget) noticed first
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(ServerError::Stalled(self.stall, "the peer to acknowledge"))
+                    return Err(CommError::Stalled(self.stall, "the peer to acknowledge"))
                 }
                 Ok(Err(e)) => return Err(e.into()),
             }
         }
         tokio::time::timeout(self.stall, self.io.flush())
             .await
-            .map_err(|_| ServerError::Stalled(self.stall, "the peer to read"))??;
+            .map_err(|_| CommError::Stalled(self.stall, "the peer to read"))??;
         Ok(())
     }
 }
@@ -351,14 +329,8 @@ impl Comm {
         Comm::new(Box::new(r), Box::new(w), peer, config)
     }
 
-    /// Server side of a new connection with the process settings ([`configure`]).
-    pub async fn accept(stream: TcpStream) -> Result<Comm, ServerError> {
-        Comm::accept_with(stream, &current()).await
-    }
-
-    /// Server side of a new connection with explicit settings; a plain peer on a `tls://`
-    /// listener is an error.
-    pub async fn accept_with(stream: TcpStream, config: &CommConfig) -> Result<Comm, ServerError> {
+    /// Server side of a new connection; a plain peer on a `tls://` listener is an error.
+    pub async fn accept(stream: TcpStream, config: &CommConfig) -> Result<Comm, CommError> {
         match Comm::accept_listener(stream, config).await? {
             Accepted::Ready(comm) => Ok(comm),
             Accepted::Plaintext(_) => Err(TlsError::PlainTcp.into()),
@@ -370,7 +342,7 @@ impl Comm {
     pub async fn accept_listener(
         stream: TcpStream,
         config: &CommConfig,
-    ) -> Result<Accepted, ServerError> {
+    ) -> Result<Accepted, CommError> {
         prepare_socket(&stream, config.tcp_timeout);
         let peer = peer_of(&stream);
         let limit = config.connect_timeout;
@@ -406,27 +378,23 @@ impl Comm {
             Ok(accepted)
         })
         .await
-        .map_err(|_| ServerError::Timeout(limit, "the handshake"))?
+        .map_err(|_| CommError::Timeout(limit, "the handshake"))?
     }
 
-    /// Dials `tcp://host:port` or `tls://host:port` with the process settings (the way
-    /// the scheduler reaches workers for `get_data`, `update_data`, `run`). `timeout`
-    /// bounds the TCP connect; TLS and the handshake get the connect timeout.
-    pub async fn connect(address: &str, timeout: Duration) -> Result<Comm, ServerError> {
-        Comm::connect_with(address, timeout, &current()).await
-    }
-
-    /// [`Comm::connect`] with explicit settings.
-    pub async fn connect_with(
+    /// Dials `tcp://host:port` or `tls://host:port` (the way the scheduler reaches workers
+    /// for `get_data`, `update_data`, `run`, the way workers and tools reach the
+    /// scheduler). `timeout` bounds the TCP connect; TLS and the handshake get
+    /// `config.connect_timeout`.
+    pub async fn connect(
         address: &str,
         timeout: Duration,
         config: &CommConfig,
-    ) -> Result<Comm, ServerError> {
+    ) -> Result<Comm, CommError> {
         let (tls, hostport) = match address.split_once("://") {
             Some(("tcp", rest)) => (false, rest),
             Some(("tls", rest)) => (true, rest),
             Some((_, _)) => {
-                return Err(ServerError::BadAddress(
+                return Err(CommError::BadAddress(
                     address.into(),
                     "only tcp:// and tls:// are supported",
                 ))
@@ -439,7 +407,7 @@ impl Comm {
         let hostport = hostport.trim_end_matches('/');
         let stream = tokio::time::timeout(timeout, TcpStream::connect(hostport))
             .await
-            .map_err(|_| ServerError::Timeout(timeout, "connect"))??;
+            .map_err(|_| CommError::Timeout(timeout, "connect"))??;
         prepare_socket(&stream, config.tcp_timeout);
         let peer = peer_of(&stream);
         let limit = config.connect_timeout;
@@ -465,20 +433,20 @@ impl Comm {
             Ok(comm)
         })
         .await
-        .map_err(|_| ServerError::Timeout(limit, "the handshake"))?
+        .map_err(|_| CommError::Timeout(limit, "the handshake"))?
     }
 
     /// Both sides write their handshake, then read the other's (`comm/core.py:261-276`).
-    pub async fn handshake(&mut self) -> Result<(), ServerError> {
+    pub async fn handshake(&mut self) -> Result<(), CommError> {
         self.writer.write(&handshake()).await?;
-        let theirs = self.reader.read().await?.ok_or(ServerError::Closed)?;
-        check_peer_handshake(&theirs).map_err(ServerError::Handshake)
+        let theirs = self.reader.read().await?.ok_or(CommError::Closed)?;
+        check_peer_handshake(&theirs).map_err(CommError::Handshake)
     }
 
     /// Writes a request and reads its reply.
-    pub async fn request(&mut self, msg: &Value) -> Result<Value, ServerError> {
+    pub async fn request(&mut self, msg: &Value) -> Result<Value, CommError> {
         self.writer.write(msg).await?;
-        self.reader.read().await?.ok_or(ServerError::Closed)
+        self.reader.read().await?.ok_or(CommError::Closed)
     }
 
     /// Tells the peer's server loop that we are done with this connection.
@@ -503,11 +471,11 @@ fn peer_of(stream: &TcpStream) -> String {
 /// Whether the first byte the peer sends is a TLS handshake record (22). A plain Dask peer
 /// starts with its handshake message's 8-byte size instead; telling them apart lets rask
 /// answer that peer with a clear refusal rather than a TLS alert it cannot read.
-async fn looks_like_tls(stream: &TcpStream) -> Result<bool, ServerError> {
+async fn looks_like_tls(stream: &TcpStream) -> Result<bool, CommError> {
     let mut first = [0u8; 1];
     let n = stream.peek(&mut first).await?;
     if n == 0 {
-        return Err(ServerError::Closed);
+        return Err(CommError::Closed);
     }
     Ok(first[0] == 22)
 }
@@ -563,13 +531,13 @@ mod tests {
         client.write_all(&head).await.unwrap();
         let r = tokio::time::timeout(Duration::from_secs(5), comm.reader.read()).await;
         assert!(
-            matches!(r, Ok(Err(ServerError::Stalled(..)))),
+            matches!(r, Ok(Err(CommError::Stalled(..)))),
             "expected a stall, got {r:?}"
         );
         // the writer side is closed too
         assert!(matches!(
             comm.writer.write(&Value::Nil).await,
-            Err(ServerError::Closed)
+            Err(CommError::Closed)
         ));
     }
 
@@ -593,11 +561,8 @@ mod tests {
                 break;
             }
         }
-        assert!(
-            matches!(result, Err(ServerError::Stalled(..))),
-            "{result:?}"
-        );
-        assert!(matches!(reader.read().await, Err(ServerError::Closed)));
+        assert!(matches!(result, Err(CommError::Stalled(..))), "{result:?}");
+        assert!(matches!(reader.read().await, Err(CommError::Closed)));
     }
 
     #[tokio::test]

@@ -16,7 +16,6 @@
 //! encryption is required, or `tls://` without a CA and a certificate, stops the start
 //! with a message, as the stock scheduler does.
 
-use crate::dask_config::TlsSettings;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -94,6 +93,26 @@ impl TlsError {
         };
         TlsError::Handshake(e, hint)
     }
+}
+
+/// `distributed.comm.require-encryption` and `distributed.comm.tls.*` (scheduler side), as
+/// the user's Dask configuration gives them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// refuse plain TCP
+    pub require_encryption: bool,
+    /// `tls.ca-file`
+    pub ca_file: Option<PathBuf>,
+    /// `tls.scheduler.cert`
+    pub cert: Option<PathBuf>,
+    /// `tls.scheduler.key` (else the key is in the cert file)
+    pub key: Option<PathBuf>,
+    /// `tls.ciphers` (an OpenSSL cipher string)
+    pub ciphers: Option<String>,
+    /// `tls.min-version`: `"1.2"` or `"1.3"`
+    pub min_version: Option<String>,
+    /// `tls.max-version`
+    pub max_version: Option<String>,
 }
 
 /// The TLS flags of `rask scheduler` (`dask scheduler`'s `--tls-ca-file`, `--tls-cert`,
