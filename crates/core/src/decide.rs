@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 impl SchedulerState {
     /// Workers allowed to run the task, or `None` if it has no restrictions.
     pub(crate) fn valid_workers(&self, id: TaskId) -> Option<Vec<WorkerId>> {
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         let restricted = !ts.worker_restrictions.is_empty() || !ts.host_restrictions.is_empty();
         if !restricted && ts.resource_restrictions.is_empty() {
             return None;
@@ -104,8 +104,8 @@ impl SchedulerState {
     fn dependency_bytes(&self, id: TaskId) -> (FxHashMap<WorkerId, i64>, i64) {
         let mut local: FxHashMap<WorkerId, i64> = FxHashMap::default();
         let mut total: i64 = 0;
-        for &d in &self.t(id).dependencies {
-            let dts = self.t(d);
+        for &d in &self.expect_task(id).dependencies {
+            let dts = self.expect_task(d);
             total += dts.nbytes;
             for w in &dts.who_has {
                 *local.entry(*w).or_default() += dts.nbytes;

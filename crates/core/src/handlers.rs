@@ -94,9 +94,9 @@ impl SchedulerState {
             } => {
                 // `release_worker_data` (scheduler.py:6033)
                 if let Some(id) = self.task_id(&key) {
-                    if self.t(id).who_has.contains(&worker) {
+                    if self.expect_task(id).who_has.contains(&worker) {
                         self.remove_replica(id, worker);
-                        if self.t(id).who_has.is_empty() {
+                        if self.expect_task(id).who_has.is_empty() {
                             self.transitions(vec![(id, TaskStatus::Released)], &stimulus_id);
                         }
                     }
@@ -114,7 +114,7 @@ impl SchedulerState {
             } => {
                 // `reschedule` (scheduler.py:8240): only the worker running it may give it back
                 if let Some(id) = self.task_id(&key) {
-                    let ts = self.t(id);
+                    let ts = self.expect_task(id);
                     if ts.state == TaskStatus::Processing && ts.processing_on == Some(worker) {
                         self.transitions(vec![(id, TaskStatus::Released)], &stimulus_id);
                     }
@@ -123,9 +123,11 @@ impl SchedulerState {
             Stimulus::LongRunning { worker, key } => {
                 // `handle_long_running`: the task no longer occupies a thread slot
                 if let Some(id) = self.task_id(&key) {
-                    if self.t(id).processing_on == Some(worker) && !self.t(id).long_running {
+                    if self.expect_task(id).processing_on == Some(worker)
+                        && !self.expect_task(id).long_running
+                    {
                         let d = self.expected_duration(id);
-                        self.tm(id).long_running = true;
+                        self.expect_task_mut(id).long_running = true;
                         if let Some(ws) = self.workers.get_mut(&worker) {
                             ws.occupancy = (ws.occupancy - d).max(0.0);
                         }
@@ -145,7 +147,7 @@ impl SchedulerState {
             Stimulus::SetRestrictions { key, workers } => {
                 // `set_restrictions` (scheduler.py): takes effect at the next dispatch
                 if let Some(id) = self.task_id(&key) {
-                    let ts = self.tm(id);
+                    let ts = self.expect_task_mut(id);
                     ts.worker_restrictions = workers.unwrap_or_default().into_iter().collect();
                     ts.loose_restrictions = false;
                 }
@@ -227,7 +229,7 @@ impl SchedulerState {
 
     fn schedule_unrunnable(&mut self, sid: &str) {
         let mut ids: Vec<TaskId> = self.unrunnable.iter().copied().collect();
-        ids.sort_by_key(|id| std::cmp::Reverse(self.t(*id).priority));
+        ids.sort_by_key(|id| std::cmp::Reverse(self.expect_task(*id).priority));
         let recs: Recs = ids
             .into_iter()
             .map(|id| (id, TaskStatus::Processing))
@@ -267,7 +269,7 @@ impl SchedulerState {
         let allowed_failures = self.config.allowed_failures;
         for id in processing {
             if !expected {
-                let ts = self.tm(id);
+                let ts = self.expect_task_mut(id);
                 ts.suspicious += 1;
                 if ts.suspicious > allowed_failures {
                     // `KilledWorker` (scheduler.py:5634-5663), pickled as the stock scheduler does
@@ -293,9 +295,9 @@ impl SchedulerState {
         let mut held: Vec<TaskId> = ws.has_what.iter().copied().collect();
         held.sort();
         for id in held {
-            self.tm(id).who_has.remove(&worker);
-            if self.t(id).who_has.is_empty() {
-                let finish = if self.t(id).run_spec.is_some() {
+            self.expect_task_mut(id).who_has.remove(&worker);
+            if self.expect_task(id).who_has.is_empty() {
+                let finish = if self.expect_task(id).run_spec.is_some() {
                     TaskStatus::Released
                 } else {
                     TaskStatus::Forgotten
@@ -428,17 +430,17 @@ impl SchedulerState {
                 if let Some(did) = self.task_id(&d) {
                     if seen.insert(did) {
                         dep_ids.push(did);
-                        self.tm(did).dependents.insert(id);
+                        self.expect_task_mut(did).dependents.insert(id);
                         self.add_group_dependency(id, did);
                     }
                 }
             }
-            self.tm(id).dependencies = dep_ids;
+            self.expect_task_mut(id).dependencies = dep_ids;
         }
         // client_desires_keys
         let wanted: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
         for &id in &wanted {
-            self.tm(id).who_wants.insert(client);
+            self.expect_task_mut(id).who_wants.insert(client);
             if let Some(cs) = self.clients.get_mut(&client) {
                 cs.wants_what.insert(id);
             }
@@ -449,16 +451,16 @@ impl SchedulerState {
         // failure, which is cleared here.
         let mut erred = Vec::new();
         for &id in &touched {
-            if self.t(id).state != TaskStatus::Released {
+            if self.expect_task(id).state != TaskStatus::Released {
                 continue;
             }
-            let blame = self.t(id).dependencies.iter().find_map(|d| {
-                let dts = self.t(*d);
+            let blame = self.expect_task(id).dependencies.iter().find_map(|d| {
+                let dts = self.expect_task(*d);
                 (dts.state == TaskStatus::Erred)
                     .then_some(dts.exception_blame)
                     .flatten()
             });
-            self.tm(id).exception_blame = blame;
+            self.expect_task_mut(id).exception_blame = blame;
             if blame.is_some() {
                 erred.push((id, TaskStatus::Erred));
             }
@@ -469,20 +471,20 @@ impl SchedulerState {
             .iter()
             .copied()
             .filter(|id| {
-                let t = self.t(*id);
+                let t = self.expect_task(*id);
                 t.state == TaskStatus::Released
                     && t.run_spec.is_some()
                     && t.exception_blame.is_none()
             })
             .collect();
-        runnable.sort_by_key(|id| std::cmp::Reverse(self.t(*id).priority));
+        runnable.sort_by_key(|id| std::cmp::Reverse(self.expect_task(*id).priority));
         recs.extend(runnable.into_iter().map(|id| (id, TaskStatus::Waiting)));
         recs.extend(erred);
         self.transitions(recs, sid);
         for id in wanted {
             if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if matches!(t.state, TaskStatus::Memory | TaskStatus::Erred))
             {
-                let key = self.t(id).key.clone();
+                let key = self.expect_task(id).key.clone();
                 self.report_on_key(client, &key);
             }
         }
@@ -510,11 +512,14 @@ impl SchedulerState {
             let Some(id) = self.task_id(key) else {
                 continue;
             };
-            self.tm(id).who_wants.insert(client);
+            self.expect_task_mut(id).who_wants.insert(client);
             if let Some(cs) = self.clients.get_mut(&client) {
                 cs.wants_what.insert(id);
             }
-            if matches!(self.t(id).state, TaskStatus::Memory | TaskStatus::Erred) {
+            if matches!(
+                self.expect_task(id).state,
+                TaskStatus::Memory | TaskStatus::Erred
+            ) {
                 self.report_on_key(client, key);
             }
         }
@@ -543,10 +548,14 @@ impl SchedulerState {
             if !seen.insert(id) {
                 continue;
             }
-            let ts = self.t(id);
+            let ts = self.expect_task(id);
             let only_me = ts.who_wants.len() == 1 && ts.who_wants.contains(&client);
             if force || only_me {
-                stack.extend(ts.dependents.iter().map(|d| self.t(*d).key.clone()));
+                stack.extend(
+                    ts.dependents
+                        .iter()
+                        .map(|d| self.expect_task(*d).key.clone()),
+                );
                 cancelled.push(key);
                 if force {
                     releases.extend(ts.who_wants.iter().map(|c| (*c, id)));
@@ -578,11 +587,11 @@ impl SchedulerState {
                 continue;
             }
             let erred: Vec<TaskId> = self
-                .t(id)
+                .expect_task(id)
                 .dependencies
                 .iter()
                 .copied()
-                .filter(|d| self.t(*d).state == TaskStatus::Erred)
+                .filter(|d| self.expect_task(*d).state == TaskStatus::Erred)
                 .collect();
             if erred.is_empty() {
                 roots.push(id);
@@ -590,7 +599,10 @@ impl SchedulerState {
                 stack.extend(erred);
             }
         }
-        let touched = seen.iter().map(|id| self.t(*id).key.clone()).collect();
+        let touched = seen
+            .iter()
+            .map(|id| self.expect_task(*id).key.clone())
+            .collect();
         (roots, touched)
     }
 
@@ -622,7 +634,7 @@ impl SchedulerState {
             self.free_keys(worker, vec![key], sid);
             return;
         };
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         match ts.state {
             TaskStatus::Released
             | TaskStatus::NoWorker
@@ -665,7 +677,7 @@ impl SchedulerState {
         sid: &Arc<str>,
     ) {
         let Some(id) = self.task_id(&key) else { return };
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         if ts.state != TaskStatus::Processing {
             return;
         }
@@ -676,7 +688,7 @@ impl SchedulerState {
             return;
         }
         if ts.retries > 0 {
-            self.tm(id).retries -= 1;
+            self.expect_task_mut(id).retries -= 1;
             self.transitions(vec![(id, TaskStatus::Waiting)], sid);
             return;
         }
@@ -694,7 +706,9 @@ impl SchedulerState {
         let mut redundant = Vec::new();
         for key in keys {
             match self.task_id(&key) {
-                Some(id) if self.t(id).state == TaskStatus::Memory => self.add_replica(id, worker),
+                Some(id) if self.expect_task(id).state == TaskStatus::Memory => {
+                    self.add_replica(id, worker)
+                }
                 _ => redundant.push(key),
             }
         }
@@ -758,13 +772,13 @@ impl SchedulerState {
             };
             if let Some(c) = client {
                 if self.clients.contains_key(&c) {
-                    self.tm(id).who_wants.insert(c);
+                    self.expect_task_mut(id).who_wants.insert(c);
                     if let Some(cs) = self.clients.get_mut(&c) {
                         cs.wants_what.insert(id);
                     }
                 }
             }
-            let state = self.t(id).state;
+            let state = self.expect_task(id).state;
             if state == TaskStatus::Processing {
                 // a scattered value replaces a running computation: cancel that run (but
                 // not on a worker that just received the value)
@@ -774,24 +788,24 @@ impl SchedulerState {
                     }
                 }
             }
-            if self.t(id).state == TaskStatus::NoWorker {
+            if self.expect_task(id).state == TaskStatus::NoWorker {
                 self.unrunnable.remove(&id);
             }
-            if self.t(id).state == TaskStatus::Queued {
+            if self.expect_task(id).state == TaskStatus::Queued {
                 self.dequeue(id);
             }
-            if self.t(id).state == TaskStatus::Waiting {
+            if self.expect_task(id).state == TaskStatus::Waiting {
                 // it no longer waits on its dependencies
-                for d in self.t(id).dependencies.clone() {
-                    self.tm(d).waiters.remove(&id);
+                for d in self.expect_task(id).dependencies.clone() {
+                    self.expect_task_mut(d).waiters.remove(&id);
                 }
-                self.tm(id).waiting_on.clear();
+                self.expect_task_mut(id).waiting_on.clear();
             }
-            self.tm(id).nbytes = nbytes;
+            self.expect_task_mut(id).nbytes = nbytes;
             for w in workers {
                 self.add_replica(id, w);
             }
-            if self.t(id).state != TaskStatus::Memory {
+            if self.expect_task(id).state != TaskStatus::Memory {
                 self.add_to_memory(id, Value::Nil, &mut recs);
             } else if let Some(c) = client {
                 self.report_on_key(c, &key);

@@ -73,7 +73,7 @@ impl SchedulerState {
 
     /// `is_rootish`: part of a group much larger than the cluster, with few dependencies.
     pub(crate) fn is_rootish(&self, id: TaskId) -> bool {
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         if !ts.resource_restrictions.is_empty()
             || !ts.worker_restrictions.is_empty()
             || !ts.host_restrictions.is_empty()
@@ -94,7 +94,7 @@ impl SchedulerState {
 
     /// Records that `id`'s group depends on `dep`'s (`TaskGroup.add_dependency`).
     pub(crate) fn add_group_dependency(&mut self, id: TaskId, dep: TaskId) {
-        let (g, dg) = (&self.t(id).group, &self.t(dep).group);
+        let (g, dg) = (&self.expect_task(id).group, &self.expect_task(dep).group);
         if g == dg {
             return;
         }
@@ -146,7 +146,7 @@ impl SchedulerState {
                 break;
             }
             self.transitions(vec![(id, TaskStatus::Processing)], &sid);
-            debug_assert_ne!(self.t(id).state, TaskStatus::Queued);
+            debug_assert_ne!(self.expect_task(id).state, TaskStatus::Queued);
         }
     }
 }

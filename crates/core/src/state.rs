@@ -333,15 +333,21 @@ impl SchedulerState {
 
     // ---- lookups --------------------------------------------------------------------------
 
-    /// A task by id (panics on a dangling id: that is a core bug, never peer input).
-    pub(crate) fn t(&self, id: TaskId) -> &Task {
+    /// The task with this id.
+    ///
+    /// Panics on a dangling id (a forgotten task's): ids come only from the core's own
+    /// records, never from peers (they name tasks by key, looked up with [`Self::task_id`]),
+    /// so a dangling one is a bug in the core.
+    pub(crate) fn expect_task(&self, id: TaskId) -> &Task {
         match self.tasks.get(id.0 as usize) {
             Some(Some(t)) => t,
             _ => panic!("dangling task id {id:?}"),
         }
     }
 
-    pub(crate) fn tm(&mut self, id: TaskId) -> &mut Task {
+    /// The task with this id, mutably. Panics on a dangling id, like [`Self::expect_task`]:
+    /// a core bug, never peer input.
+    pub(crate) fn expect_task_mut(&mut self, id: TaskId) -> &mut Task {
         match self.tasks.get_mut(id.0 as usize) {
             Some(Some(t)) => t,
             _ => panic!("dangling task id {id:?}"),
@@ -355,7 +361,7 @@ impl SchedulerState {
 
     /// A task by key.
     pub fn task(&self, key: &Key) -> Option<&Task> {
-        self.task_id(key).map(|id| self.t(id))
+        self.task_id(key).map(|id| self.expect_task(id))
     }
 
     /// A task by id (`None` once it is forgotten).
@@ -404,7 +410,7 @@ impl SchedulerState {
     /// Addresses of the workers holding a task's result.
     pub fn who_has_addrs(&self, id: TaskId) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> = self
-            .t(id)
+            .expect_task(id)
             .who_has
             .iter()
             .filter_map(|w| self.workers.get(w).map(|w| w.address.clone()))
@@ -467,7 +473,7 @@ impl SchedulerState {
 
     /// Expected duration of a task: the mean of its prefix so far, else Dask's default.
     pub(crate) fn expected_duration(&self, id: TaskId) -> f64 {
-        match self.prefix_durations.get(&self.t(id).prefix) {
+        match self.prefix_durations.get(&self.expect_task(id).prefix) {
             Some((sum, n)) if *n > 0 => sum / *n as f64,
             _ => self.config.unknown_task_duration,
         }

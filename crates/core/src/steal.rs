@@ -87,7 +87,7 @@ impl SchedulerState {
                             stimulus_id: sid.clone(),
                         },
                     );
-                    let key = self.t(id).key.clone();
+                    let key = self.expect_task(id).key.clone();
                     self.emit(Command::Worker(
                         victim.0,
                         ToWorker::StealRequest {
@@ -111,7 +111,7 @@ impl SchedulerState {
         let thief_wait = tws.occupancy / f64::from(tws.nthreads.max(1));
         let mut best: Option<(TaskId, [i64; 3])> = None;
         for &id in vws.processing.iter().take(SAMPLE) {
-            let ts = self.t(id);
+            let ts = self.expect_task(id);
             if self.steals.contains_key(&id)
                 || ts.long_running
                 || !ts.worker_restrictions.is_empty()
@@ -127,7 +127,7 @@ impl SchedulerState {
             let missing: i64 = ts
                 .dependencies
                 .iter()
-                .map(|d| self.t(*d))
+                .map(|d| self.expect_task(*d))
                 .filter(|d| !d.who_has.contains(&thief))
                 .map(|d| d.nbytes)
                 .sum();
@@ -162,8 +162,8 @@ impl SchedulerState {
         let Some(steal) = self.steals.remove(&id) else {
             return;
         };
-        if self.t(id).state != TaskStatus::Processing
-            || self.t(id).processing_on != Some(steal.victim)
+        if self.expect_task(id).state != TaskStatus::Processing
+            || self.expect_task(id).processing_on != Some(steal.victim)
         {
             return;
         }

@@ -111,7 +111,7 @@ impl SchedulerState {
         recs: &mut Recs,
         sid: &Arc<str>,
     ) {
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         if ts.state == finish {
             return;
         }
@@ -147,7 +147,7 @@ impl SchedulerState {
         sid: &Arc<str>,
     ) {
         use TaskStatus::*;
-        let start = self.t(id).state;
+        let start = self.expect_task(id).state;
         if start == finish {
             return;
         }
@@ -190,7 +190,7 @@ impl SchedulerState {
     }
 
     fn released_waiting(&mut self, id: TaskId, recs: &mut Recs) {
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         if ts.has_lost_dependencies || ts.run_spec.is_none() {
             recs.push((id, TaskStatus::Forgotten));
             return;
@@ -198,21 +198,21 @@ impl SchedulerState {
         // A dependency is still erred (e.g. only one of two failed roots was retried):
         // waiting on it would wait forever, so inherit its blame instead.
         let blame = ts.dependencies.iter().find_map(|d| {
-            let dts = self.t(*d);
+            let dts = self.expect_task(*d);
             (dts.state == TaskStatus::Erred)
                 .then_some(dts.exception_blame)
                 .flatten()
         });
         if let Some(b) = blame {
-            self.tm(id).exception_blame = Some(b);
+            self.expect_task_mut(id).exception_blame = Some(b);
             recs.push((id, TaskStatus::Erred));
             return;
         }
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         let deps = ts.dependencies.clone();
         let mut waiting_on = Vec::new();
         for &d in &deps {
-            let dts = self.tm(d);
+            let dts = self.expect_task_mut(d);
             if dts.who_has.is_empty() {
                 waiting_on.push(d);
             }
@@ -223,13 +223,13 @@ impl SchedulerState {
             }
         }
         let waiters = self
-            .t(id)
+            .expect_task(id)
             .dependents
             .iter()
             .copied()
-            .filter(|d| self.t(*d).state == TaskStatus::Waiting)
+            .filter(|d| self.expect_task(*d).state == TaskStatus::Waiting)
             .collect();
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.state = TaskStatus::Waiting;
         ts.waiting_on.extend(waiting_on);
         ts.waiters = waiters;
@@ -239,13 +239,13 @@ impl SchedulerState {
     }
 
     fn waiting_released(&mut self, id: TaskId, recs: &mut Recs) {
-        for d in self.t(id).dependencies.clone() {
-            let dts = self.tm(d);
+        for d in self.expect_task(id).dependencies.clone() {
+            let dts = self.expect_task_mut(d);
             if dts.waiters.remove(&id) && dts.waiters.is_empty() && dts.who_wants.is_empty() {
                 recs.push((d, TaskStatus::Released));
             }
         }
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.waiting_on.clear();
         ts.state = TaskStatus::Released;
         if ts.has_lost_dependencies {
@@ -262,9 +262,9 @@ impl SchedulerState {
     fn waiting_processing(&mut self, id: TaskId, sid: &Arc<str>) {
         let choice = if self.queuing() && self.is_rootish(id) {
             let Some(w) = self.decide_worker_rootish() else {
-                if self.t(id).state != TaskStatus::Queued {
+                if self.expect_task(id).state != TaskStatus::Queued {
                     self.unrunnable.remove(&id);
-                    let ts = self.tm(id);
+                    let ts = self.expect_task_mut(id);
                     ts.state = TaskStatus::Queued;
                     let priority = ts.priority;
                     self.queued.insert((priority, id));
@@ -277,7 +277,7 @@ impl SchedulerState {
         };
         let Some(w) = choice else {
             self.dequeue(id);
-            self.tm(id).state = TaskStatus::NoWorker;
+            self.expect_task_mut(id).state = TaskStatus::NoWorker;
             self.unrunnable.insert(id);
             return;
         };
@@ -296,7 +296,7 @@ impl SchedulerState {
             ws.occupancy += duration;
         }
         self.refresh_worker(w);
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.state = TaskStatus::Processing;
         ts.processing_on = Some(w);
         ts.run_id = Some(run_id);
@@ -306,11 +306,11 @@ impl SchedulerState {
 
     /// `_task_to_msg` (`scheduler.py:3576-3600`).
     fn compute_task_msg(&self, id: TaskId, run_id: u64, sid: &Arc<str>) -> ComputeTask {
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         let mut who_has = Vec::with_capacity(ts.dependencies.len());
         let mut nbytes = Vec::with_capacity(ts.dependencies.len());
         for &d in &ts.dependencies {
-            let dts = self.t(d);
+            let dts = self.expect_task(d);
             who_has.push((dts.key.clone(), self.who_has_addrs(d)));
             nbytes.push((dts.key.clone(), dts.nbytes));
         }
@@ -330,7 +330,7 @@ impl SchedulerState {
 
     /// Takes the task out of the queue (if it is there).
     pub(crate) fn dequeue(&mut self, id: TaskId) {
-        let priority = self.t(id).priority;
+        let priority = self.expect_task(id).priority;
         self.queued.remove(&(priority, id));
     }
 
@@ -339,7 +339,7 @@ impl SchedulerState {
         self.slots_maybe_opened = true;
         self.steals.remove(&id);
         let duration = self.expected_duration(id);
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         let w = ts.processing_on.take()?;
         let long_running = std::mem::replace(&mut ts.long_running, false);
         let ws = self.workers.get_mut(&w)?;
@@ -356,7 +356,7 @@ impl SchedulerState {
 
     fn processing_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
         if let Some(w) = self.exit_processing(id) {
-            let key = self.t(id).key.clone();
+            let key = self.expect_task(id).key.clone();
             self.free_keys(w, vec![key], sid);
         }
         self.propagate_released(id, recs);
@@ -368,7 +368,7 @@ impl SchedulerState {
     }
 
     fn propagate_released(&mut self, id: TaskId, recs: &mut Recs) {
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.state = TaskStatus::Released;
         let rec = if ts.has_lost_dependencies {
             Some(TaskStatus::Forgotten)
@@ -381,8 +381,8 @@ impl SchedulerState {
             recs.push((id, r));
         }
         if rec != Some(TaskStatus::Waiting) {
-            for d in self.t(id).dependencies.clone() {
-                let dts = self.tm(d);
+            for d in self.expect_task(id).dependencies.clone() {
+                let dts = self.expect_task_mut(d);
                 if dts.state != TaskStatus::Released {
                     dts.waiters.remove(&id);
                     if dts.waiters.is_empty() && dts.who_wants.is_empty() {
@@ -390,7 +390,7 @@ impl SchedulerState {
                     }
                 }
             }
-            self.tm(id).waiters.clear();
+            self.expect_task_mut(id).waiters.clear();
         }
     }
 
@@ -404,29 +404,29 @@ impl SchedulerState {
         recs: &mut Recs,
     ) {
         self.exit_processing(id);
-        self.tm(id).nbytes = nbytes;
+        self.expect_task_mut(id).nbytes = nbytes;
         self.add_replica(id, w);
         self.add_to_memory(id, type_, recs);
     }
 
     pub(crate) fn add_to_memory(&mut self, id: TaskId, type_: Value, recs: &mut Recs) {
-        let mut dependents: Vec<TaskId> = self.t(id).dependents.iter().copied().collect();
+        let mut dependents: Vec<TaskId> = self.expect_task(id).dependents.iter().copied().collect();
         // Highest priority (smallest tuple) pushed last, so it is dispatched first.
-        dependents.sort_by_key(|d| std::cmp::Reverse(self.t(*d).priority));
+        dependents.sort_by_key(|d| std::cmp::Reverse(self.expect_task(*d).priority));
         for d in dependents {
-            let dts = self.tm(d);
+            let dts = self.expect_task_mut(d);
             if dts.waiting_on.remove(&id) && dts.waiting_on.is_empty() {
                 recs.push((d, TaskStatus::Processing));
             }
         }
-        for d in self.t(id).dependencies.clone() {
-            let dts = self.tm(d);
+        for d in self.expect_task(id).dependencies.clone() {
+            let dts = self.expect_task_mut(d);
             dts.waiters.remove(&id);
             if dts.waiters.is_empty() && dts.who_wants.is_empty() {
                 recs.push((d, TaskStatus::Released));
             }
         }
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.state = TaskStatus::Memory;
         ts.type_ = type_.clone();
         if !ts.is_needed() {
@@ -444,23 +444,23 @@ impl SchedulerState {
                 ));
             }
         }
-        if self.t(id).who_wants.contains(&FIRE_AND_FORGET) {
+        if self.expect_task(id).who_wants.contains(&FIRE_AND_FORGET) {
             self.client_releases_keys(FIRE_AND_FORGET, &[id], recs);
         }
     }
 
     fn memory_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
-        let key = self.t(id).key.clone();
-        let holders: Vec<WorkerId> = self.t(id).who_has.iter().copied().collect();
+        let key = self.expect_task(id).key.clone();
+        let holders: Vec<WorkerId> = self.expect_task(id).who_has.iter().copied().collect();
         for w in holders {
             self.free_keys(w, vec![key.clone()], sid);
             self.remove_replica(id, w);
         }
-        let clients: Vec<ClientId> = self.t(id).who_wants.iter().copied().collect();
+        let clients: Vec<ClientId> = self.expect_task(id).who_wants.iter().copied().collect();
         for c in clients {
             self.emit(Command::Client(c, ToClient::LostData { key: key.clone() }));
         }
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.state = TaskStatus::Released;
         if ts.run_spec.is_none() || ts.has_lost_dependencies {
             recs.push((id, TaskStatus::Forgotten));
@@ -468,8 +468,8 @@ impl SchedulerState {
             // (an erred input makes released -> waiting err it instead)
             recs.push((id, TaskStatus::Waiting));
         }
-        for d in self.t(id).waiters.clone() {
-            let dts = self.tm(d);
+        for d in self.expect_task(id).waiters.clone() {
+            let dts = self.expect_task_mut(d);
             match dts.state {
                 TaskStatus::NoWorker | TaskStatus::Queued | TaskStatus::Processing => {
                     recs.push((d, TaskStatus::Waiting))
@@ -483,31 +483,31 @@ impl SchedulerState {
     }
 
     fn released_erred(&mut self, id: TaskId, recs: &mut Recs) {
-        let Some(failing) = self.t(id).exception_blame else {
+        let Some(failing) = self.expect_task(id).exception_blame else {
             debug_assert!(false, "released -> erred without blame");
             return;
         };
-        for d in self.t(id).dependents.clone() {
-            let dts = self.tm(d);
+        for d in self.expect_task(id).dependents.clone() {
+            let dts = self.expect_task_mut(d);
             if dts.who_has.is_empty() {
                 dts.exception_blame = Some(failing);
                 recs.push((d, TaskStatus::Erred));
             }
         }
         self.report_erred(id, failing);
-        self.tm(id).state = TaskStatus::Erred;
+        self.expect_task_mut(id).state = TaskStatus::Erred;
     }
 
     fn erred_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.exception = Value::Nil;
         ts.traceback = Value::Nil;
         ts.exception_blame = None;
         ts.state = TaskStatus::Released;
         let erred_on: Vec<WorkerId> = ts.erred_on.drain().collect();
         let key = ts.key.clone();
-        for d in self.t(id).dependents.clone() {
-            if self.t(d).state == TaskStatus::Erred {
+        for d in self.expect_task(id).dependents.clone() {
+            if self.expect_task(d).state == TaskStatus::Erred {
                 recs.push((d, TaskStatus::Waiting));
             }
         }
@@ -516,7 +516,7 @@ impl SchedulerState {
                 self.free_keys(w, vec![key.clone()], sid);
             }
         }
-        let clients: Vec<ClientId> = self.t(id).who_wants.iter().copied().collect();
+        let clients: Vec<ClientId> = self.expect_task(id).who_wants.iter().copied().collect();
         for c in clients {
             self.emit(Command::Client(
                 c,
@@ -535,7 +535,7 @@ impl SchedulerState {
         traceback: Value,
         recs: &mut Recs,
     ) {
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.state = TaskStatus::Erred;
         if let Some(w) = worker {
             ts.erred_on.insert(w);
@@ -552,26 +552,26 @@ impl SchedulerState {
         let failing = ts.exception_blame.unwrap_or(id);
         let waiters: Vec<TaskId> = ts.waiters.drain().collect();
         for d in waiters {
-            self.tm(d).exception_blame = Some(failing);
+            self.expect_task_mut(d).exception_blame = Some(failing);
             recs.push((d, TaskStatus::Erred));
         }
-        for d in self.t(id).dependencies.clone() {
-            let dts = self.tm(d);
+        for d in self.expect_task(id).dependencies.clone() {
+            let dts = self.expect_task_mut(d);
             dts.waiters.remove(&id);
             if dts.waiters.is_empty() && dts.who_wants.is_empty() {
                 recs.push((d, TaskStatus::Released));
             }
         }
         self.report_erred(id, failing);
-        if self.t(id).who_wants.contains(&FIRE_AND_FORGET) {
+        if self.expect_task(id).who_wants.contains(&FIRE_AND_FORGET) {
             self.client_releases_keys(FIRE_AND_FORGET, &[id], recs);
         }
     }
 
     fn report_erred(&mut self, id: TaskId, failing: TaskId) {
-        let f = self.t(failing);
+        let f = self.expect_task(failing);
         let (exception, traceback) = (f.exception.clone(), f.traceback.clone());
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         let key = ts.key.clone();
         let clients: Vec<ClientId> = ts.who_wants.iter().copied().collect();
         for c in clients {
@@ -588,9 +588,9 @@ impl SchedulerState {
 
     /// released/memory -> forgotten (`_propagate_forgotten` + `_remove_key`).
     fn forget(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
-        self.tm(id).state = TaskStatus::Forgotten;
-        for d in self.t(id).dependents.clone() {
-            let dts = self.tm(d);
+        self.expect_task_mut(id).state = TaskStatus::Forgotten;
+        for d in self.expect_task(id).dependents.clone() {
+            let dts = self.expect_task_mut(d);
             dts.has_lost_dependencies = true;
             dts.dependencies.retain(|x| *x != id);
             dts.waiting_on.remove(&id);
@@ -598,27 +598,27 @@ impl SchedulerState {
                 recs.push((d, TaskStatus::Forgotten));
             }
         }
-        let ts = self.tm(id);
+        let ts = self.expect_task_mut(id);
         ts.dependents.clear();
         ts.waiters.clear();
         ts.waiting_on.clear();
         let deps = std::mem::take(&mut ts.dependencies);
         for d in deps {
-            let dts = self.tm(d);
+            let dts = self.expect_task_mut(d);
             dts.dependents.remove(&id);
             dts.waiters.remove(&id);
             if dts.dependents.is_empty() && dts.who_wants.is_empty() {
                 recs.push((d, TaskStatus::Forgotten));
             }
         }
-        let key = self.t(id).key.clone();
-        for w in self.t(id).who_has.clone() {
+        let key = self.expect_task(id).key.clone();
+        for w in self.expect_task(id).who_has.clone() {
             if self.workers.contains_key(&w) {
                 self.free_keys(w, vec![key.clone()], sid);
             }
             self.remove_replica(id, w);
         }
-        let clients: Vec<ClientId> = self.t(id).who_wants.iter().copied().collect();
+        let clients: Vec<ClientId> = self.expect_task(id).who_wants.iter().copied().collect();
         for c in clients {
             if let Some(cs) = self.clients.get_mut(&c) {
                 cs.wants_what.remove(&id);
@@ -639,18 +639,18 @@ impl SchedulerState {
     // ---- replicas and small helpers ------------------------------------------------------
 
     pub(crate) fn add_replica(&mut self, id: TaskId, w: WorkerId) {
-        let nbytes = self.t(id).nbytes;
+        let nbytes = self.expect_task(id).nbytes;
         if let Some(ws) = self.workers.get_mut(&w) {
             if ws.has_what.insert(id) {
                 ws.nbytes += nbytes;
             }
-            self.tm(id).who_has.insert(w);
+            self.expect_task_mut(id).who_has.insert(w);
         }
     }
 
     pub(crate) fn remove_replica(&mut self, id: TaskId, w: WorkerId) {
-        let nbytes = self.t(id).nbytes;
-        self.tm(id).who_has.remove(&w);
+        let nbytes = self.expect_task(id).nbytes;
+        self.expect_task_mut(id).who_has.remove(&w);
         if let Some(ws) = self.workers.get_mut(&w) {
             if ws.has_what.remove(&id) {
                 ws.nbytes -= nbytes;
@@ -683,7 +683,7 @@ impl SchedulerState {
             if !removed {
                 continue;
             }
-            let ts = self.tm(id);
+            let ts = self.expect_task_mut(id);
             ts.who_wants.remove(&client);
             if ts.who_wants.is_empty() {
                 if ts.dependents.is_empty() {
@@ -708,7 +708,7 @@ impl SchedulerState {
             ));
             return;
         };
-        let ts = self.t(id);
+        let ts = self.expect_task(id);
         match ts.state {
             TaskStatus::Memory => {
                 let msg = ToClient::KeyInMemory {
@@ -718,7 +718,7 @@ impl SchedulerState {
                 self.emit(Command::Client(client, msg));
             }
             TaskStatus::Erred => {
-                let f = self.t(ts.exception_blame.unwrap_or(id));
+                let f = self.expect_task(ts.exception_blame.unwrap_or(id));
                 let msg = ToClient::TaskErred {
                     key: key.clone(),
                     exception: f.exception.clone(),

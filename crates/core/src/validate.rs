@@ -13,13 +13,13 @@ impl SchedulerState {
             assert_ne!(ts.state, TaskStatus::Forgotten, "{k} forgotten but present");
             for d in &ts.dependencies {
                 assert!(
-                    self.t(*d).dependents.contains(&id),
+                    self.expect_task(*d).dependents.contains(&id),
                     "{k}: dependency link not mirrored"
                 );
             }
             for d in &ts.dependents {
                 assert!(
-                    self.t(*d).dependencies.contains(&id),
+                    self.expect_task(*d).dependencies.contains(&id),
                     "{k}: dependent link not mirrored"
                 );
             }
@@ -54,7 +54,7 @@ impl SchedulerState {
                     assert!(ts.who_has.is_empty(), "{k} processing with a result");
                     for d in &ts.dependencies {
                         assert_eq!(
-                            self.t(*d).state,
+                            self.expect_task(*d).state,
                             TaskStatus::Memory,
                             "{k} processing before a dependency"
                         );
@@ -65,7 +65,7 @@ impl SchedulerState {
                     for d in &ts.waiting_on {
                         assert!(ts.dependencies.contains(d), "{k} waits on a non-dependency");
                         assert!(
-                            self.t(*d).who_has.is_empty(),
+                            self.expect_task(*d).who_has.is_empty(),
                             "{k} waits on a dependency in memory"
                         );
                     }
@@ -116,7 +116,7 @@ impl SchedulerState {
                 ws.address
             );
             for t in &ws.processing {
-                let ts = self.t(*t);
+                let ts = self.expect_task(*t);
                 assert_eq!(
                     ts.processing_on,
                     Some(*wid),
@@ -126,9 +126,9 @@ impl SchedulerState {
             }
             for t in &ws.has_what {
                 assert!(
-                    self.t(*t).who_has.contains(wid),
+                    self.expect_task(*t).who_has.contains(wid),
                     "{}: has_what mirror",
-                    self.t(*t).key
+                    self.expect_task(*t).key
                 );
             }
         }
@@ -145,7 +145,7 @@ impl SchedulerState {
             );
         }
         for (id, steal) in &self.steals {
-            let ts = self.t(*id);
+            let ts = self.expect_task(*id);
             assert_eq!(
                 (ts.state, ts.processing_on),
                 (TaskStatus::Processing, Some(steal.victim)),
@@ -155,7 +155,7 @@ impl SchedulerState {
         }
         for (_, id) in &self.queued {
             assert_eq!(
-                self.t(*id).state,
+                self.expect_task(*id).state,
                 TaskStatus::Queued,
                 "a task in the queue not in queued"
             );
@@ -178,7 +178,7 @@ impl SchedulerState {
         );
         for id in &self.unrunnable {
             assert_eq!(
-                self.t(*id).state,
+                self.expect_task(*id).state,
                 TaskStatus::NoWorker,
                 "unrunnable task not in no-worker"
             );
