@@ -3,9 +3,10 @@
 //!
 //! Dask's objective: the earliest estimated start time, i.e. the worker's queued work
 //! (`occupancy / nthreads`) plus the time to fetch the dependencies it does not hold
-//! (`bytes / bandwidth`). Dask only considers workers holding a dependency and fixes
-//! imbalance later by work stealing; rask has no stealing yet, so it also lets idle workers
-//! compete and lets the objective weigh the transfer.
+//! (`bytes / bandwidth`). Dask only considers workers holding a dependency and leaves the
+//! imbalance to work stealing. rask also lets an idle worker or two compete with the holders
+//! and lets the objective weigh the transfer, so a chain of tasks does not pile onto the one
+//! worker that holds its inputs; work stealing ([`crate::steal`]) then fixes what remains.
 
 use crate::state::{SchedulerState, TaskId, WorkerId, WorkerStatus};
 use rustc_hash::FxHashMap;
@@ -86,8 +87,9 @@ impl SchedulerState {
             let pool = pool.to_vec();
             return self.best_of(&pool, &local, total);
         }
-        // Without stealing, idle workers compete with the holders so a chain of tasks does
-        // not pile onto one worker; any idle worker is as good as another here.
+        // Idle workers compete with the holders so a chain of tasks does not pile onto one
+        // worker and wait for stealing to spread it; any idle worker is as good as another
+        // here.
         let idle = self.idle.as_slice();
         for i in 0..idle.len().min(IDLE_SAMPLE) {
             let w = idle[(rr + i) % idle.len()];
