@@ -1,6 +1,6 @@
 //! What the core asks the server to send. Names follow the Dask ops they become.
 
-use crate::state::{ClientId, WorkerId};
+use crate::state::{ClientId, Exception, WorkerId};
 use bytes::Bytes;
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
@@ -111,8 +111,8 @@ pub enum ToClient {
     TaskErred {
         /// the key
         key: Key,
-        /// opaque exception
-        exception: Value,
+        /// the blamed task's exception
+        exception: Exception,
         /// opaque traceback (or Nil)
         traceback: Value,
     },

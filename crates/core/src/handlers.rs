@@ -3,7 +3,8 @@
 
 use crate::command::{Command, ToClient, ToWorker};
 use crate::state::{
-    Client, ClientId, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId, WorkerStatus,
+    Client, ClientId, Exception, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId,
+    WorkerStatus,
 };
 use crate::stimulus::{NewTask, Stimulus, WorkerSpec};
 use crate::transitions::{Recs, FIRE_AND_FORGET};
@@ -180,7 +181,7 @@ impl SchedulerState {
                         client,
                         ToClient::TaskErred {
                             key,
-                            exception: exception.clone(),
+                            exception: Exception::Pickled(exception.clone()),
                             traceback: traceback.clone(),
                         },
                     ));
@@ -272,21 +273,15 @@ impl SchedulerState {
                 let ts = self.expect_task_mut(id);
                 ts.suspicious += 1;
                 if ts.suspicious > allowed_failures {
-                    // `KilledWorker` (scheduler.py:5634-5663), pickled as the stock scheduler does
-                    let exc = rask_protocol::pickle::killed_worker(
-                        &ts.key,
-                        &ws.address,
+                    // `KilledWorker` (scheduler.py:5634-5663); the server pickles it as the
+                    // stock scheduler does
+                    let exc = Exception::KilledWorker {
+                        key: ts.key.clone(),
+                        last_worker: ws.address.clone(),
                         allowed_failures,
-                    );
+                    };
                     self.exit_processing(id);
-                    self.propagate_erred(
-                        id,
-                        Some(worker),
-                        Some(id),
-                        Value::Bin(exc),
-                        Value::Nil,
-                        &mut recs,
-                    );
+                    self.propagate_erred(id, Some(worker), Some(id), exc, Value::Nil, &mut recs);
                     continue;
                 }
             }
@@ -694,7 +689,14 @@ impl SchedulerState {
         }
         let mut recs = Recs::new();
         self.exit_processing(id);
-        self.propagate_erred(id, Some(worker), Some(id), exception, traceback, &mut recs);
+        self.propagate_erred(
+            id,
+            Some(worker),
+            Some(id),
+            Exception::Pickled(exception),
+            traceback,
+            &mut recs,
+        );
         self.transitions(recs, sid);
     }
 

@@ -12,7 +12,9 @@
 //!   invariants checked after every stimulus in tests.
 //!
 //! Payloads that only Python understands (results' types, exceptions, `run_spec` pickles) are
-//! carried as `rask_protocol::Value` / `Bytes` and never interpreted.
+//! carried as `rask_protocol::Value` / `Bytes` and never interpreted. The one exception the
+//! scheduler raises itself, `KilledWorker`, is described by [`Exception::KilledWorker`] and
+//! pickled by the server: the core builds no pickles.
 #![warn(missing_docs)]
 
 pub mod command;
@@ -27,7 +29,8 @@ pub mod validate;
 
 pub use command::{Command, ComputeTask, ToClient, ToWorker};
 pub use state::{
-    ClientId, CoreConfig, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId, WorkerStatus,
+    ClientId, CoreConfig, Exception, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId,
+    WorkerStatus,
 };
 pub use stimulus::{NewTask, Stimulus, WorkerSpec};
 pub use transitions::FIRE_AND_FORGET;

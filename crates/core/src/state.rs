@@ -55,6 +55,37 @@ impl TaskStatus {
     }
 }
 
+/// A task's exception as the scheduler passes it on to clients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exception {
+    /// Pickled by the worker that ran the task (or by a graph helper): forwarded untouched
+    /// (may be Nil).
+    Pickled(Value),
+    /// `distributed.scheduler.KilledWorker`: too many workers died while running the task;
+    /// the server pickles it.
+    KilledWorker {
+        /// the task
+        key: Key,
+        /// address of the last worker that died running it
+        last_worker: Arc<str>,
+        /// `distributed.scheduler.allowed-failures`
+        allowed_failures: u32,
+    },
+}
+
+impl Exception {
+    /// No exception reported (`None` in Dask): it does not replace one already recorded.
+    pub(crate) fn is_nil(&self) -> bool {
+        matches!(self, Exception::Pickled(Value::Nil))
+    }
+}
+
+impl From<Value> for Exception {
+    fn from(v: Value) -> Self {
+        Exception::Pickled(v)
+    }
+}
+
 /// `TaskState` (`scheduler.py:1200-1900`), minus what rask does not use yet.
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -91,7 +122,7 @@ pub struct Task {
     /// pickled result type reported by the worker
     pub type_: Value,
     /// exception if this task itself failed
-    pub exception: Value,
+    pub exception: Exception,
     /// traceback if this task itself failed
     pub traceback: Value,
     /// the task whose failure this one reports
@@ -139,7 +170,7 @@ impl Task {
             run_id: None,
             nbytes: 0,
             type_: Value::Nil,
-            exception: Value::Nil,
+            exception: Exception::Pickled(Value::Nil),
             traceback: Value::Nil,
             exception_blame: None,
             erred_on: FxHashSet::default(),

@@ -3,7 +3,7 @@
 //! messages go to the outbox. Recommendations are a stack, like Dask's `dict.popitem()`.
 
 use crate::command::{Command, ComputeTask, ToClient, ToWorker};
-use crate::state::{ClientId, SchedulerState, TaskId, TaskStatus, WorkerId};
+use crate::state::{ClientId, Exception, SchedulerState, TaskId, TaskStatus, WorkerId};
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
 
@@ -168,7 +168,14 @@ impl SchedulerState {
             (Released, Erred) => self.released_erred(id, recs),
             (NoWorker, Erred) => {
                 self.unrunnable.remove(&id);
-                self.propagate_erred(id, None, None, Value::Nil, Value::Nil, recs);
+                self.propagate_erred(
+                    id,
+                    None,
+                    None,
+                    Exception::Pickled(Value::Nil),
+                    Value::Nil,
+                    recs,
+                );
             }
             (Released, Forgotten) | (Memory, Forgotten) => self.forget(id, recs, sid),
             (_, Released) | (Released, _) => {
@@ -500,7 +507,7 @@ impl SchedulerState {
 
     fn erred_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
         let ts = self.expect_task_mut(id);
-        ts.exception = Value::Nil;
+        ts.exception = Exception::Pickled(Value::Nil);
         ts.traceback = Value::Nil;
         ts.exception_blame = None;
         ts.state = TaskStatus::Released;
@@ -531,7 +538,7 @@ impl SchedulerState {
         id: TaskId,
         worker: Option<WorkerId>,
         cause: Option<TaskId>,
-        exception: Value,
+        exception: Exception,
         traceback: Value,
         recs: &mut Recs,
     ) {

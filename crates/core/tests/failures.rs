@@ -5,7 +5,7 @@
 mod env;
 
 use env::*;
-use rask_core::{CoreConfig, TaskStatus, TaskStatus::*, ToClient};
+use rask_core::{CoreConfig, Exception, TaskStatus, TaskStatus::*, ToClient};
 use rask_protocol::Value;
 
 /// One worker at `A`, one client, a submitted graph; returns the first dispatch.
@@ -170,7 +170,7 @@ fn task_erred_reaches_the_client_and_dependents_inherit_the_blame() {
     let a = env.state.task_id(&k("a"));
     assert_eq!(env.task("b").exception_blame, a);
     assert_eq!(env.task("c").exception_blame, a);
-    assert_eq!(env.task("a").exception, exc(&k("a")));
+    assert_eq!(env.task("a").exception, Exception::Pickled(exc(&k("a"))));
     assert_eq!(env.task("a").traceback, tb(&k("a")));
     assert!(env.task("a").erred_on.contains(&w));
     assert!(env.state.worker(w).unwrap().processing.is_empty());
@@ -268,7 +268,7 @@ fn retry_of_an_erred_dependent_restarts_the_failed_root() {
     assert_eq!(again.key, k("a"));
     assert!(again.run_id > ca.run_id);
     env.assert_states(&[("a", Processing), ("b", Waiting)]);
-    assert_eq!(env.task("a").exception, Value::Nil);
+    assert_eq!(env.task("a").exception, Exception::Pickled(Value::Nil));
     assert_eq!(env.task("b").exception_blame, None);
 
     let mut out = env.finish(w, &again);
@@ -545,10 +545,15 @@ fn killed_worker_after_allowed_failures_errs_the_task() {
     };
     assert_eq!(key, &k("b"));
     assert_eq!(traceback, &Value::Nil);
-    // the pickle the stock scheduler sends: KilledWorker('a', <worker with .address>, 1)
+    // what the stock scheduler raises, KilledWorker('a', <the last worker>, 1), for the
+    // server to pickle
     assert_eq!(
         exception,
-        &Value::Bin(rask_protocol::pickle::killed_worker(&k("a"), &next_addr, 1))
+        &Exception::KilledWorker {
+            key: k("a"),
+            last_worker: next_addr.as_str().into(),
+            allowed_failures: 1,
+        }
     );
 }
 

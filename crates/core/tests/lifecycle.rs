@@ -5,7 +5,7 @@
 mod env;
 
 use env::*;
-use rask_core::{Command, Stimulus, TaskStatus::*, ToWorker};
+use rask_core::{Command, Exception, Stimulus, TaskStatus::*, ToWorker};
 use rask_protocol::Value;
 
 #[test]
@@ -473,12 +473,12 @@ fn graph_failed_errs_every_requested_key() {
         vec![
             rask_core::ToClient::TaskErred {
                 key: k("x"),
-                exception: e.clone(),
+                exception: Exception::Pickled(e.clone()),
                 traceback: Value::Nil,
             },
             rask_core::ToClient::TaskErred {
                 key: k("y"),
-                exception: e,
+                exception: Exception::Pickled(e),
                 traceback: Value::Nil,
             },
         ],

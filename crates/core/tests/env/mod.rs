@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use rask_core::{
-    ClientId, Command, ComputeTask, CoreConfig, NewTask, SchedulerState, Stimulus, Task,
+    ClientId, Command, ComputeTask, CoreConfig, Exception, NewTask, SchedulerState, Stimulus, Task,
     TaskStatus, ToClient, ToWorker, WorkerId, WorkerSpec,
 };
 use rask_protocol::{Key, Value};
@@ -819,7 +819,7 @@ pub fn key_in_memory(key: &str) -> ToClient {
 pub fn task_erred(key: &str, culprit: &str) -> ToClient {
     ToClient::TaskErred {
         key: k(key),
-        exception: exc(&k(culprit)),
+        exception: Exception::Pickled(exc(&k(culprit))),
         traceback: tb(&k(culprit)),
     }
 }
