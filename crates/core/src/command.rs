@@ -25,6 +25,9 @@ pub enum Command {
         /// the stimulus that caused it
         stimulus_id: Arc<str>,
     },
+    /// A bug in the core: a change its transition table does not allow was refused and not
+    /// made. Nothing to send; for the server to log (Dask raises it in the handler).
+    Error(crate::error::CoreError),
 }
 
 /// `compute-task` (`scheduler.py:3576-3600`): every field the worker requires.

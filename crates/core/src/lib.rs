@@ -8,8 +8,12 @@
 //! - Task states, transitions and recommendations mirror `distributed/scheduler.py`
 //!   (`_transition_<start>_<finish>`), so a reader can check one against the other.
 //! - [`state`] holds the records, [`transitions`] the state changes, [`decide`] the choice of
-//!   worker, [`queue`] root-task queuing, [`steal`] work stealing, [`stimulus`] and [`command`] the vocabulary in and out, [`validate`] the
+//!   worker, [`queue`] root-task queuing, [`steal`] work stealing, [`stimulus`] and
+//!   [`command`] the vocabulary in and out, [`error`] the core's own bugs, [`validate`] the
 //!   invariants checked after every stimulus in tests.
+//! - A transition the table does not have is a bug in the core, never a peer's fault: it is
+//!   not made, and is reported as [`Command::Error`] ([`CoreError`]) for the server to log;
+//!   with `CoreConfig::validate` (tests) `handle` panics instead.
 //!
 //! Payloads that only Python understands (results' types, exceptions, `run_spec` pickles) are
 //! carried as `rask_protocol::Value` / `Bytes` and never interpreted. The one exception the
@@ -19,6 +23,7 @@
 
 pub mod command;
 pub mod decide;
+pub mod error;
 pub mod handlers;
 pub mod queue;
 pub mod state;
@@ -28,6 +33,7 @@ pub mod transitions;
 pub mod validate;
 
 pub use command::{Command, ComputeTask, ToClient, ToWorker};
+pub use error::CoreError;
 pub use state::{
     ClientId, CoreConfig, Exception, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId,
     WorkerStatus,

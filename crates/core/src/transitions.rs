@@ -3,6 +3,7 @@
 //! messages go to the outbox. Recommendations are a stack, like Dask's `dict.popitem()`.
 
 use crate::command::{Command, ComputeTask, ToClient, ToWorker};
+use crate::error::CoreError;
 use crate::state::{ClientId, Exception, SchedulerState, TaskId, TaskStatus, WorkerId};
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
@@ -165,7 +166,7 @@ impl SchedulerState {
             }
             (Memory, Released) => self.memory_released(id, recs, sid),
             (Erred, Released) => self.erred_released(id, recs, sid),
-            (Released, Erred) => self.released_erred(id, recs),
+            (Released, Erred) => self.released_erred(id, recs, sid),
             (NoWorker, Erred) => {
                 self.unrunnable.remove(&id);
                 self.propagate_erred(
@@ -179,8 +180,14 @@ impl SchedulerState {
             }
             (Released, Forgotten) | (Memory, Forgotten) => self.forget(id, recs, sid),
             (_, Released) | (Released, _) => {
-                // Not an edge Dask has (e.g. processing -> memory without a worker report).
-                debug_assert!(false, "no transition {start:?} -> {finish:?}");
+                // Not an edge Dask has, and no way round through released.
+                let key = self.expect_task(id).key.clone();
+                self.report_error(CoreError::ImpossibleTransition {
+                    key,
+                    start,
+                    finish,
+                    stimulus_id: sid.clone(),
+                });
             }
             _ => {
                 // Via released; if that hop recommends something for this task, that wins
@@ -489,9 +496,14 @@ impl SchedulerState {
         }
     }
 
-    fn released_erred(&mut self, id: TaskId, recs: &mut Recs) {
+    fn released_erred(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
         let Some(failing) = self.expect_task(id).exception_blame else {
-            debug_assert!(false, "released -> erred without blame");
+            // nothing to report to its clients: it stays released
+            let key = self.expect_task(id).key.clone();
+            self.report_error(CoreError::ErredWithoutBlame {
+                key,
+                stimulus_id: sid.clone(),
+            });
             return;
         };
         for d in self.expect_task(id).dependents.clone() {
@@ -735,5 +747,65 @@ impl SchedulerState {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! No stimulus reaches a missing edge (the handlers check a task's state first, and the
+    //! randomized simulator in `tests/random.rs` looks for one), so these ask for one
+    //! directly.
+    use super::*;
+    use crate::error::CoreError;
+    use crate::state::{CoreConfig, Task};
+
+    fn state(validate: bool) -> (SchedulerState, TaskId) {
+        let mut s = SchedulerState::new(CoreConfig {
+            validate,
+            ..CoreConfig::default()
+        });
+        let id = s.insert_task(Task::new(Key::str("x"), "x".into(), Some("spec".into())));
+        (s, id)
+    }
+
+    #[test]
+    fn a_missing_edge_is_reported_and_not_made() {
+        let (mut s, id) = state(false);
+        let sid: Arc<str> = "test".into();
+        s.transitions(vec![(id, TaskStatus::Processing)], &sid);
+        assert_eq!(
+            std::mem::take(&mut s.out),
+            vec![Command::Error(CoreError::ImpossibleTransition {
+                key: Key::str("x"),
+                start: TaskStatus::Released,
+                finish: TaskStatus::Processing,
+                stimulus_id: sid,
+            })]
+        );
+        assert_eq!(s.expect_task(id).state, TaskStatus::Released);
+        s.validate();
+    }
+
+    #[test]
+    fn erring_without_blame_is_reported_and_not_made() {
+        let (mut s, id) = state(false);
+        let sid: Arc<str> = "test".into();
+        s.transitions(vec![(id, TaskStatus::Erred)], &sid);
+        assert_eq!(
+            std::mem::take(&mut s.out),
+            vec![Command::Error(CoreError::ErredWithoutBlame {
+                key: Key::str("x"),
+                stimulus_id: sid,
+            })]
+        );
+        assert_eq!(s.expect_task(id).state, TaskStatus::Released);
+        s.validate();
+    }
+
+    #[test]
+    #[should_panic(expected = "Impossible transition from released to processing for 'x'")]
+    fn a_missing_edge_panics_under_validate() {
+        let (mut s, id) = state(true);
+        s.transitions(vec![(id, TaskStatus::Processing)], &"test".into());
     }
 }

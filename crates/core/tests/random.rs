@@ -249,6 +249,8 @@ impl Sim {
                 Command::Client(c, msg) => self.hear(c, msg),
                 // nothing in these graphs is watched
                 Command::Transitioned { key, .. } => panic!("unexpected transition note for {key}"),
+                // validate panics first; kept so a core error can never pass unnoticed
+                Command::Error(e) => panic!("core error: {e}"),
                 Command::AllClients(msg) => {
                     for c in self.clients.clone() {
                         self.hear(c, msg.clone());
