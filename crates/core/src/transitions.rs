@@ -155,15 +155,14 @@ impl SchedulerState {
         match (start, finish) {
             (Released, Waiting) => self.released_waiting(id, recs),
             (Waiting, Released) => self.waiting_released(id, recs),
-            (Waiting, Processing) | (NoWorker, Processing) | (Queued, Processing) => {
-                self.waiting_processing(id, sid)
-            }
+            (Waiting, Processing) => self.waiting_processing(id, recs, sid),
+            (Waiting, NoWorker) => self.waiting_no_worker(id),
+            (Waiting, Queued) => self.waiting_queued(id),
+            (Queued, Processing) => self.queued_processing(id, sid),
+            (NoWorker, Processing) => self.no_worker_processing(id, sid),
             (Processing, Released) => self.processing_released(id, recs, sid),
             (NoWorker, Released) => self.no_worker_released(id, recs),
-            (Queued, Released) => {
-                self.dequeue(id);
-                self.propagate_released(id, recs);
-            }
+            (Queued, Released) => self.queued_released(id, recs),
             (Memory, Released) => self.memory_released(id, recs, sid),
             (Erred, Released) => self.erred_released(id, recs, sid),
             (Released, Erred) => self.released_erred(id, recs, sid),
@@ -271,33 +270,53 @@ impl SchedulerState {
         }
     }
 
-    /// waiting/no-worker/queued -> processing; or -> queued when it is root-ish and every
-    /// worker is saturated; or -> no-worker when no worker may run it.
-    fn waiting_processing(&mut self, id: TaskId, sid: &Arc<str>) {
-        let choice = if self.queuing() && self.is_rootish(id) {
-            let Some(w) = self.decide_worker_rootish() else {
-                if self.expect_task(id).state != TaskStatus::Queued {
-                    self.unrunnable.remove(&id);
-                    let ts = self.expect_task_mut(id);
-                    ts.state = TaskStatus::Queued;
-                    let priority = ts.priority;
-                    self.queued.insert((priority, id));
-                }
-                return;
-            };
-            Some(w)
+    /// `_transition_waiting_processing`: the dispatch of a ready task. Without a worker for
+    /// it, it recommends `queued` (root-ish with queuing on: every worker is saturated) or
+    /// `no-worker` (no running worker may run it).
+    fn waiting_processing(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
+        let rootish = self.queuing() && self.is_rootish(id);
+        let choice = if rootish {
+            self.decide_worker_rootish()
         } else {
             self.decide_worker(id)
         };
-        let Some(w) = choice else {
+        match choice {
+            Some(w) => self.start_processing(id, w, sid),
+            None if rootish => recs.push((id, TaskStatus::Queued)),
+            None => recs.push((id, TaskStatus::NoWorker)),
+        }
+    }
+
+    /// `_transition_waiting_queued`: held back until a worker has a free slot.
+    fn waiting_queued(&mut self, id: TaskId) {
+        let ts = self.expect_task_mut(id);
+        ts.state = TaskStatus::Queued;
+        let priority = ts.priority;
+        self.queued.insert((priority, id));
+    }
+
+    /// `_transition_waiting_no_worker`: retried when a worker arrives or resumes.
+    fn waiting_no_worker(&mut self, id: TaskId) {
+        self.expect_task_mut(id).state = TaskStatus::NoWorker;
+        self.unrunnable.insert(id);
+    }
+
+    /// `_transition_queued_processing`: the root-ish placement only (a queued task was
+    /// root-ish when it was queued). Without a worker with a free slot it stays queued.
+    fn queued_processing(&mut self, id: TaskId, sid: &Arc<str>) {
+        if let Some(w) = self.decide_worker_rootish() {
             self.dequeue(id);
-            self.expect_task_mut(id).state = TaskStatus::NoWorker;
-            self.unrunnable.insert(id);
-            return;
-        };
-        self.unrunnable.remove(&id);
-        self.dequeue(id);
-        self.start_processing(id, w, sid);
+            self.start_processing(id, w, sid);
+        }
+    }
+
+    /// `_transition_no_worker_processing`: without a worker that may run it, it stays in
+    /// `no-worker`.
+    fn no_worker_processing(&mut self, id: TaskId, sid: &Arc<str>) {
+        if let Some(w) = self.decide_worker(id) {
+            self.unrunnable.remove(&id);
+            self.start_processing(id, w, sid);
+        }
     }
 
     /// Assigns the task to `w` with a new run id and sends it there.
@@ -373,6 +392,11 @@ impl SchedulerState {
             let key = self.expect_task(id).key.clone();
             self.free_keys(w, vec![key], sid);
         }
+        self.propagate_released(id, recs);
+    }
+
+    fn queued_released(&mut self, id: TaskId, recs: &mut Recs) {
+        self.dequeue(id);
         self.propagate_released(id, recs);
     }
 

@@ -6,7 +6,7 @@
 mod env;
 
 use env::*;
-use rask_core::{CoreConfig, TaskStatus::*};
+use rask_core::{CoreConfig, Stimulus, TaskStatus::*};
 
 /// `n` root tasks `x-0..` (one group, `x`), each with a dependent `y-i`, all wanted.
 fn roots_with_dependents(n: usize) -> (Vec<TaskBuilder>, Vec<String>) {
@@ -130,4 +130,29 @@ fn restricted_tasks_are_never_queued() {
     let mut out = env.submit(c, tasks, &wanted);
     assert_eq!(out.take_computes(w).len(), 6);
     out.assert_empty();
+}
+
+/// `no-worker -> processing` is Dask's `_transition_no_worker_processing`: the task goes
+/// wherever `decide_worker` puts it, never to the queue (`no-worker -> queued` is no edge),
+/// even if it has become root-ish meanwhile: here its restriction was lifted.
+#[test]
+fn a_task_leaving_no_worker_is_not_queued() {
+    let mut env = TestEnv::new();
+    let c = env.client();
+    let names: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
+    let tasks = names.iter().map(|n| task(n).workers(&[A])).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    env.submit(c, tasks, &wanted).assert_empty();
+    env.assert_states(&[("x-0", NoWorker), ("x-5", NoWorker)]);
+    for n in &names {
+        env.handle(Stimulus::SetRestrictions {
+            key: k(n),
+            workers: None,
+        })
+        .assert_empty();
+    }
+    let (w, mut out) = env.add_worker(worker(B));
+    assert_eq!(out.take_computes(w).len(), 6);
+    out.assert_empty();
+    assert_eq!(env.state.queued_len(), 0);
 }
