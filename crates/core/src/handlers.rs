@@ -7,7 +7,7 @@ use crate::state::{
     WorkerStatus,
 };
 use crate::stimulus::{NewTask, Stimulus, WorkerSpec};
-use crate::transitions::{Recs, FIRE_AND_FORGET};
+use crate::transitions::{Recs, Report, FIRE_AND_FORGET};
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashSet;
 use std::sync::Arc;
@@ -275,13 +275,18 @@ impl SchedulerState {
                 if ts.suspicious > allowed_failures {
                     // `KilledWorker` (scheduler.py:5634-5663); the server pickles it as the
                     // stock scheduler does
-                    let exc = Exception::KilledWorker {
+                    let exception = Exception::KilledWorker {
                         key: ts.key.clone(),
                         last_worker: ws.address.clone(),
                         allowed_failures,
                     };
-                    self.exit_processing(id);
-                    self.propagate_erred(id, Some(worker), Some(id), exc, Value::Nil, &mut recs);
+                    let report = Report::Erred {
+                        worker,
+                        cause: id,
+                        exception,
+                        traceback: Value::Nil,
+                    };
+                    self.transition(id, TaskStatus::Erred, Some(report), &mut recs, sid);
                     continue;
                 }
             }
@@ -619,7 +624,7 @@ impl SchedulerState {
         run_id: u64,
         nbytes: i64,
         type_: Value,
-        duration: Option<f64>,
+        compute_duration: Option<f64>,
         sid: &Arc<str>,
     ) {
         if !self.workers.contains_key(&worker) {
@@ -647,14 +652,14 @@ impl SchedulerState {
             }
             TaskStatus::Memory => self.add_keys(worker, vec![key], sid),
             TaskStatus::Processing => {
-                if let Some(d) = duration.filter(|d| d.is_finite() && *d >= 0.0) {
-                    let prefix = ts.prefix.clone();
-                    let e = self.prefix_durations.entry(prefix).or_insert((0.0, 0));
-                    e.0 += d;
-                    e.1 += 1;
-                }
+                let report = Report::Finished {
+                    worker,
+                    nbytes,
+                    type_,
+                    compute_duration,
+                };
                 let mut recs = Recs::new();
-                self.processing_memory(id, worker, nbytes, type_, &mut recs);
+                self.transition(id, TaskStatus::Memory, Some(report), &mut recs, sid);
                 self.transitions(recs, sid);
             }
             TaskStatus::Forgotten => {}
@@ -687,16 +692,14 @@ impl SchedulerState {
             self.transitions(vec![(id, TaskStatus::Waiting)], sid);
             return;
         }
-        let mut recs = Recs::new();
-        self.exit_processing(id);
-        self.propagate_erred(
-            id,
-            Some(worker),
-            Some(id),
-            Exception::Pickled(exception),
+        let report = Report::Erred {
+            worker,
+            cause: id,
+            exception: Exception::Pickled(exception),
             traceback,
-            &mut recs,
-        );
+        };
+        let mut recs = Recs::new();
+        self.transition(id, TaskStatus::Erred, Some(report), &mut recs, sid);
         self.transitions(recs, sid);
     }
 
@@ -780,37 +783,19 @@ impl SchedulerState {
                     }
                 }
             }
-            let state = self.expect_task(id).state;
-            if state == TaskStatus::Processing {
-                // a scattered value replaces a running computation: cancel that run (but
-                // not on a worker that just received the value)
-                if let Some(w) = self.exit_processing(id) {
-                    if !workers.contains(&w) {
-                        self.free_keys(w, vec![key.clone()], sid);
-                    }
+            if self.expect_task(id).state == TaskStatus::Memory {
+                // more replicas of a known result
+                self.expect_task_mut(id).nbytes = nbytes;
+                for w in workers {
+                    self.add_replica(id, w);
                 }
-            }
-            if self.expect_task(id).state == TaskStatus::NoWorker {
-                self.unrunnable.remove(&id);
-            }
-            if self.expect_task(id).state == TaskStatus::Queued {
-                self.dequeue(id);
-            }
-            if self.expect_task(id).state == TaskStatus::Waiting {
-                // it no longer waits on its dependencies
-                for d in self.expect_task(id).dependencies.clone() {
-                    self.expect_task_mut(d).waiters.remove(&id);
+                if let Some(c) = client {
+                    self.report_on_key(c, &key);
                 }
-                self.expect_task_mut(id).waiting_on.clear();
-            }
-            self.expect_task_mut(id).nbytes = nbytes;
-            for w in workers {
-                self.add_replica(id, w);
-            }
-            if self.expect_task(id).state != TaskStatus::Memory {
-                self.add_to_memory(id, Value::Nil, &mut recs);
-            } else if let Some(c) = client {
-                self.report_on_key(c, &key);
+            } else {
+                // whatever it was doing, it is in memory now (a table edge in rask)
+                let report = Report::Scattered { workers, nbytes };
+                self.transition(id, TaskStatus::Memory, Some(report), &mut recs, sid);
             }
         }
         self.transitions(recs, sid);

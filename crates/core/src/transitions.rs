@@ -1,6 +1,18 @@
 //! Task state transitions, one function per edge of Dask's `_TRANSITIONS_TABLE`
 //! (`scheduler.py:3060-3086`). Each takes a task and pushes follow-up recommendations;
 //! messages go to the outbox. Recommendations are a stack, like Dask's `dict.popitem()`.
+//!
+//! Every state change goes through [`SchedulerState::transition`] (`Scheduler._transition`):
+//! a table edge, or two hops via `released`; anything else is a [`CoreError`] and is not
+//! made. What a stimulus reported with it (Dask's `**kwargs`: the worker, result size and
+//! type of `task-finished`; the worker, cause and exception of `task-erred`) travels as a
+//! [`Report`], which only the edges that take it accept. The table differs from Dask's in
+//! these edges:
+//! - `(released|waiting|no-worker|queued|processing|erred) -> memory` for scattered data
+//!   ([`Report::Scattered`]): Dask's `update_data` sets `ts.state = "memory"` itself.
+//! - no `waiting -> memory` (a `task-finished` for a waiting task is answered with
+//!   `free-keys` by the handler), no `queued -> erred` (it goes via released) and no
+//!   `memory -> erred` (rask has no actors).
 
 use crate::command::{Command, ComputeTask, ToClient, ToWorker};
 use crate::error::CoreError;
@@ -88,6 +100,42 @@ impl From<Vec<(TaskId, TaskStatus)>> for Recs {
     }
 }
 
+/// What a stimulus reported along with a transition: the `**kwargs` Dask's handlers pass to
+/// `_transition`. Only the edges that take a report accept one.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// `task-finished` (`stimulus_task_finished`) -> `processing -> memory`
+    Finished {
+        /// the worker that ran it and holds the result
+        worker: WorkerId,
+        /// the result's size
+        nbytes: i64,
+        /// its pickled type, forwarded to clients
+        type_: Value,
+        /// seconds computing (Dask's `startstops`), for the prefix's duration estimate
+        compute_duration: Option<f64>,
+    },
+    /// `task-erred` (`stimulus_task_erred`), or `KilledWorker` (`remove_worker`) ->
+    /// `processing -> erred`
+    Erred {
+        /// the worker it failed on (it gets `free-keys` on retry)
+        worker: WorkerId,
+        /// the failed task (the task itself)
+        cause: TaskId,
+        /// what clients are told
+        exception: Exception,
+        /// pickled traceback, or Nil
+        traceback: Value,
+    },
+    /// scatter (`update_data`) -> `... -> memory`
+    Scattered {
+        /// connected workers that received the data
+        workers: Vec<WorkerId>,
+        /// its size
+        nbytes: i64,
+    },
+}
+
 /// The client id reserved for `fire_and_forget` futures (`scheduler.py:1739`).
 pub const FIRE_AND_FORGET: ClientId = ClientId(0);
 
@@ -100,15 +148,18 @@ impl SchedulerState {
             if !matches!(self.tasks.get(id.0 as usize), Some(Some(_))) {
                 continue;
             }
-            self.transition(id, finish, &mut recs, sid);
+            self.transition(id, finish, None, &mut recs, sid);
         }
     }
 
     /// One transition (`Scheduler._transition`): a table edge, or two hops via `released`.
+    /// `report` is what the stimulus reported with it (Dask's `**kwargs`); its
+    /// recommendations go to `recs`.
     pub(crate) fn transition(
         &mut self,
         id: TaskId,
         finish: TaskStatus,
+        report: Option<Report>,
         recs: &mut Recs,
         sid: &Arc<str>,
     ) {
@@ -117,11 +168,11 @@ impl SchedulerState {
             return;
         }
         if !ts.watch {
-            return self.transition_inner(id, finish, recs, sid);
+            return self.transition_inner(id, finish, report, recs, sid);
         }
         let key = ts.key.clone();
         let mark = self.out.len();
-        self.transition_inner(id, finish, recs, sid);
+        self.transition_inner(id, finish, report, recs, sid);
         let now = match self.tasks.get(id.0 as usize) {
             Some(Some(t)) => t.state,
             _ => TaskStatus::Forgotten,
@@ -140,10 +191,12 @@ impl SchedulerState {
         }
     }
 
+    /// The table (`_TRANSITIONS_TABLE`): the edge for `start -> finish` with this report.
     fn transition_inner(
         &mut self,
         id: TaskId,
         finish: TaskStatus,
+        report: Option<Report>,
         recs: &mut Recs,
         sid: &Arc<str>,
     ) {
@@ -152,34 +205,55 @@ impl SchedulerState {
         if start == finish {
             return;
         }
-        match (start, finish) {
-            (Released, Waiting) => self.released_waiting(id, recs),
-            (Waiting, Released) => self.waiting_released(id, recs),
-            (Waiting, Processing) => self.waiting_processing(id, recs, sid),
-            (Waiting, NoWorker) => self.waiting_no_worker(id),
-            (Waiting, Queued) => self.waiting_queued(id),
-            (Queued, Processing) => self.queued_processing(id, sid),
-            (NoWorker, Processing) => self.no_worker_processing(id, sid),
-            (Processing, Released) => self.processing_released(id, recs, sid),
-            (NoWorker, Released) => self.no_worker_released(id, recs),
-            (Queued, Released) => self.queued_released(id, recs),
-            (Memory, Released) => self.memory_released(id, recs, sid),
-            (Erred, Released) => self.erred_released(id, recs, sid),
-            (Released, Erred) => self.released_erred(id, recs, sid),
-            (NoWorker, Erred) => {
-                self.unrunnable.remove(&id);
-                self.propagate_erred(
-                    id,
-                    None,
-                    None,
-                    Exception::Pickled(Value::Nil),
-                    Value::Nil,
-                    recs,
-                );
-            }
-            (Released, Forgotten) | (Memory, Forgotten) => self.forget(id, recs, sid),
-            (_, Released) | (Released, _) => {
-                // Not an edge Dask has, and no way round through released.
+        match (start, finish, report) {
+            (Released, Waiting, None) => self.released_waiting(id, recs),
+            (Waiting, Released, None) => self.waiting_released(id, recs),
+            (Waiting, Processing, None) => self.waiting_processing(id, recs, sid),
+            (Waiting, NoWorker, None) => self.waiting_no_worker(id),
+            (Waiting, Queued, None) => self.waiting_queued(id),
+            (Queued, Released, None) => self.queued_released(id, recs),
+            (Queued, Processing, None) => self.queued_processing(id, sid),
+            (Processing, Released, None) => self.processing_released(id, recs, sid),
+            (
+                Processing,
+                Memory,
+                Some(Report::Finished {
+                    worker,
+                    nbytes,
+                    type_,
+                    compute_duration,
+                }),
+            ) => self.processing_memory(id, worker, nbytes, type_, compute_duration, recs),
+            // Without a report (a dependency's failure blamed on it) processing -> erred
+            // takes the way via released below, which also tells the worker to drop the run.
+            (
+                Processing,
+                Erred,
+                Some(Report::Erred {
+                    worker,
+                    cause,
+                    exception,
+                    traceback,
+                }),
+            ) => self.processing_erred(id, worker, cause, exception, traceback, recs),
+            (NoWorker, Released, None) => self.no_worker_released(id, recs),
+            (NoWorker, Processing, None) => self.no_worker_processing(id, sid),
+            (NoWorker, Erred, None) => self.no_worker_erred(id, recs),
+            (Released, Forgotten, None) | (Memory, Forgotten, None) => self.forget(id, recs, sid),
+            (Memory, Released, None) => self.memory_released(id, recs, sid),
+            (Erred, Released, None) => self.erred_released(id, recs, sid),
+            (Released, Erred, None) => self.released_erred(id, recs, sid),
+            // Not in Dask's table: its `update_data` sets `ts.state = "memory"` itself, from
+            // any state. As edges, scattered data takes the one way every change takes.
+            (
+                Released | Waiting | NoWorker | Queued | Processing | Erred,
+                Memory,
+                Some(Report::Scattered { workers, nbytes }),
+            ) => self.scattered_memory(id, workers, nbytes, recs, sid),
+            // Not an edge, and no way round through released: a report belongs to its edge
+            // (Dask: `assert not kwargs` before going via released), and only a report says
+            // where a result is, so nothing else leads to memory.
+            (_, Released, _) | (Released, _, _) | (_, Memory, _) | (_, _, Some(_)) => {
                 let key = self.expect_task(id).key.clone();
                 self.report_error(CoreError::ImpossibleTransition {
                     key,
@@ -188,15 +262,15 @@ impl SchedulerState {
                     stimulus_id: sid.clone(),
                 });
             }
-            _ => {
+            (_, _, None) => {
                 // Via released; if that hop recommends something for this task, that wins
                 // over `finish` (`scheduler.py` `_transition`: `a_recs.get(key, finish)`).
                 let mut sub = Recs::new();
-                self.transition_inner(id, Released, &mut sub, sid);
+                self.transition_inner(id, Released, None, &mut sub, sid);
                 let next = sub.take(id).unwrap_or(finish);
                 sub.drain_into(recs);
                 if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if t.state == Released) {
-                    self.transition_inner(id, next, recs, sid);
+                    self.transition_inner(id, next, None, recs, sid);
                 }
             }
         }
@@ -432,22 +506,75 @@ impl SchedulerState {
         }
     }
 
-    /// processing -> memory (`_transition_processing_memory` + `_add_to_memory`).
-    pub(crate) fn processing_memory(
+    /// `_transition_processing_memory` + `_add_to_memory`: the worker's result.
+    fn processing_memory(
         &mut self,
         id: TaskId,
         w: WorkerId,
         nbytes: i64,
         type_: Value,
+        compute_duration: Option<f64>,
         recs: &mut Recs,
     ) {
+        // before `exit_processing`, which takes the updated estimate off the worker's
+        // occupancy, as Dask's `add_duration` comes first
+        if let Some(d) = compute_duration.filter(|d| d.is_finite() && *d >= 0.0) {
+            let prefix = self.expect_task(id).prefix.clone();
+            let e = self.prefix_durations.entry(prefix).or_insert((0.0, 0));
+            e.0 += d;
+            e.1 += 1;
+        }
         self.exit_processing(id);
         self.expect_task_mut(id).nbytes = nbytes;
         self.add_replica(id, w);
         self.add_to_memory(id, type_, recs);
     }
 
-    pub(crate) fn add_to_memory(&mut self, id: TaskId, type_: Value, recs: &mut Recs) {
+    /// `(released|waiting|no-worker|queued|processing|erred) -> memory`: data put on
+    /// `workers` (all connected) by scatter, whatever the task was doing (Dask's
+    /// `update_data`). What it was doing stops; it no longer needs its dependencies.
+    fn scattered_memory(
+        &mut self,
+        id: TaskId,
+        workers: Vec<WorkerId>,
+        nbytes: i64,
+        recs: &mut Recs,
+        sid: &Arc<str>,
+    ) {
+        match self.expect_task(id).state {
+            TaskStatus::Processing => {
+                // cancel the run, but not on a worker that just received the value
+                if let Some(w) = self.exit_processing(id) {
+                    if !workers.contains(&w) {
+                        let key = self.expect_task(id).key.clone();
+                        self.free_keys(w, vec![key], sid);
+                    }
+                }
+            }
+            TaskStatus::NoWorker => {
+                self.unrunnable.remove(&id);
+            }
+            TaskStatus::Queued => self.dequeue(id),
+            TaskStatus::Waiting => {
+                for d in self.expect_task(id).dependencies.clone() {
+                    self.expect_task_mut(d).waiters.remove(&id);
+                }
+                self.expect_task_mut(id).waiting_on.clear();
+            }
+            // (an erred task keeps its exception and blame, as in Dask)
+            TaskStatus::Released
+            | TaskStatus::Erred
+            | TaskStatus::Memory
+            | TaskStatus::Forgotten => {}
+        }
+        self.expect_task_mut(id).nbytes = nbytes;
+        for w in workers {
+            self.add_replica(id, w);
+        }
+        self.add_to_memory(id, Value::Nil, recs);
+    }
+
+    fn add_to_memory(&mut self, id: TaskId, type_: Value, recs: &mut Recs) {
         let mut dependents: Vec<TaskId> = self.expect_task(id).dependents.iter().copied().collect();
         // Highest priority (smallest tuple) pushed last, so it is dispatched first.
         dependents.sort_by_key(|d| std::cmp::Reverse(self.expect_task(*d).priority));
@@ -568,8 +695,29 @@ impl SchedulerState {
         }
     }
 
+    /// `_transition_processing_erred`: the worker's failure (`cause` = the task itself).
+    fn processing_erred(
+        &mut self,
+        id: TaskId,
+        worker: WorkerId,
+        cause: TaskId,
+        exception: Exception,
+        traceback: Value,
+        recs: &mut Recs,
+    ) {
+        self.exit_processing(id);
+        self.propagate_erred(id, Some(worker), Some(cause), exception, traceback, recs);
+    }
+
+    /// `_transition_no_worker_erred`: it inherits the blame already set on it.
+    fn no_worker_erred(&mut self, id: TaskId, recs: &mut Recs) {
+        self.unrunnable.remove(&id);
+        let nil = Exception::Pickled(Value::Nil);
+        self.propagate_erred(id, None, None, nil, Value::Nil, recs);
+    }
+
     /// `_propagate_erred`: this task failed (`cause` = itself) or inherits its blame.
-    pub(crate) fn propagate_erred(
+    fn propagate_erred(
         &mut self,
         id: TaskId,
         worker: Option<WorkerId>,
@@ -823,6 +971,57 @@ mod tests {
             })]
         );
         assert_eq!(s.expect_task(id).state, TaskStatus::Released);
+        s.validate();
+    }
+
+    #[test]
+    fn memory_needs_a_report_and_a_report_its_edge() {
+        let (mut s, id) = state(false);
+        let sid: Arc<str> = "test".into();
+        let impossible = |start, finish| {
+            Command::Error(CoreError::ImpossibleTransition {
+                key: Key::str("x"),
+                start,
+                finish,
+                stimulus_id: sid.clone(),
+            })
+        };
+        let mut recs = Recs::new();
+        s.transition(id, TaskStatus::Memory, None, &mut recs, &sid);
+        // a worker's result for a task that is not processing (the handler checks first)
+        let finished = Report::Finished {
+            worker: WorkerId(1),
+            nbytes: 8,
+            type_: Value::Nil,
+            compute_duration: None,
+        };
+        s.transition(id, TaskStatus::Memory, Some(finished), &mut recs, &sid);
+        assert_eq!(
+            std::mem::take(&mut s.out),
+            vec![
+                impossible(TaskStatus::Released, TaskStatus::Memory),
+                impossible(TaskStatus::Released, TaskStatus::Memory),
+            ]
+        );
+        assert_eq!(s.expect_task(id).state, TaskStatus::Released);
+
+        // a report cannot go the way via released (erred -> released -> waiting)
+        s.expect_task_mut(id).exception_blame = Some(id);
+        s.transitions(vec![(id, TaskStatus::Erred)], &sid);
+        assert_eq!(s.expect_task(id).state, TaskStatus::Erred);
+        let erred = Report::Erred {
+            worker: WorkerId(1),
+            cause: id,
+            exception: Exception::Pickled(Value::Nil),
+            traceback: Value::Nil,
+        };
+        s.transition(id, TaskStatus::Waiting, Some(erred), &mut recs, &sid);
+        assert_eq!(
+            std::mem::take(&mut s.out),
+            vec![impossible(TaskStatus::Erred, TaskStatus::Waiting)]
+        );
+        assert_eq!(s.expect_task(id).state, TaskStatus::Erred);
+        assert!(recs.pop().is_none());
         s.validate();
     }
 

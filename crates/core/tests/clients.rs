@@ -387,6 +387,53 @@ fn scatter_over_a_processing_key_replaces_the_run() {
     env.finish(wa, &ca).discard();
 }
 
+/// Scattered data takes a task out of `no-worker` (rask's `no-worker -> memory` edge).
+#[test]
+fn scatter_over_a_no_worker_key_puts_it_in_memory() {
+    let mut env = TestEnv::new();
+    let wb = env.worker_at(B);
+    let c = env.client();
+    env.submit(c, vec![task("a").workers(&[A])], &["a"])
+        .assert_empty();
+    env.assert_states(&[("a", NoWorker)]);
+    let mut out = env.scatter(Some(c), "a", &[wb]);
+    out.assert_client(
+        c,
+        vec![ToClient::KeyInMemory {
+            key: k("a"),
+            type_: Value::Nil,
+        }],
+    );
+    out.assert_empty();
+    env.assert_states(&[("a", Memory)]);
+    assert_eq!(env.who_has("a"), vec![B]);
+}
+
+/// Scattered data replaces a failure too (rask's `erred -> memory` edge; Dask's
+/// `update_data` sets any state to memory).
+#[test]
+fn scatter_over_an_erred_key_puts_it_in_memory() {
+    let mut env = TestEnv::new();
+    let wa = env.worker_at(A);
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a")], &["a"]);
+    let ca = out.take_compute(wa);
+    out.assert_empty();
+    let mut out = env.err(wa, &ca);
+    out.assert_client(c, vec![task_erred("a", "a")]);
+    out.assert_empty();
+    let mut out = env.scatter(Some(c), "a", &[wa]);
+    out.assert_client(
+        c,
+        vec![ToClient::KeyInMemory {
+            key: k("a"),
+            type_: Value::Nil,
+        }],
+    );
+    out.assert_empty();
+    env.assert_states(&[("a", Memory)]);
+}
+
 // ---- worker bookkeeping -------------------------------------------------------------------
 
 #[test]

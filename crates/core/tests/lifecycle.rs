@@ -555,6 +555,29 @@ fn watched_task_reports_released_and_forgotten() {
     );
 }
 
+/// A watched task that fails on its worker reports `erred`, before the client hears of it:
+/// `task-erred` takes the one transition entry point, where Dask calls the plugin hook.
+#[test]
+fn watched_task_reports_erred() {
+    let mut env = TestEnv::new();
+    let w = env.worker_at(A);
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a").watched()], &["a"]);
+    let ca = out.take_compute(w);
+    out.assert_empty();
+    assert_eq!(
+        env.err(w, &ca).take_all(),
+        vec![
+            Command::Transitioned {
+                key: k("a"),
+                finish: Erred,
+                stimulus_id: "task-erred".into(),
+            },
+            Command::Client(c, task_erred("a", "a")),
+        ]
+    );
+}
+
 #[test]
 fn clear_tasks_forgets_everything_and_the_next_graph_runs() {
     let mut env = TestEnv::new();
