@@ -171,7 +171,7 @@ pub enum Stimulus {
         key: Key,
         /// which dispatch
         run_id: u64,
-        /// opaque exception
+        /// opaque exception, passed on as [`crate::Exception::Pickled`]
         exception: Value,
         /// opaque traceback
         traceback: Value,
@@ -268,7 +268,7 @@ pub enum Stimulus {
         client: ClientId,
         /// requested keys
         keys: Vec<Key>,
-        /// pickled exception
+        /// pickled exception, passed on as [`crate::Exception::Pickled`]
         exception: Value,
         /// pickled traceback or Nil
         traceback: Value,

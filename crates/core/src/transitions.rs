@@ -2,14 +2,17 @@
 //! (`scheduler.py:3060-3086`). Each takes a task and pushes follow-up recommendations;
 //! messages go to the outbox. Recommendations are a stack, like Dask's `dict.popitem()`.
 //!
-//! Every state change goes through [`SchedulerState::transition`] (`Scheduler._transition`):
-//! a table edge, or two hops via `released`; anything else is a [`CoreError`] and is not
-//! made. What a stimulus reported with it (Dask's `**kwargs`: the worker, result size and
-//! type of `task-finished`; the worker, cause and exception of `task-erred`) travels as a
-//! [`Report`], which only the edges that take it accept. The table differs from Dask's in
+//! Every change of a task's state goes through `SchedulerState::transition`
+//! (`Scheduler._transition`): a table edge, or two hops via `released`; anything else is a
+//! [`CoreError`] and is not made. (A stolen task moves between workers without changing
+//! state, as in Dask's `move_task_confirm`; `ClearTasks` drops every task at once.)
+//!
+//! What a stimulus reported with a transition (Dask's `**kwargs`: the worker, result size
+//! and type of `task-finished`; the worker, cause and exception of `task-erred`) travels as
+//! a `Report`, which only the edges that take it accept. The table differs from Dask's in
 //! these edges:
 //! - `(released|waiting|no-worker|queued|processing|erred) -> memory` for scattered data
-//!   ([`Report::Scattered`]): Dask's `update_data` sets `ts.state = "memory"` itself.
+//!   (`Report::Scattered`): Dask's `update_data` sets `ts.state = "memory"` itself.
 //! - no `waiting -> memory` (a `task-finished` for a waiting task is answered with
 //!   `free-keys` by the handler), no `queued -> erred` (it goes via released) and no
 //!   `memory -> erred` (rask has no actors).
