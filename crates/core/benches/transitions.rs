@@ -158,7 +158,7 @@ fn scheduler(n_workers: usize) -> (SchedulerState, ClientId) {
                     nthreads: 2,
                     memory_limit: 8 << 30,
                     resources: Vec::new(),
-                    running: true,
+                    status: rask_core::WorkerStatus::Running,
                 },
             },
         );

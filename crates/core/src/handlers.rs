@@ -24,7 +24,7 @@ impl SchedulerState {
                 stimulus_id,
             } => self.remove_worker(worker, expected, &stimulus_id),
             Stimulus::WorkerStatusChange { worker, status } => {
-                self.worker_status_change(worker, &status)
+                self.worker_status_change(worker, status)
             }
             Stimulus::AddClient { id, name } => {
                 self.clients.insert(
@@ -209,11 +209,7 @@ impl SchedulerState {
                 nthreads: spec.nthreads,
                 memory_limit: spec.memory_limit,
                 resources: spec.resources,
-                status: if spec.running {
-                    WorkerStatus::Running
-                } else {
-                    WorkerStatus::NotRunning
-                },
+                status: spec.status,
                 processing: FxHashSet::default(),
                 has_what: FxHashSet::default(),
                 occupancy: 0.0,
@@ -222,7 +218,7 @@ impl SchedulerState {
         );
         self.total_nthreads += u64::from(spec.nthreads);
         self.refresh_worker(id);
-        if spec.running {
+        if spec.status == WorkerStatus::Running {
             self.slots_maybe_opened = true;
             self.schedule_unrunnable("add-worker");
         }
@@ -238,17 +234,13 @@ impl SchedulerState {
         self.transitions(recs, &Arc::from(sid));
     }
 
-    fn worker_status_change(&mut self, worker: WorkerId, status: &str) {
+    fn worker_status_change(&mut self, worker: WorkerId, status: WorkerStatus) {
         let Some(ws) = self.workers.get_mut(&worker) else {
             return;
         };
-        let running = status == "running";
+        let running = status == WorkerStatus::Running;
         let was = ws.status;
-        ws.status = if running {
-            WorkerStatus::Running
-        } else {
-            WorkerStatus::NotRunning
-        };
+        ws.status = status;
         self.refresh_worker(worker);
         if running && was != WorkerStatus::Running {
             self.slots_maybe_opened = true;

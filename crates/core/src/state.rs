@@ -193,13 +193,78 @@ impl Task {
     }
 }
 
-/// `Status` of a worker as far as scheduling cares.
+/// A worker's `Status` (`distributed/core.py`), as the worker reports it
+/// (`worker-status-change`) or the scheduler sets it (retiring). Only a `Running` worker
+/// takes new tasks; the core owns this status, `identity` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerStatus {
-    /// takes new tasks
+    /// `undefined` (also any name Dask does not have)
+    Undefined,
+    /// `created`
+    Created,
+    /// `init`: a stock worker registers with it and reports `running` next
+    Init,
+    /// `starting`
+    Starting,
+    /// `running`: takes new tasks
     Running,
-    /// paused (memory) or closing: keeps its data, takes no new tasks
-    NotRunning,
+    /// `paused`: over its memory's pause fraction; keeps its data, takes no new tasks
+    Paused,
+    /// `stopping`
+    Stopping,
+    /// `stopped`
+    Stopped,
+    /// `closing`
+    Closing,
+    /// `closing_gracefully`: being retired; its data moves to other workers
+    ClosingGracefully,
+    /// `closed`
+    Closed,
+    /// `failed`
+    Failed,
+    /// `dont_reply`
+    DontReply,
+}
+
+impl WorkerStatus {
+    const NAMES: [(WorkerStatus, &'static str); 13] = [
+        (WorkerStatus::Undefined, "undefined"),
+        (WorkerStatus::Created, "created"),
+        (WorkerStatus::Init, "init"),
+        (WorkerStatus::Starting, "starting"),
+        (WorkerStatus::Running, "running"),
+        (WorkerStatus::Paused, "paused"),
+        (WorkerStatus::Stopping, "stopping"),
+        (WorkerStatus::Stopped, "stopped"),
+        (WorkerStatus::Closing, "closing"),
+        (WorkerStatus::ClosingGracefully, "closing_gracefully"),
+        (WorkerStatus::Closed, "closed"),
+        (WorkerStatus::Failed, "failed"),
+        (WorkerStatus::DontReply, "dont_reply"),
+    ];
+
+    /// Dask's spelling.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("undefined", |(_, n)| n)
+    }
+
+    /// The status of Dask's name; `None` for a name Dask does not have.
+    pub fn from_name(name: &str) -> Option<WorkerStatus> {
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(s, _)| *s)
+    }
+}
+
+impl From<&str> for WorkerStatus {
+    /// A name from the wire; one Dask does not have is `Undefined` (not running).
+    fn from(name: &str) -> Self {
+        WorkerStatus::from_name(name).unwrap_or(WorkerStatus::Undefined)
+    }
 }
 
 /// `WorkerState`, reduced to scheduling.
@@ -346,6 +411,12 @@ impl SchedulerState {
             out: Vec::new(),
             now: 0.0,
         }
+    }
+
+    /// Turns the invariant checks after every stimulus on or off (tests of the layers
+    /// above, which build the state with the server's settings).
+    pub fn set_validate(&mut self, on: bool) {
+        self.config.validate = on;
     }
 
     /// Reserves an id for a worker about to register.

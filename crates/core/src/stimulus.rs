@@ -18,8 +18,8 @@ pub struct WorkerSpec {
     pub memory_limit: u64,
     /// abstract resources (`--resources GPU=1`)
     pub resources: Vec<(Arc<str>, f64)>,
-    /// registered as `running` (a stock worker says `init`, then reports `running`)
-    pub running: bool,
+    /// its status at registration (a stock worker says `init`, then reports `running`)
+    pub status: crate::state::WorkerStatus,
 }
 
 /// One task of a submitted graph, as the graph helper describes it (PROTOCOL.md §4.3).
@@ -75,8 +75,8 @@ pub enum Stimulus {
     WorkerStatusChange {
         /// who
         worker: WorkerId,
-        /// `"running"`, `"paused"`, `"closing_gracefully"`, ...
-        status: Arc<str>,
+        /// `running`, `paused`, `closing_gracefully`, ...
+        status: crate::state::WorkerStatus,
     },
     /// `register-client`
     AddClient {

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use rask_core::{
     ClientId, Command, ComputeTask, CoreConfig, Exception, NewTask, SchedulerState, Stimulus, Task,
-    TaskStatus, ToClient, ToWorker, WorkerId, WorkerSpec,
+    TaskStatus, ToClient, ToWorker, WorkerId, WorkerSpec, WorkerStatus,
 };
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub fn worker(address: &str) -> WorkerBuilder {
             nthreads: 1,
             memory_limit: 0,
             resources: Vec::new(),
-            running: true,
+            status: WorkerStatus::Running,
         },
     }
 }
@@ -97,7 +97,7 @@ impl WorkerBuilder {
     }
     /// registers with status `init` (a stock worker), running only after a status change
     pub fn init(mut self) -> Self {
-        self.spec.running = false;
+        self.spec.status = WorkerStatus::Init;
         self
     }
     /// The registration as the server hands it to the core.
