@@ -8,7 +8,7 @@ use bytes::Bytes;
 use rask_protocol::msgpack::decode_value;
 use rask_protocol::Value;
 use rask_server::ordering;
-use rask_server::streams::{add_records, Records};
+use rask_server::translate::records::{add_records, Records};
 
 /// Input: `[mode] rest…`. Even `mode`: `rest` drives [`generate`]. Odd `mode`: `rest` is
 /// msgpack, as the helper's length-prefixed messages are decoded (`helper.rs`,
@@ -27,7 +27,7 @@ pub fn messages(data: &[u8]) -> Vec<Value> {
     }
 }
 
-/// What `streams::update_graph` does with the helper's messages, without the runtime: chunk
+/// What `graph::materialize` does with the helper's messages, without the runtime: chunk
 /// records become tasks as they arrive, the final reply's `tasks` too if its status is OK,
 /// then rask-order gives them priorities (`order_off_runtime`, here on this thread).
 /// Returns how many tasks came out ordered, or `None` if the graph failed.

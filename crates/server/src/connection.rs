@@ -1,24 +1,35 @@
 //! One accepted connection (`Server._handle_comm`, `distributed/core.py:706-841`): a
-//! sequence of `{"op": ...}` requests, each answered unless `reply=False`; the
-//! registration ops turn it into a long-lived stream.
+//! sequence of `{"op": ...}` requests, each looked up in the op table and answered unless
+//! `reply=False`; the registration ops turn it into a long-lived stream.
 
-use crate::error::ServerError;
-use crate::helper::HelperPool;
-use crate::runtime::Handle;
-use crate::{rpc, streams};
+use crate::error::{Invalid, RequestError};
+use crate::event::Handle;
+use crate::ops::{self, ConnectionOp, Serve};
+use crate::streams;
+use crate::translate::{client, reply, worker};
 use rask_comm::tls::TlsError;
-use rask_comm::{Accepted, Comm, CommConfig};
+use rask_comm::{Accepted, Comm, CommConfig, CommError};
 use rask_protocol::Value;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What every connection task needs.
 pub struct Ctx {
     /// the state task
     pub handle: Handle,
-    /// graph helpers
-    pub helpers: HelperPool,
     /// caps, timeouts and TLS of accepted connections
     pub comm: Arc<CommConfig>,
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The transport failed.
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    /// The peer sent something it should not have (it got an error reply first).
+    #[error(transparent)]
+    Request(#[from] RequestError),
 }
 
 /// Serves one connection until the peer closes it, errs, or it becomes a stream that ends.
@@ -37,128 +48,125 @@ pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
     match result {
         Ok(()) => {}
         // A peer going away is ordinary (Dask closes pooled connections with a reset when
-        // a process exits); thousands of them must not flood the log.
-        Err(e) if is_disconnect(&e) => tracing::debug!(%peer, "connection closed: {e}"),
-        // the connection logged these itself, naming the limit
-        Err(ServerError::Comm(e)) if e.is_logged_limit() => {
+        // a process exits); thousands of them must not flood the log. The connection
+        // logged the limits it enforced itself, naming them.
+        Err(ConnectionError::Comm(e)) if e.is_disconnect() || e.is_logged_limit() => {
             tracing::debug!(%peer, "connection closed: {e}")
         }
         Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
     }
 }
 
-/// Whether `e` only says the peer went away.
-fn is_disconnect(e: &ServerError) -> bool {
-    matches!(e, ServerError::Comm(e) if e.is_disconnect())
-}
-
 /// A plain Dask peer on a `tls://` listener: answers its first request with an error it
 /// can show its user (instead of a TLS alert it cannot parse and a retry loop until its
 /// connect timeout), then closes. Nothing it sends is acted upon.
-async fn refuse_plaintext(mut comm: Comm) -> Result<(), ServerError> {
+async fn refuse_plaintext(mut comm: Comm) -> Result<(), ConnectionError> {
     let refused = TlsError::PlainTcp;
     let text = refused.to_string();
-    if let Ok(Ok(Some(mut msg))) =
-        tokio::time::timeout(std::time::Duration::from_secs(5), comm.reader.read()).await
+    if let Ok(Ok(Some(msg))) =
+        tokio::time::timeout(Duration::from_secs(5), comm.reader.read()).await
     {
-        let reply = match msg.take("op").as_ref().and_then(Value::as_str) {
+        let answer = match msg.get("op").and_then(Value::as_str) {
             // `Client._ensure_connected` raises the stream-start's "error"
-            Some("register-client") => Value::Array(vec![Value::map([
-                ("op", Value::from("stream-start")),
-                ("error", Value::from(text)),
-                ("warning", Value::from("")),
-            ])]),
+            Some("register-client") => Value::Array(vec![client::stream_start(&text)]),
             // `Worker._register_with_scheduler` raises on a status other than "OK"
-            Some("register-worker") => Value::map([
-                ("status", Value::from("error")),
-                ("message", Value::from(text)),
-                ("time", Value::Float(crate::runtime::now())),
-            ]),
-            _ => crate::translate::raised("RuntimeError", &text),
+            Some("register-worker") => worker::refused(&text),
+            _ => rask_comm::reply::raised("RuntimeError", &text),
         };
-        let _ = comm.writer.write(&reply).await;
+        let _ = comm.writer.write(&answer).await;
     }
-    Err(rask_comm::CommError::from(refused).into())
+    Err(CommError::from(refused).into())
 }
 
-/// The error reply Dask's `error_message` builds (`core.py:1596-1640`), with a pickled
-/// exception so the client raises the right type.
-pub fn error_reply(e: &ServerError) -> Value {
-    let text = e.to_string();
-    let kind = match e {
-        ServerError::UnknownOp(_) => "ValueError",
-        ServerError::BadMessage(_) | ServerError::Field(_) | ServerError::Comm(_) => "TypeError",
-        ServerError::Timeout(..) => "TimeoutError",
-        _ => "RuntimeError",
-    };
-    crate::translate::raised(kind, &text)
+/// Answers `e` to the peer; the connection ends if the peer was at fault.
+async fn answer_error(comm: &mut Comm, op: &str, e: RequestError) -> Result<bool, ConnectionError> {
+    tracing::warn!(peer = %comm.peer, %op, "request failed: {e}");
+    comm.writer.write(&reply::error(&e)).await?;
+    if e.is_peer_fault() {
+        return Err(e.into());
+    }
+    Ok(true)
 }
 
-async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), ServerError> {
+async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), ConnectionError> {
     loop {
         let Some(mut msg) = comm.reader.read().await? else {
             return Ok(());
         };
         let op = match msg.take("op") {
             Some(Value::Str(op)) => op,
-            _ if !matches!(msg, Value::Map(_)) => {
-                let e = ServerError::BadMessage(format!(
-                    "expected a dict with an 'op', got {}",
-                    msg.type_name()
-                ));
-                let _ = comm.writer.write(&error_reply(&e)).await;
-                return Err(e);
-            }
             _ => {
-                let e = ServerError::BadMessage("message has no 'op' string".into());
-                let _ = comm.writer.write(&error_reply(&e)).await;
-                return Err(e);
+                let e = if matches!(msg, Value::Map(_)) {
+                    Invalid::NoOp
+                } else {
+                    Invalid::NotADict(msg.type_name())
+                };
+                answer_error(&mut comm, "?", e.into()).await?;
+                continue;
             }
         };
-        let reply = msg.take("reply").is_none_or(|v| v.truthy());
+        let wants_reply = msg.take("reply").is_none_or(|v| v.truthy());
         let close = msg.take("close").is_some_and(|v| v.truthy());
         msg.take("serializers");
-        match &*op {
-            "register-client" => return streams::client_stream(comm, msg, ctx.clone()).await,
-            "register-worker" => return streams::worker_stream(comm, msg, ctx.clone()).await,
-            "register_nanny" => {
-                // The nanny reads our reply, then sends one status message once its worker
-                // process started (scheduler.py:4802-4815).
-                comm.writer
-                    .write(&Value::map([
-                        ("status", Value::from("OK")),
-                        ("nanny-plugins", Value::Map(Vec::new())),
-                    ]))
-                    .await?;
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(600), comm.reader.read())
-                        .await;
-                return Ok(());
+        let Some(entry) = ops::rpc_op(&op) else {
+            let e = RequestError::UnknownOp {
+                kind: "RPC",
+                op: op.to_string(),
+            };
+            answer_error(&mut comm, &op, e).await?;
+            continue;
+        };
+        let request = match entry.serve {
+            Serve::Connection(ConnectionOp::RegisterClient) => {
+                return streams::client_stream(comm, msg, ctx.clone()).await
             }
-            "close" => {
-                if reply {
+            Serve::Connection(ConnectionOp::RegisterWorker) => {
+                return streams::worker_stream(comm, msg, ctx.clone()).await
+            }
+            Serve::Connection(ConnectionOp::RegisterNanny) => return register_nanny(comm).await,
+            Serve::Connection(ConnectionOp::Close | ConnectionOp::CloseStream) => {
+                if wants_reply {
                     comm.writer.write(&Value::from("OK")).await?;
                 }
                 return Ok(());
             }
-            _ => {}
-        }
-        match rpc::dispatch(&op, msg, ctx).await {
-            Ok(v) => {
-                if reply {
-                    comm.writer.write(&v).await?;
-                }
-            }
+            Serve::NotSupported(reason) => Err(RequestError::NotSupported {
+                op: entry.name,
+                reason,
+            }),
+            Serve::Rpc(parse) => parse(&msg),
+            // the RPC table has no stream ops
+            Serve::Client(_) | Serve::Worker(_) => Err(RequestError::UnknownOp {
+                kind: "RPC",
+                op: op.to_string(),
+            }),
+        };
+        let answer = match request {
+            Ok(request) => ctx.handle.rpc(request).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(v) if wants_reply => comm.writer.write(&v).await?,
+            Ok(_) => {}
             Err(e) => {
-                tracing::warn!(peer = %comm.peer, %op, "request failed: {e}");
-                comm.writer.write(&error_reply(&e)).await?;
-                if e.is_peer_fault() {
-                    return Ok(());
-                }
+                answer_error(&mut comm, &op, e).await?;
             }
         }
         if close {
             return Ok(());
         }
     }
+}
+
+/// `register_nanny`: the nanny reads our reply, then sends one status message once its
+/// worker process started (scheduler.py:4802-4815). rask keeps no nanny plugins.
+async fn register_nanny(mut comm: Comm) -> Result<(), ConnectionError> {
+    comm.writer
+        .write(&Value::map([
+            ("status", Value::from("OK")),
+            ("nanny-plugins", Value::Map(Vec::new())),
+        ]))
+        .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(600), comm.reader.read()).await;
+    Ok(())
 }

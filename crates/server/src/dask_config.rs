@@ -7,7 +7,6 @@
 //! `python/rask_graph_helper.py`). A value that does not parse stops the helper, and so the
 //! scheduler, with a message naming the key.
 
-use crate::error::ServerError;
 pub use rask_comm::tls::TlsSettings;
 use rask_protocol::Value;
 use std::path::PathBuf;
@@ -65,7 +64,7 @@ impl Default for DaskConfig {
 
 impl DaskConfig {
     /// Reads the `config` map of a helper's `ready` message.
-    pub fn from_helper(ready: &Value) -> Result<DaskConfig, ServerError> {
+    pub fn from_helper(ready: &Value) -> Result<DaskConfig, ConfigError> {
         let c = ready
             .get("config")
             .ok_or_else(|| bad("config", "missing from the graph helper's ready message"))?;
@@ -95,46 +94,59 @@ impl DaskConfig {
     }
 }
 
-fn bad(key: &str, why: &str) -> ServerError {
-    ServerError::Startup(format!("Dask config {key}: {why}"))
+/// A Dask configuration value rask cannot use (the scheduler does not start).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("Dask config {key}: {why}")]
+pub struct ConfigError {
+    /// the key, as the graph helper names it
+    pub key: String,
+    /// what is wrong with its value
+    pub why: &'static str,
 }
 
-fn field<'a>(c: &'a Value, key: &str) -> Result<&'a Value, ServerError> {
+fn bad(key: &str, why: &'static str) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        why,
+    }
+}
+
+fn field<'a>(c: &'a Value, key: &str) -> Result<&'a Value, ConfigError> {
     c.get(key).ok_or_else(|| bad(key, "missing"))
 }
 
 fn optional<T>(
     c: &Value,
     key: &str,
-    read: fn(&Value, &str) -> Result<T, ServerError>,
-) -> Result<Option<T>, ServerError> {
+    read: fn(&Value, &str) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
     match c.get(key) {
         None | Some(Value::Nil) => Ok(None),
         Some(_) => read(c, key).map(Some),
     }
 }
 
-fn int(c: &Value, key: &str) -> Result<u64, ServerError> {
+fn int(c: &Value, key: &str) -> Result<u64, ConfigError> {
     field(c, key)?
         .as_i64()
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| bad(key, "expected a whole number >= 0"))
 }
 
-fn float(c: &Value, key: &str) -> Result<f64, ServerError> {
+fn float(c: &Value, key: &str) -> Result<f64, ConfigError> {
     field(c, key)?
         .as_f64()
         .filter(|x| !x.is_nan())
         .ok_or_else(|| bad(key, "expected a number"))
 }
 
-fn seconds(c: &Value, key: &str) -> Result<Duration, ServerError> {
+fn seconds(c: &Value, key: &str) -> Result<Duration, ConfigError> {
     let s = float(c, key)?;
     Duration::try_from_secs_f64(s).map_err(|_| bad(key, "expected a time interval >= 0"))
 }
 
 /// A period something repeats at: zero would spin, so it must be positive.
-fn interval(c: &Value, key: &str) -> Result<Duration, ServerError> {
+fn interval(c: &Value, key: &str) -> Result<Duration, ConfigError> {
     let d = seconds(c, key)?;
     if d.is_zero() {
         return Err(bad(key, "must be longer than 0"));
@@ -142,14 +154,14 @@ fn interval(c: &Value, key: &str) -> Result<Duration, ServerError> {
     Ok(d)
 }
 
-fn boolean(c: &Value, key: &str) -> Result<bool, ServerError> {
+fn boolean(c: &Value, key: &str) -> Result<bool, ConfigError> {
     match field(c, key)? {
         Value::Bool(b) => Ok(*b),
         _ => Err(bad(key, "expected True or False")),
     }
 }
 
-fn text(c: &Value, key: &str) -> Result<String, ServerError> {
+fn text(c: &Value, key: &str) -> Result<String, ConfigError> {
     field(c, key)?
         .as_str()
         .map(str::to_string)

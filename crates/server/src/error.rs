@@ -1,55 +1,298 @@
-//! Errors at the server's boundaries.
+//! The server's errors, one enum per boundary:
+//! - [`RequestError`]: a peer's request or stream message that cannot be served; it
+//!   becomes the Python exception the client raises ([`RequestError::python_type`]).
+//! - [`HelperError`]: a graph helper that could not do its job.
+//! - [`StartupError`]: `rask scheduler` cannot start (it prints this and exits).
+//!
+//! The transport's own failures are [`rask_comm::CommError`].
 
 use rask_comm::{CommError, FieldError};
-use rask_protocol::ProtocolError;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Why a connection, a request or the server itself failed.
+/// Why a request (an RPC, or a message on a client's or worker's stream) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The connection failed.
-    #[error(transparent)]
-    Comm(#[from] CommError),
-    /// A field of a message is missing or of the wrong type.
+pub enum RequestError {
+    /// A field is missing or of the wrong type.
     #[error("bad message: {0}")]
     Field(#[from] FieldError),
-    /// Undecodable bytes from a graph helper.
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
-    /// A pipe to a graph helper failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    /// The message is well-typed but not what Dask sends.
+    #[error("bad message: {0}")]
+    Invalid(#[from] Invalid),
+    /// No scheduler has an op of this name.
+    #[error("unknown {kind} op {op:?}")]
+    UnknownOp {
+        /// "RPC", "client stream" or "worker stream"
+        kind: &'static str,
+        /// the name the peer sent
+        op: String,
+    },
+    /// An op of Dask's scheduler that rask does not serve (`ops.rs` says why).
+    #[error("rask scheduler does not support the operation {op:?} yet: {reason}")]
+    NotSupported {
+        /// the op
+        op: &'static str,
+        /// what the user reads
+        reason: &'static str,
+    },
     /// A bounded wait ran out.
     #[error("timed out after {0:?} waiting for {1}")]
-    Timeout(std::time::Duration, &'static str),
-    /// A message that decodes but is not what Dask sends: wrong type, missing field.
-    #[error("bad message: {0}")]
-    BadMessage(String),
-    /// An op name rask does not know (or does not support yet).
-    #[error("{0}")]
-    UnknownOp(String),
-    /// The state task is gone (the scheduler is shutting down).
+    Timeout(Duration, &'static str),
+    /// A worker or nanny the scheduler called did not do what was asked.
+    #[error("worker {address} failed: {failure}")]
+    Worker {
+        /// the worker (or nanny) address, or a list of them
+        address: String,
+        /// what went wrong
+        failure: WorkerFailure,
+    },
+    /// Dialing a worker failed.
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    /// The graph helper could not do its job.
+    #[error(transparent)]
+    Helper(#[from] HelperError),
+    /// The state task is gone: the scheduler is shutting down.
     #[error("scheduler is shutting down")]
     ShuttingDown,
-    /// A worker answered an RPC with an error or nonsense.
-    #[error("worker {0} failed: {1}")]
-    Worker(String, String),
-    /// The graph helper could not do its job.
-    #[error("graph helper: {0}")]
-    Helper(String),
-    /// Start-up problem (Python without `distributed`, port taken, unwritable file).
-    #[error("{0}")]
-    Startup(String),
 }
 
-impl ServerError {
-    /// Whether the peer sent something malformed (its connection is then closed).
+/// A well-typed message that is not what a Dask peer sends.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Invalid {
+    /// A message that is not a dict.
+    #[error("expected a dict with an 'op', got {0}")]
+    NotADict(&'static str),
+    /// A dict without an `op` string.
+    #[error("message has no 'op' string")]
+    NoOp,
+    /// Parallel lists of different lengths.
+    #[error("{0}: the lists differ in length")]
+    Lengths(&'static str),
+    /// A number outside what the op accepts.
+    #[error("{field} must be in {range}, not {got}")]
+    OutOfRange {
+        /// the field
+        field: &'static str,
+        /// e.g. "1..=3"
+        range: String,
+        /// what came
+        got: i64,
+    },
+    /// A time interval Dask's `parse_timedelta` would refuse.
+    #[error("bad timeout {0}")]
+    Timedelta(String),
+    /// A `MultiLock` id that already acquires or holds its locks.
+    #[error("MultiLock {0} is already acquiring or holding its locks")]
+    MultiLockBusy(String),
+    /// A shuffle op for a shuffle the scheduler does not know.
+    #[error("No active shuffle {0}")]
+    NoShuffle(String),
+    /// A shuffle op for another run than the active one.
+    #[error("run_id={run_id} does not match SchedulerShuffleState<{id}[{active}]>")]
+    ShuffleRun {
+        /// the shuffle
+        id: String,
+        /// the run the request names
+        run_id: i64,
+        /// the active run
+        active: i64,
+    },
+}
+
+/// What a worker or nanny did wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerFailure {
+    /// It answered with something other than what the op returns.
+    #[error("{op} replied {reply}")]
+    Reply {
+        /// the op the scheduler sent
+        op: &'static str,
+        /// the reply, in Rust debug form
+        reply: String,
+    },
+    /// It kept answering `busy`.
+    #[error("stayed busy")]
+    Busy,
+    /// Nannies did not shut their workers down in time.
+    #[error("{failed}/{of} nanny worker(s) did not shut down within {timeout:?}")]
+    NotShutDown {
+        /// how many did not
+        failed: usize,
+        /// how many were asked
+        of: usize,
+        /// the time they had
+        timeout: Duration,
+    },
+    /// Restarted workers did not come back in time.
+    #[error(
+        "Waited for {restarted} worker(s) to reconnect after restarting but, after {timeout:?}, \
+         {missing} have not returned. Consider a longer timeout, or `wait_for_workers=False`."
+    )]
+    NotBack {
+        /// how many were restarted
+        restarted: usize,
+        /// how many are still missing
+        missing: usize,
+        /// the time they had
+        timeout: Duration,
+    },
+    /// `shuffle_inputs_done` failed on a participant.
+    #[error("Unexpected error encountered during P2P barrier: {0}")]
+    Barrier(String),
+    /// Participants of a shuffle could not be told its inputs are done.
+    #[error("could not tell workers that the inputs of shuffle {0} are done")]
+    BarrierUnreachable(String),
+}
+
+impl RequestError {
+    /// The builtin exception the client raises for this error.
+    pub fn python_type(&self) -> &'static str {
+        match self {
+            RequestError::Field(_) | RequestError::Invalid(_) => "TypeError",
+            RequestError::UnknownOp { .. } | RequestError::NotSupported { .. } => "ValueError",
+            RequestError::Timeout(..) => "TimeoutError",
+            _ => "RuntimeError",
+        }
+    }
+
+    /// Whether the peer sent something malformed or unknown: its connection is then
+    /// closed after the error reply, as Dask closes a comm whose handler raised on bad
+    /// input.
     pub fn is_peer_fault(&self) -> bool {
         matches!(
             self,
-            ServerError::Comm(CommError::Protocol(_) | CommError::Handshake(_))
-                | ServerError::Field(_)
-                | ServerError::BadMessage(_)
-                | ServerError::UnknownOp(_)
+            RequestError::Field(_)
+                | RequestError::Invalid(_)
+                | RequestError::UnknownOp { .. }
+                | RequestError::NotSupported { .. }
+                | RequestError::Comm(CommError::Protocol(_) | CommError::Handshake(_))
         )
     }
+}
+
+/// Why a graph helper could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// The interpreter could not be started.
+    #[error("cannot start {python}: {source}")]
+    Spawn {
+        /// the interpreter
+        python: String,
+        /// why
+        source: std::io::Error,
+    },
+    /// The helper reported a fatal start-up error (e.g. a Dask config value it cannot
+    /// parse); the text is the helper's, naming the key and the value.
+    #[error("the graph helper ({python}) cannot start: {message}")]
+    Fatal {
+        /// the interpreter
+        python: String,
+        /// the helper's message
+        message: String,
+    },
+    /// The helper did not become ready in time.
+    #[error("timed out after {0:?} waiting for the graph helper to import dask")]
+    StartTimeout(Duration),
+    /// The helper's pipe failed or its reply could not be decoded.
+    #[error("graph helper pipe: {0}")]
+    Pipe(#[from] std::io::Error),
+    /// The helper's reply is not valid msgpack.
+    #[error("graph helper reply: {0}")]
+    Decode(#[from] rask_protocol::ProtocolError),
+    /// The helper's reply breaks the helper protocol.
+    #[error("graph helper protocol: {0}")]
+    Protocol(&'static str),
+    /// A record of the helper's `update_graph` reply is malformed.
+    #[error("graph helper record: {0}")]
+    Record(#[from] FieldError),
+    /// The helper died while it held this job.
+    #[error(
+        "rask's graph helper process died while materializing this graph ({status}); the \
+         scheduler started a new one. See the scheduler log for its output."
+    )]
+    Died {
+        /// its exit status
+        status: String,
+    },
+    /// `rask-order` could not order the graph.
+    #[error("ordering the graph failed: {0}")]
+    Order(String),
+    /// The pool is gone (the scheduler is shutting down).
+    #[error("graph helpers are shutting down")]
+    Gone,
+}
+
+/// Why `rask scheduler` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The scheduler port cannot be bound.
+    #[error("cannot listen on {addr}: {source} (is another scheduler running on that port?)")]
+    Listen {
+        /// `host:port`
+        addr: String,
+        /// why
+        source: std::io::Error,
+    },
+    /// The dashboard port cannot be bound.
+    #[error("cannot listen for HTTP on port {port}: {source}")]
+    Http {
+        /// the port
+        port: u16,
+        /// why
+        source: std::io::Error,
+    },
+    /// The Python interpreter cannot be run at all.
+    #[error(
+        "cannot run the Python interpreter {python:?} for rask's graph helpers: {source}. \
+         Activate an environment with dask[distributed]=={tested} or pass --python / set \
+         RASK_PYTHON.",
+        tested = rask_protocol::TESTED_DISTRIBUTED
+    )]
+    Python {
+        /// the interpreter
+        python: String,
+        /// why
+        source: std::io::Error,
+    },
+    /// The Python interpreter lacks `distributed`.
+    #[error(
+        "the Python interpreter {python:?} cannot import distributed ({found}). rask's graph \
+         helpers need the same environment as your workers: dask[distributed]=={tested} is \
+         the version rask is tested with. Activate that environment, or pass --python PATH / \
+         set RASK_PYTHON.",
+        tested = rask_protocol::TESTED_DISTRIBUTED
+    )]
+    NoDistributed {
+        /// the interpreter
+        python: String,
+        /// what the check found
+        found: String,
+    },
+    /// The first graph helper did not start.
+    #[error(transparent)]
+    Helper(#[from] HelperError),
+    /// A Dask configuration value rask cannot use.
+    #[error(transparent)]
+    Config(#[from] crate::dask_config::ConfigError),
+    /// TLS settings that do not fit together, or unreadable certificates.
+    #[error(transparent)]
+    Tls(#[from] rask_comm::tls::TlsError),
+    /// A file rask was asked to write.
+    #[error("cannot write {what} {path}: {source}")]
+    Write {
+        /// "scheduler file" or "pid file"
+        what: &'static str,
+        /// the path
+        path: PathBuf,
+        /// why
+        source: std::io::Error,
+    },
+    /// The state task ended: a bug in rask. The scheduler exits rather than keep accepting
+    /// connections nobody can serve.
+    #[error("the scheduler state task stopped: {0}")]
+    StateTask(String),
+    /// The listener's own address could not be read.
+    #[error("cannot read the listening address: {0}")]
+    LocalAddr(std::io::Error),
 }

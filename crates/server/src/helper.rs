@@ -6,7 +6,7 @@
 //! queue; while one materializes a big graph, the others (and the whole scheduler) keep
 //! going. A helper that dies fails only the job it held and is started again.
 
-use crate::error::ServerError;
+use crate::error::{HelperError, StartupError};
 use bytes::Bytes;
 use rask_protocol::msgpack::{decode_value, encode_value};
 use rask_protocol::Value;
@@ -25,7 +25,7 @@ const MAX_REPLY_BYTES: u64 = 32 << 30;
 
 struct Job {
     request: Value,
-    reply: oneshot::Sender<Result<Value, ServerError>>,
+    reply: oneshot::Sender<Result<Value, HelperError>>,
     /// where `{"chunk": [...]}` messages go, for requests that ask for them
     chunks: Option<mpsc::UnboundedSender<Value>>,
 }
@@ -44,10 +44,10 @@ impl HelperPool {
         python: &str,
         n: usize,
         start_timeout: Duration,
-    ) -> Result<(HelperPool, Value), ServerError> {
+    ) -> Result<(HelperPool, Value), HelperError> {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<Value, ServerError>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Value, HelperError>>();
         let mut ready_tx = Some(ready_tx);
         for i in 0..n.max(1) {
             let first = ready_tx.take();
@@ -55,14 +55,26 @@ impl HelperPool {
             let rx = rx.clone();
             tokio::spawn(async move { helper_loop(i, python, rx, start_timeout, first).await });
         }
-        let versions = ready_rx
-            .await
-            .map_err(|_| ServerError::Helper("graph helper task ended".into()))??;
+        let versions = ready_rx.await.map_err(|_| HelperError::Gone)??;
         Ok((HelperPool { tx }, versions))
     }
 
+    /// A pool whose "helper" is `answer`, called in-process for every request: the
+    /// server's tests build task records in Rust instead of running Python.
+    pub fn in_process(
+        answer: impl Fn(Value) -> Result<Value, HelperError> + Send + Sync + 'static,
+    ) -> HelperPool {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let _ = job.reply.send(answer(job.request));
+            }
+        });
+        HelperPool { tx }
+    }
+
     /// Sends one request to the next free helper and waits for its reply.
-    pub async fn call(&self, request: Value) -> Result<Value, ServerError> {
+    pub async fn call(&self, request: Value) -> Result<Value, HelperError> {
         self.submit(request, None).await
     }
 
@@ -73,7 +85,7 @@ impl HelperPool {
         &self,
         request: Value,
         chunks: mpsc::UnboundedSender<Value>,
-    ) -> Result<Value, ServerError> {
+    ) -> Result<Value, HelperError> {
         self.submit(request, Some(chunks)).await
     }
 
@@ -81,7 +93,7 @@ impl HelperPool {
         &self,
         request: Value,
         chunks: Option<mpsc::UnboundedSender<Value>>,
-    ) -> Result<Value, ServerError> {
+    ) -> Result<Value, HelperError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Job {
@@ -89,8 +101,8 @@ impl HelperPool {
                 reply: tx,
                 chunks,
             })
-            .map_err(|_| ServerError::ShuttingDown)?;
-        rx.await.map_err(|_| ServerError::ShuttingDown)?
+            .map_err(|_| HelperError::Gone)?;
+        rx.await.map_err(|_| HelperError::Gone)?
     }
 }
 
@@ -105,7 +117,7 @@ async fn spawn(
     index: usize,
     python: &str,
     start_timeout: Duration,
-) -> Result<(Process, Value), ServerError> {
+) -> Result<(Process, Value), HelperError> {
     let mut child = Command::new(python)
         .arg("-u")
         .arg("-c")
@@ -116,11 +128,14 @@ async fn spawn(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| ServerError::Helper(format!("cannot start {python}: {e}")))?;
+        .map_err(|source| HelperError::Spawn {
+            python: python.to_string(),
+            source,
+        })?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(ServerError::Helper("helper pipes missing".into()));
+        return Err(HelperError::Protocol("the helper's pipes are missing"));
     };
     // The helper's stderr (warnings, tracebacks) goes to our log, one line per event.
     tokio::spawn(async move {
@@ -137,39 +152,40 @@ async fn spawn(
     };
     let ready = tokio::time::timeout(start_timeout, read_reply(&mut p.stdout))
         .await
-        .map_err(|_| ServerError::Timeout(start_timeout, "the graph helper to import dask"))??;
+        .map_err(|_| HelperError::StartTimeout(start_timeout))??;
     match ready.get("op").and_then(Value::as_str) {
         Some("ready") => {}
         // e.g. a malformed Dask config value: the helper names the key and the value
         Some("fatal") => {
             let error = ready.get("error").and_then(Value::as_str).unwrap_or("?");
-            return Err(ServerError::Startup(format!(
-                "the graph helper ({python}) cannot start: {error}"
-            )));
+            return Err(HelperError::Fatal {
+                python: python.to_string(),
+                message: error.to_string(),
+            });
         }
         _ => {
-            return Err(ServerError::Helper(format!(
-                "unexpected first message from helper: {ready:?}"
-            )))
+            return Err(HelperError::Protocol(
+                "the helper's first message is not `ready`",
+            ))
         }
     }
     tracing::debug!(helper = index, pid = ?p.child.id(), "graph helper ready");
     Ok((p, ready))
 }
 
-async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, ServerError> {
+async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, HelperError> {
     let mut len = [0u8; 8];
     stdout.read_exact(&mut len).await?;
     let n = u64::from_le_bytes(len);
     if n > MAX_REPLY_BYTES {
-        return Err(ServerError::Helper(format!(
-            "helper announced a {n}-byte reply"
-        )));
+        return Err(HelperError::Protocol(
+            "the helper announced a reply over 32 GiB",
+        ));
     }
     let mut body = Vec::new();
     (&mut *stdout).take(n).read_to_end(&mut body).await?;
     if body.len() as u64 != n {
-        return Err(ServerError::Helper("the helper's reply ended early".into()));
+        return Err(HelperError::Protocol("the helper's reply ended early"));
     }
     Ok(decode_value(Bytes::from(body))?)
 }
@@ -178,7 +194,7 @@ async fn exchange(
     p: &mut Process,
     mut request: Value,
     chunks: Option<&mpsc::UnboundedSender<Value>>,
-) -> Result<Value, ServerError> {
+) -> Result<Value, HelperError> {
     p.next_id += 1;
     let id = p.next_id;
     request.set("id", Value::Int(id));
@@ -191,7 +207,7 @@ async fn exchange(
     loop {
         let reply = read_reply(&mut p.stdout).await?;
         if reply.get("id").and_then(Value::as_i64) != Some(id) {
-            return Err(ServerError::Helper("helper reply out of order".into()));
+            return Err(HelperError::Protocol("a helper reply out of order"));
         }
         match (reply.get("chunk").is_some(), chunks) {
             (false, _) => return Ok(reply),
@@ -200,8 +216,8 @@ async fn exchange(
                 let _ = tx.send(reply);
             }
             (true, None) => {
-                return Err(ServerError::Helper(
-                    "helper sent a chunk for a request that asked for none".into(),
+                return Err(HelperError::Protocol(
+                    "a helper chunk for a request that asked for none",
                 ))
             }
         }
@@ -213,7 +229,7 @@ async fn helper_loop(
     python: String,
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
     start_timeout: Duration,
-    mut first: Option<oneshot::Sender<Result<Value, ServerError>>>,
+    mut first: Option<oneshot::Sender<Result<Value, HelperError>>>,
 ) {
     let mut failures = 0u32;
     loop {
@@ -265,10 +281,7 @@ async fn helper_loop(
                         helper = index,
                         "graph helper died ({status}): {e}; starting a new one"
                     );
-                    let _ = job.reply.send(Err(ServerError::Helper(format!(
-                        "rask's graph helper process died while materializing this graph ({status}); \
-                         the scheduler started a new one. See the scheduler log for its output."
-                    ))));
+                    let _ = job.reply.send(Err(HelperError::Died { status }));
                     break;
                 }
             }
@@ -278,7 +291,7 @@ async fn helper_loop(
 
 /// Runs `python -c <source> check`: the interpreter must import `distributed`.
 /// Returns the helper's JSON report.
-pub async fn check_python(python: &str) -> Result<serde_json::Value, ServerError> {
+pub async fn check_python(python: &str) -> Result<serde_json::Value, StartupError> {
     let out = Command::new(python)
         .arg("-c")
         .arg(HELPER_SOURCE)
@@ -286,12 +299,9 @@ pub async fn check_python(python: &str) -> Result<serde_json::Value, ServerError
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot run the Python interpreter {python:?} for rask's graph helpers: {e}. \
-                 Activate an environment with dask[distributed]=={} or pass --python / set RASK_PYTHON.",
-                rask_protocol::TESTED_DISTRIBUTED
-            ))
+        .map_err(|source| StartupError::Python {
+            python: python.to_string(),
+            source,
         })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: Option<serde_json::Value> = stdout
@@ -310,13 +320,10 @@ pub async fn check_python(python: &str) -> Result<serde_json::Value, ServerError
                     let err = String::from_utf8_lossy(&out.stderr);
                     err.lines().last().unwrap_or("no output").to_string()
                 });
-            Err(ServerError::Startup(format!(
-                "the Python interpreter {python:?} cannot import distributed ({found}). \
-                 rask's graph helpers need the same environment as your workers: \
-                 dask[distributed]=={} is the version rask is tested with. \
-                 Activate that environment, or pass --python PATH / set RASK_PYTHON.",
-                rask_protocol::TESTED_DISTRIBUTED
-            )))
+            Err(StartupError::NoDistributed {
+                python: python.to_string(),
+                found,
+            })
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `Client.dashboard_link` needs that port. rask serves `/health` and a plain status page
 //! until its dashboard exists.
 
-use crate::runtime::Handle;
+use crate::event::{Event, Handle};
 use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
@@ -35,19 +35,13 @@ pub async fn serve(listener: TcpListener, handle: Handle) {
 }
 
 async fn status(State(handle): State<Handle>) -> Html<String> {
-    let text = handle
-        .call(|s| {
-            format!(
-                "<h1>rask scheduler</h1><p>{}</p><p>workers: {} &middot; threads: {} &middot; clients: {} &middot; tasks: {}</p>\
-                 <p>The rask dashboard is not written yet.</p>",
-                s.address,
-                s.workers.len(),
-                s.workers.values().map(|w| w.nthreads as u64).sum::<u64>(),
-                s.clients.len(),
-                s.core.n_tasks()
-            )
-        })
-        .await
-        .unwrap_or_else(|_| "shutting down".into());
+    let text = match handle.ask(Event::Snapshot).await {
+        Ok(s) => format!(
+            "<h1>rask scheduler</h1><p>{}</p><p>workers: {} &middot; threads: {} &middot; \
+             clients: {} &middot; tasks: {}</p><p>The rask dashboard is not written yet.</p>",
+            s.address, s.workers, s.threads, s.clients, s.tasks
+        ),
+        Err(_) => "shutting down".into(),
+    };
     Html(text)
 }

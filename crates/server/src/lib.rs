@@ -1,35 +1,44 @@
-//! The tokio side of `rask scheduler`.
+//! The tokio side of `rask scheduler`: the same shape as the core one level up.
 //!
-//! # Layout
-//! - [`runtime`]: the single task that owns `rask_core::SchedulerState` plus the peers'
-//!   stream senders ([`runtime::Scheduler`]); everyone else talks to it through a
-//!   [`runtime::Handle`] by sending closures. No locks around the state.
-//! - [`connection`]: what an accepted connection does: RPC request/reply, or it becomes a
-//!   client or worker stream ([`streams`]).
-//! - [`rpc`]: the request/reply ops (`identity`, `gather`, `scatter`, `who_has`, ...).
-//! - [`translate`]: wire messages ⇄ core stimuli and commands; the only module that knows
-//!   both `rask_protocol` and `rask_core`.
-//! - [`extensions`]: datasets, coordination primitives, events (Dask's scheduler extensions).
-//! - [`helper`]: the pool of Python graph helpers that materialize `update-graph`.
-//! - [`ordering`]: priorities for their graphs with `rask-order` (`dask.order` in Rust).
+//! # Layout, in the order a message travels
+//! - [`serve`]: binding, the scheduler file, the accept loop, shutdown.
+//! - [`connection`]: an accepted connection: its requests, or it becomes a stream
+//!   ([`streams`]: one reader and one batched writer per client or worker).
+//! - [`ops`]: **the op table**, every op of Dask's scheduler and what rask does with it.
+//! - [`translate`]: wire values ⇄ the typed [`messages`]; the only module that knows the
+//!   shape of Dask's messages.
+//! - [`event`]: what reaches the state task ([`event::Event`]) and the jobs and timers it
+//!   starts; [`outbox`]: the one way its effects leave.
+//! - [`reactor`]: the state task, [`reactor::Scheduler`]: synchronous handlers over the core
+//!   (`rask_core::SchedulerState`) and the [`extensions`] (shuffle, coordination, events).
+//! - [`channels`]: the outbox of the running server (peers' writers, jobs, timers);
+//!   [`jobs`]: the waits on workers, nannies and graph helpers, run outside the state task;
+//!   [`graph`]: materializing a client's graph with a [`helper`] and [`ordering`].
 //! - [`http`]: `/health` and a status page on the dashboard port.
-//! - [`serve`]: binding, the scheduler file, signals and shutdown.
+//! - [`config`], [`dask_config`]: the flags and the user's Dask configuration;
+//!   [`error`]: the errors of each boundary.
 
-pub mod admin;
+pub mod channels;
 pub mod config;
 pub mod connection;
 pub mod dask_config;
 pub mod error;
+pub mod event;
 pub mod extensions;
+pub mod graph;
 pub mod helper;
 pub mod http;
+pub mod jobs;
+pub mod messages;
+pub mod ops;
 pub mod ordering;
-pub mod rpc;
-pub mod runtime;
+pub mod outbox;
+pub mod reactor;
 pub mod serve;
 pub mod streams;
 pub mod translate;
 
 pub use config::ServerConfig;
-pub use error::ServerError;
-pub use serve::{check_python, run};
+pub use error::StartupError;
+pub use helper::check_python;
+pub use serve::{run, serve, Ports, Started};

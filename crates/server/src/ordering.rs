@@ -2,50 +2,31 @@
 //! (`rask-order`), which gives the same result as Python for the same key hashes. On a big
 //! graph this was the helper's largest stage (38 s of 62 s for 1M tasks).
 
-use crate::error::ServerError;
+use crate::error::HelperError;
 use rask_core::NewTask;
 use rask_order::{Graph, NodeKind};
-use rask_protocol::{Key, Value};
+use rask_protocol::Key;
 use rustc_hash::FxHashMap;
 
-/// What ordering needs from one helper record beyond the task itself.
+/// What ordering needs of one task beyond the task itself (read from the helper's record
+/// by `translate::records`).
 #[derive(Clone, Copy, Debug)]
 pub struct OrderInfo {
     /// the helper already gave the task its `order` (the client's priorities, or Python's)
-    ordered: bool,
-    kind: NodeKind,
+    pub ordered: bool,
+    /// task, data or external node
+    pub kind: NodeKind,
     /// `hash(key)` in the helper's process
-    hash: Option<i64>,
+    pub hash: Option<i64>,
     /// hash-table size of `node.dependencies`; 0 = what `frozenset(set)` gives
-    deps_table: u32,
-}
-
-impl OrderInfo {
-    /// Reads the record's `order`, `kind`, `hash` and `deps_table` fields.
-    pub fn of(rec: &Value) -> OrderInfo {
-        OrderInfo {
-            ordered: rec.get("order").is_some(),
-            kind: match rec.get("kind").and_then(Value::as_str) {
-                Some("DataNode") => NodeKind::Data,
-                _ => NodeKind::Task,
-            },
-            hash: rec.get("hash").and_then(Value::as_i64),
-            deps_table: rec
-                .get("deps_table")
-                .and_then(Value::as_i64)
-                .and_then(|t| u32::try_from(t).ok())
-                .unwrap_or(0),
-        }
-    }
+    pub deps_table: u32,
 }
 
 /// Sets every task's `order` with rask-order unless the helper already did. CPU-bound
 /// (about a second per million tasks): call it off the async runtime.
-pub fn assign(tasks: &mut [NewTask], info: &[OrderInfo]) -> Result<(), ServerError> {
+pub fn assign(tasks: &mut [NewTask], info: &[OrderInfo]) -> Result<(), HelperError> {
     if info.len() != tasks.len() {
-        return Err(ServerError::Helper(
-            "ordering: records and tasks differ".into(),
-        ));
+        return Err(HelperError::Protocol("ordering: records and tasks differ"));
     }
     if info.iter().all(|i| i.ordered) {
         return Ok(());
@@ -93,8 +74,7 @@ pub fn assign(tasks: &mut [NewTask], info: &[OrderInfo]) -> Result<(), ServerErr
             graph.set_hashes(hashes);
         }
     }
-    let priorities = rask_order::order(&graph)
-        .map_err(|e| ServerError::Helper(format!("ordering the graph failed: {e}")))?;
+    let priorities = rask_order::order(&graph).map_err(|e| HelperError::Order(e.to_string()))?;
     for (t, p) in tasks.iter_mut().zip(priorities) {
         t.order = p;
     }

@@ -1,20 +1,23 @@
 //! Start-up and shutdown of `rask scheduler`: bind, start helpers, write the scheduler
-//! file, accept connections, stop on a signal or idle timeout.
+//! file, accept connections, stop on a signal or the idle timeout.
 
+use crate::channels::Channels;
 use crate::config::ServerConfig;
 use crate::connection::{handle_connection, Ctx};
 use crate::dask_config::DaskConfig;
-use crate::error::ServerError;
+use crate::error::StartupError;
+use crate::event::{Event, Handle};
 use crate::helper::HelperPool;
-use crate::runtime::{self, now, Scheduler};
+use crate::jobs::JobContext;
+use crate::messages::Rpc;
+use crate::reactor::{self, Identity, Scheduler};
 use rask_comm::CommConfig;
 use rask_protocol::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
-
-pub use crate::helper::check_python;
+use tokio::sync::{mpsc, watch};
 
 /// What `run` reports once it is listening.
 #[derive(Debug, Clone)]
@@ -25,46 +28,71 @@ pub struct Started {
     pub dashboard_port: u16,
 }
 
-/// Runs the scheduler until `shutdown` resolves (or the idle timeout passes). `on_start` is
-/// called once the listener is bound and the scheduler file written.
+/// The scheduler's listening sockets, bound before anything slow starts so a port that is
+/// taken is reported at once.
+pub struct Ports {
+    listener: TcpListener,
+    http: TcpListener,
+}
+
+impl Ports {
+    /// Binds the scheduler port and the dashboard port of `config`.
+    pub async fn bind(config: &ServerConfig) -> Result<Ports, StartupError> {
+        let listener = bind_listener(&config.bind_host, config.port)
+            .await
+            .map_err(|source| StartupError::Listen {
+                addr: format!("{}:{}", config.bind_host, config.port),
+                source,
+            })?;
+        let http = crate::http::bind(&config.bind_host, config.dashboard_port)
+            .await
+            .map_err(|source| StartupError::Http {
+                port: config.dashboard_port,
+                source,
+            })?;
+        Ok(Ports { listener, http })
+    }
+}
+
+/// Runs the scheduler, with Python graph helpers, until `shutdown` resolves (or the idle
+/// timeout passes). `on_start` is called once the listener is bound and the scheduler file
+/// written.
 pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
     on_start: impl FnOnce(&Started),
-) -> Result<(), ServerError> {
-    let bind = format!("{}:{}", config.bind_host, config.port);
-    let listener = bind_listener(&config.bind_host, config.port)
-        .await
-        .map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot listen on {bind}: {e} (is another scheduler running on that port?)"
-            ))
-        })?;
-    let port = listener.local_addr()?.port();
-
-    let http_listener = crate::http::bind(&config.bind_host, config.dashboard_port)
-        .await
-        .map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot listen for HTTP on port {}: {e}",
-                config.dashboard_port
-            ))
-        })?;
-    let dashboard_port = http_listener.local_addr()?.port();
-
+) -> Result<(), StartupError> {
+    let ports = Ports::bind(&config).await?;
     let (helpers, ready) = HelperPool::start(
         &config.python,
         config.graph_helpers,
         config.helper_start_timeout,
     )
     .await?;
-    let (handle, rx) = runtime::channel();
+    serve(ports, config, helpers, ready, shutdown, on_start).await
+}
+
+/// Runs the scheduler on bound ports with the given graph helpers; `ready` is a helper's
+/// first message (the Python environment's `versions` and the user's Dask configuration).
+pub async fn serve(
+    ports: Ports,
+    config: ServerConfig,
+    helpers: HelperPool,
+    ready: Value,
+    shutdown: impl Future<Output = ()>,
+    on_start: impl FnOnce(&Started),
+) -> Result<(), StartupError> {
+    let Ports { listener, http } = ports;
+    let port = listener
+        .local_addr()
+        .map_err(StartupError::LocalAddr)?
+        .port();
+    let dashboard_port = http.local_addr().map_err(StartupError::LocalAddr)?.port();
     let dask_config = DaskConfig::from_helper(&ready)?;
     let security =
-        rask_comm::tls::resolve(config.protocol.as_deref(), &config.tls, &dask_config.tls)
-            .map_err(|e| ServerError::Startup(e.to_string()))?;
+        rask_comm::tls::resolve(config.protocol.as_deref(), &config.tls, &dask_config.tls)?;
     let address = format!("{}://{}:{}", security.scheme, config.advertise_host, port);
-    let comm = CommConfig {
+    let comm = Arc::new(CommConfig {
         max_message_bytes: config.max_message_bytes,
         max_frames: config.max_frames,
         connect_timeout: dask_config.connect_timeout,
@@ -72,37 +100,57 @@ pub async fn run(
         listen_tls: security.scheme == "tls",
         tls: security.tls,
         require_encryption: security.require_encryption,
-    };
+    });
     let idle_timeout = config.idle_timeout.or(dask_config.idle_timeout);
-    let comm = Arc::new(comm);
+    let clock = reactor::Clock::start();
     let scheduler = Scheduler::new(
-        address.clone(),
-        Some(dashboard_port),
-        &ready,
+        Identity {
+            address: address.clone(),
+            dashboard_port: Some(dashboard_port),
+            versions: ready.get("versions").cloned().unwrap_or(Value::Nil),
+            worker_plugins: ready
+                .get("worker_plugins")
+                .cloned()
+                .unwrap_or(Value::Map(Vec::new())),
+        },
         dask_config,
-        comm.clone(),
+        idle_timeout,
+        clock.now(),
     );
-    let mut state_task = tokio::spawn(runtime::run_state(scheduler, rx));
-    let http_task = tokio::spawn(crate::http::serve(http_listener, handle.clone()));
+    let (handle, events) = Handle::channel();
+    let (internal_tx, internal) = mpsc::unbounded_channel();
+    let (stop_tx, mut stop) = watch::channel(false);
+    let jobs = Arc::new(JobContext {
+        comm: comm.clone(),
+        helpers,
+    });
+    let out = Channels::new(internal_tx, jobs, stop_tx);
+    let mut state_task = tokio::spawn(reactor::run(scheduler, clock, events, internal, out));
+    let http_task = tokio::spawn(crate::http::serve(http, handle.clone()));
     let ctx = Arc::new(Ctx {
         handle: handle.clone(),
-        helpers,
         comm,
     });
 
     if let Some(path) = &config.scheduler_file {
-        let identity = handle.call(|s| s.identity(-1)).await?;
+        let identity = handle
+            .rpc(Rpc::Identity { n_workers: -1 })
+            .await
+            .map_err(|e| StartupError::StateTask(e.to_string()))?;
         let json = serde_json::to_string_pretty(&to_json(&identity)).unwrap_or_default();
-        std::fs::write(path, json).map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot write scheduler file {}: {e}",
-                path.display()
-            ))
+        std::fs::write(path, json).map_err(|source| StartupError::Write {
+            what: "scheduler file",
+            path: path.clone(),
+            source,
         })?;
     }
     if let Some(path) = &config.pid_file {
-        std::fs::write(path, std::process::id().to_string()).map_err(|e| {
-            ServerError::Startup(format!("cannot write pid file {}: {e}", path.display()))
+        std::fs::write(path, std::process::id().to_string()).map_err(|source| {
+            StartupError::Write {
+                what: "pid file",
+                path: path.clone(),
+                source,
+            }
         })?;
     }
     on_start(&Started {
@@ -110,9 +158,7 @@ pub async fn run(
         dashboard_port,
     });
 
-    let idle = idle_watch(handle.clone(), idle_timeout);
     tokio::pin!(shutdown);
-    tokio::pin!(idle);
     let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
@@ -120,12 +166,9 @@ pub async fn run(
             // The state task only ends early if it panicked (a bug in rask): exit loudly
             // rather than keep accepting connections nobody can serve.
             ended = &mut state_task => {
-                return Err(ServerError::Startup(format!("the scheduler state task stopped: {ended:?}")));
+                return Err(StartupError::StateTask(format!("{ended:?}")));
             }
-            _ = &mut idle => {
-                tracing::info!("Scheduler closing due to idle timeout");
-                break;
-            }
+            _ = stop.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(5);
@@ -141,15 +184,7 @@ pub async fn run(
         }
     }
     tracing::info!("Scheduler closing...");
-    let _ = handle
-        .call(|s| {
-            s.close_workers("scheduler-close");
-            for c in s.clients.values() {
-                let _ =
-                    c.tx.send(Value::map([("op", Value::from("stream-closed"))]).into());
-            }
-        })
-        .await;
+    let _ = handle.ask(Event::Shutdown).await;
     // Give the stream writers a moment to flush the close messages.
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Some(path) = &config.pid_file {
@@ -189,30 +224,6 @@ async fn bind_listener(host: &str, port: u16) -> std::io::Result<TcpListener> {
             "the host resolves to no address",
         )
     }))
-}
-
-/// Resolves once the scheduler has had no clients and no work for `timeout`.
-async fn idle_watch(handle: runtime::Handle, timeout: Option<Duration>) {
-    let Some(timeout) = timeout else {
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::time::sleep(Duration::from_millis(500).min(timeout)).await;
-        let idle_for = handle
-            .call(|s| {
-                let busy = !s.clients.is_empty() || s.core.n_tasks() > 0;
-                if busy {
-                    s.last_busy = now();
-                }
-                now() - s.last_busy
-            })
-            .await;
-        match idle_for {
-            Ok(t) if t >= timeout.as_secs_f64() => return,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
 }
 
 /// The identity message as JSON, for `--scheduler-file` (`json.dump(self.identity())`).

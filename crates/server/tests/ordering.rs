@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use rask_protocol::msgpack::decode_value;
 use rask_protocol::Value;
-use rask_server::ordering::{assign, OrderInfo};
-use rask_server::translate::new_task;
+use rask_server::ordering::assign;
+use rask_server::translate::records::{new_task, order_info};
 
 #[test]
 fn rust_order_matches_dask_order_on_helper_records() {
@@ -32,7 +32,7 @@ fn rust_order_matches_dask_order_on_helper_records() {
             .iter()
             .map(|r| new_task(r).expect("record"))
             .collect();
-        let info: Vec<_> = records.iter().map(OrderInfo::of).collect();
+        let info: Vec<_> = records.iter().map(order_info).collect();
         assign(&mut tasks, &info).expect("ordering");
         let got: Vec<i64> = tasks.iter().map(|t| t.order).collect();
         let want: Vec<i64> = expected.iter().map(|v| v.as_i64().expect("int")).collect();

@@ -1,29 +1,54 @@
 //! Published datasets (`publish.py`): named `(data, keys)` pairs whose keys stay alive
 //! through the pseudo-client `published-<name>`.
+//!
+//! `publish_put` and `publish_delete` arrive by RPC while the futures they name may still
+//! be on their way on the client's stream; Dask makes them wait for the client's
+//! `publish_flush_batched_send` with the same `uid` (`_sync_batched_send`), checking every
+//! 30 s that the client is still connected. Here the request is parked until the flush.
 
-use super::{list_field, name_of, release_keys, stringify};
-use crate::connection::Ctx;
-use crate::error::ServerError;
-use crate::runtime::Scheduler;
-use crate::translate::{keys_field, opt_str};
+use super::Cx;
+use crate::error::RequestError;
+use crate::event::{Replier, Timer};
+use crate::translate::coordination::{dataset, stringify};
+use rask_comm::reply::raised;
 use rask_protocol::{Key, Value};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-/// How long `publish_put`/`publish_delete` wait for the client's
-/// `publish_flush_batched_send` before checking the client is still there (`publish.py:67`).
+/// How long `publish_put`/`publish_delete` wait for the client's flush before checking the
+/// client is still there (`publish.py:67`).
 const FLUSH_WAIT: Duration = Duration::from_secs(30);
+
+/// A parked `publish_put` or `publish_delete`.
+#[derive(Debug)]
+pub(super) enum Op {
+    Put {
+        names: Vec<Key>,
+        keys: Vec<Vec<Key>>,
+        data: Vec<Value>,
+        override_: bool,
+    },
+    Delete {
+        names: Vec<Key>,
+    },
+}
+
+struct Pending {
+    op: Op,
+    client: Option<Arc<str>>,
+    reply: Replier,
+    wait: u64,
+}
 
 #[derive(Default)]
 pub(super) struct State {
-    /// name -> dataset; the original name value is kept for `publish_list`
+    /// name -> dataset
     datasets: FxHashMap<Key, Dataset>,
     /// `publish_flush_batched_send` uids that arrived before their RPC
     flushed: FxHashSet<Key>,
     /// RPCs waiting for their uid's flush
-    flush_waiters: FxHashMap<Key, oneshot::Sender<()>>,
+    pending: FxHashMap<Key, Pending>,
 }
 
 struct Dataset {
@@ -35,165 +60,124 @@ fn pseudo(name: &Key) -> String {
     format!("published-{}", stringify(name))
 }
 
-/// Stream op: the client's batched stream caught up to the RPC with this uid.
-pub(super) fn flush_batched_send(msg: &Value, ctx: &Arc<Ctx>) -> Result<(), ServerError> {
-    let uid = name_of(msg.get("uid").unwrap_or(&Value::Nil), "uid")?;
-    ctx.handle.send(move |s| {
-        let st = &mut s.ext.coordination.publish;
-        let delivered = st
-            .flush_waiters
-            .remove(&uid)
-            .is_some_and(|tx| tx.send(()).is_ok());
-        if !delivered {
-            st.flushed.insert(uid);
+impl State {
+    /// Runs `op` once the client's flush for `uid` is in (at once if it already is);
+    /// returns the wait id if it had to park.
+    pub(super) fn sync(
+        &mut self,
+        cx: &mut Cx<'_>,
+        op: Op,
+        client: Option<Arc<str>>,
+        uid: Key,
+        reply: Replier,
+    ) -> Option<u64> {
+        if self.flushed.remove(&uid) {
+            let v = self.apply(cx, op);
+            cx.reply(reply, Ok(v));
+            return None;
         }
-    });
-    Ok(())
-}
+        let wait = cx.new_id();
+        self.pending.insert(
+            uid,
+            Pending {
+                op,
+                client,
+                reply,
+                wait,
+            },
+        );
+        cx.after(FLUSH_WAIT, Timer::Coordination(wait));
+        Some(wait)
+    }
 
-/// `_sync_batched_send`: waits for the flush message of `uid`, for as long as the client is
-/// connected (checked every 30 s, as Dask does).
-async fn sync_batched_send(
-    client: Option<Arc<str>>,
-    uid: Key,
-    ctx: &Arc<Ctx>,
-) -> Result<(), ServerError> {
-    loop {
-        let u = uid.clone();
-        let rx = ctx
-            .handle
-            .call(move |s| {
-                let st = &mut s.ext.coordination.publish;
-                if st.flushed.remove(&u) {
-                    return None;
-                }
-                let (tx, rx) = oneshot::channel();
-                st.flush_waiters.insert(u, tx);
-                Some(rx)
-            })
-            .await?;
-        let Some(rx) = rx else { return Ok(()) };
-        match tokio::time::timeout(FLUSH_WAIT, rx).await {
-            Ok(_) => return Ok(()),
-            Err(_) => {
-                let u = uid.clone();
-                let c = client.clone();
-                let connected = ctx
-                    .handle
-                    .call(move |s| {
-                        s.ext.coordination.publish.flush_waiters.remove(&u);
-                        c.is_some_and(|c| s.client_ids.contains_key(&c))
-                    })
-                    .await?;
-                if !connected {
-                    return Err(ServerError::Timeout(
-                        FLUSH_WAIT,
-                        "publish_flush_batched_send",
-                    ));
-                }
+    /// Stream op: the client's batched stream caught up to the RPC with this uid. Returns
+    /// the wait id of the request it released, if one was parked.
+    pub(super) fn flushed(&mut self, cx: &mut Cx<'_>, uid: Key) -> Option<u64> {
+        match self.pending.remove(&uid) {
+            Some(p) => {
+                let v = self.apply(cx, p.op);
+                cx.reply(p.reply, Ok(v));
+                Some(p.wait)
+            }
+            None => {
+                self.flushed.insert(uid);
+                None
             }
         }
     }
-}
 
-/// `publish_put{names, keys, data, override, client, uid}`.
-pub(super) async fn put(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    let names = list_field(msg, "names")?
-        .iter()
-        .map(|n| name_of(n, "dataset name"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let keys = list_field(msg, "keys")?
-        .iter()
-        .map(|ks| keys_field(&Value::map([("k", ks.clone())]), "k"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let data = list_field(msg, "data")?.to_vec();
-    if names.len() != keys.len() || names.len() != data.len() {
-        return Err(ServerError::BadMessage(
-            "publish_put: names, keys and data differ in length".into(),
-        ));
+    /// A parked request's 30 s check: keep waiting while its client is connected (returns
+    /// when to look again), else fail it.
+    pub(super) fn flush_check(
+        &mut self,
+        cx: &mut Cx<'_>,
+        uid: &Key,
+        wait: u64,
+    ) -> Option<Duration> {
+        let p = self.pending.get(uid).filter(|p| p.wait == wait)?;
+        let connected = p
+            .client
+            .as_ref()
+            .is_some_and(|c| cx.client_ids.contains_key(c));
+        if connected {
+            return Some(FLUSH_WAIT);
+        }
+        if let Some(p) = self.pending.remove(uid) {
+            let e = RequestError::Timeout(FLUSH_WAIT, "publish_flush_batched_send");
+            cx.reply(p.reply, Err(e));
+        }
+        None
     }
-    let override_ = msg.get("override").is_some_and(Value::truthy);
-    let client = opt_str(msg, "client")?;
-    let uid = name_of(msg.get("uid").unwrap_or(&Value::Nil), "uid")?;
-    sync_batched_send(client, uid, ctx).await?;
-    ctx.handle
-        .call(move |s| {
-            for ((name, keys), data) in names.into_iter().zip(keys).zip(data) {
-                if s.ext.coordination.publish.datasets.contains_key(&name) {
-                    if !override_ {
-                        return super::raise(
-                            "KeyError",
-                            &format!("Dataset {} already exists", stringify(&name)),
-                        );
+
+    fn apply(&mut self, cx: &mut Cx<'_>, op: Op) -> Value {
+        match op {
+            Op::Put {
+                names,
+                keys,
+                data,
+                override_,
+            } => {
+                for ((name, keys), data) in names.into_iter().zip(keys).zip(data) {
+                    if let Some(old) = self.datasets.get(&name) {
+                        if !override_ {
+                            return raised(
+                                "KeyError",
+                                &format!("Dataset {} already exists", stringify(&name)),
+                            );
+                        }
+                        let old_keys = old.keys.clone();
+                        cx.release(pseudo(&name), old_keys, "publish-override");
                     }
-                    if let Some(old) = s.ext.coordination.publish.datasets.remove(&name) {
-                        release_keys(s, &pseudo(&name), old.keys, "publish-override");
+                    cx.desire(pseudo(&name), keys.clone());
+                    self.datasets.insert(name, Dataset { data, keys });
+                }
+                Value::Nil
+            }
+            Op::Delete { names } => {
+                for name in names {
+                    if let Some(old) = self.datasets.remove(&name) {
+                        cx.release(pseudo(&name), old.keys, "publish-delete");
                     }
                 }
-                super::desire(s, &pseudo(&name), keys.clone());
-                s.ext
-                    .coordination
-                    .publish
-                    .datasets
-                    .insert(name, Dataset { data, keys });
+                Value::Nil
             }
-            Value::Nil
-        })
-        .await
-}
+        }
+    }
 
-/// `publish_delete{names, client, uid}`.
-pub(super) async fn delete(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    let names = list_field(msg, "names")?
-        .iter()
-        .map(|n| name_of(n, "dataset name"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let client = opt_str(msg, "client")?;
-    let uid = name_of(msg.get("uid").unwrap_or(&Value::Nil), "uid")?;
-    sync_batched_send(client, uid, ctx).await?;
-    ctx.handle
-        .call(move |s| {
-            for name in names {
-                if let Some(old) = s.ext.coordination.publish.datasets.remove(&name) {
-                    release_keys(s, &pseudo(&name), old.keys, "publish-delete");
-                }
-            }
-            Value::Nil
-        })
-        .await
-}
+    /// `publish_get {names}`: `[{"data", "keys"} or None, ...]`.
+    pub(super) fn get(&self, names: &[Key]) -> Value {
+        Value::Array(
+            names
+                .iter()
+                .map(|n| dataset(self.datasets.get(n).map(|d| (&d.data, d.keys.as_slice()))))
+                .collect(),
+        )
+    }
 
-/// `publish_list{}`: names sorted by `str`.
-pub(super) async fn list(ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    ctx.handle
-        .call(|s| {
-            let mut names: Vec<&Key> = s.ext.coordination.publish.datasets.keys().collect();
-            names.sort_by_cached_key(|k| stringify(k));
-            Value::Array(names.into_iter().map(Key::to_value).collect())
-        })
-        .await
-}
-
-/// `publish_get{names}`: `[{"data", "keys"} or None, ...]`.
-pub(super) async fn get(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    let names = list_field(msg, "names")?
-        .iter()
-        .map(|n| name_of(n, "dataset name"))
-        .collect::<Result<Vec<_>, _>>()?;
-    ctx.handle
-        .call(move |s| Value::Array(names.iter().map(|n| dataset_reply(s, n)).collect()))
-        .await
-}
-
-fn dataset_reply(s: &Scheduler, name: &Key) -> Value {
-    match s.ext.coordination.publish.datasets.get(name) {
-        None => Value::Nil,
-        Some(d) => Value::map([
-            ("data", d.data.clone()),
-            (
-                "keys",
-                Value::Array(d.keys.iter().map(Key::to_value).collect()),
-            ),
-        ]),
+    /// `publish_list`: names sorted by `str`.
+    pub(super) fn list(&self) -> Value {
+        let mut names: Vec<&Key> = self.datasets.keys().collect();
+        names.sort_by_cached_key(|k| stringify(k));
+        Value::Array(names.into_iter().map(Key::to_value).collect())
     }
 }

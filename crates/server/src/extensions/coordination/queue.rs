@@ -1,19 +1,15 @@
 //! `Queue` (`queues.py`): a FIFO of msgpack values and futures per name, with an optional
 //! `maxsize` (puts wait while full), shared by reference count between `Queue` objects.
 
-use super::{
-    deadline_field, desire, key_error, name_field, raise, release_keys, stringify, wait,
-    wait_for_task, Record, Waited,
-};
-use crate::connection::Ctx;
-use crate::error::ServerError;
-use crate::runtime::Scheduler;
+use super::{reply_of, Cx};
+use crate::event::Replier;
+use crate::messages::coordination::{Batch, Record};
+use crate::translate::coordination::{key_error, stringify};
+use rask_comm::reply::raised;
 use rask_core::{ClientId, Stimulus};
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
-use std::sync::Arc;
-use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub(super) struct State {
@@ -22,14 +18,27 @@ pub(super) struct State {
     future_refcount: FxHashMap<(Key, Key), i64>,
 }
 
+/// A parked `queue_get`: it wants one item (`want: None`) or a batch of `n`.
+struct Getter {
+    wait: u64,
+    want: Option<usize>,
+    got: Vec<Value>,
+    reply: Replier,
+}
+
+/// A parked `queue_put` on a full queue.
+struct Putter {
+    wait: u64,
+    record: Record,
+    reply: Replier,
+}
+
 struct Queue {
     /// 0: unbounded
     maxsize: usize,
     items: VecDeque<Record>,
-    /// `queue_get`s waiting for an item; they get the record and its reply
-    getters: VecDeque<oneshot::Sender<(Record, Value)>>,
-    /// `queue_put`s waiting for room
-    putters: VecDeque<(Record, oneshot::Sender<()>)>,
+    getters: VecDeque<Getter>,
+    putters: VecDeque<Putter>,
     /// `Queue` objects using it (`queue_create` count minus `queue_release`s)
     refcount: i64,
 }
@@ -44,49 +53,40 @@ fn pseudo(name: &Key) -> String {
     format!("queue-{}", stringify(name))
 }
 
-/// `queue_create{name, maxsize}`.
-pub(super) async fn create(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    let name = name_field(msg, "name")?;
-    let maxsize = msg
-        .get("maxsize")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
-        .max(0) as usize;
-    ctx.handle
-        .call(move |s| {
-            s.ext
-                .coordination
-                .queue
-                .queues
-                .entry(name)
-                .and_modify(|q| q.refcount += 1)
-                .or_insert_with(|| Queue {
-                    maxsize,
-                    items: VecDeque::new(),
-                    getters: VecDeque::new(),
-                    putters: VecDeque::new(),
-                    refcount: 1,
-                });
-            Value::Nil
-        })
-        .await
-}
+impl State {
+    /// `queue_create {name, maxsize}`
+    pub(super) fn create(&mut self, name: Key, maxsize: usize) {
+        self.queues
+            .entry(name)
+            .and_modify(|q| q.refcount += 1)
+            .or_insert_with(|| Queue {
+                maxsize,
+                items: VecDeque::new(),
+                getters: VecDeque::new(),
+                putters: VecDeque::new(),
+                refcount: 1,
+            });
+    }
 
-/// Stream op `queue_release{name}`: the last user gone, the queue and its futures go.
-pub(super) fn release(msg: &Value, ctx: &Arc<Ctx>) -> Result<(), ServerError> {
-    let name = name_field(msg, "name")?;
-    ctx.handle.send(move |s| {
-        let st = &mut s.ext.coordination.queue;
-        let Some(q) = st.queues.get_mut(&name) else {
+    /// Stream op `queue_release {name}`: the last user gone, the queue and its futures go;
+    /// requests still waiting on it are answered as if it never existed.
+    pub(super) fn release(&mut self, cx: &mut Cx<'_>, name: Key) {
+        let Some(q) = self.queues.get_mut(&name) else {
             return;
         };
         q.refcount -= 1;
         if q.refcount > 0 {
             return;
         }
-        let Some(q) = st.queues.remove(&name) else {
+        let Some(q) = self.queues.remove(&name) else {
             return;
         };
+        for g in q.getters {
+            cx.reply(g.reply, Ok(key_error(&name)));
+        }
+        for p in q.putters {
+            cx.reply(p.reply, Ok(Value::Nil));
+        }
         let keys: Vec<Key> = q
             .items
             .into_iter()
@@ -96,236 +96,231 @@ pub(super) fn release(msg: &Value, ctx: &Arc<Ctx>) -> Result<(), ServerError> {
             })
             .collect();
         if !keys.is_empty() {
-            release_keys(s, &pseudo(&name), keys, "queue-release");
+            cx.release(pseudo(&name), keys, "queue-release");
         }
-    });
-    Ok(())
-}
+    }
 
-/// Offers `record` to the first live getter, else stores it. Returns `false` if the queue is
-/// full (the caller waits).
-fn offer(s: &mut Scheduler, name: &Key, mut record: Record) -> Result<bool, Record> {
-    loop {
-        let Some(q) = s.ext.coordination.queue.queues.get_mut(name) else {
+    /// Gives `record` to the first live getter, else stores it; gives it back if the queue
+    /// is full.
+    fn offer(&mut self, cx: &mut Cx<'_>, name: &Key, record: Record) -> Result<(), Record> {
+        let Some(q) = self.queues.get_mut(name) else {
             return Err(record);
         };
         if q.items.is_empty() {
-            if let Some(tx) = q.getters.pop_front() {
-                if tx.is_closed() {
+            while let Some(mut g) = q.getters.pop_front() {
+                if g.reply.is_closed() {
                     continue;
                 }
-                let reply = record.to_reply(s, None);
-                match tx.send((record, reply)) {
-                    Ok(()) => return Ok(true),
-                    Err((r, _)) => {
-                        record = r;
-                        continue;
+                g.got.push(reply_of(cx, &record, None));
+                match g.want {
+                    None => {
+                        let v = g.got.pop().unwrap_or_default();
+                        cx.reply(g.reply, Ok(v));
                     }
+                    Some(n) if g.got.len() >= n => cx.reply(g.reply, Ok(Value::Array(g.got))),
+                    Some(_) => q.getters.push_front(g),
                 }
+                return Ok(());
             }
         }
         if q.full() {
             return Err(record);
         }
         q.items.push_back(record);
-        return Ok(true);
+        Ok(())
     }
-}
 
-/// `queue_put{name, data | key, timeout}`.
-pub(super) async fn put(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    let name = name_field(msg, "name")?;
-    let record = Record::from_msg(msg)?;
-    let deadline = deadline_field(msg)?;
-    if let Some(timed_out) = wait_for_task(&record, deadline, ctx).await? {
-        return Ok(timed_out);
+    /// `queue_put {name, data | key}`: stored or handed over now, else the record and the
+    /// reply come back to wait for room.
+    pub(super) fn put(
+        &mut self,
+        cx: &mut Cx<'_>,
+        name: &Key,
+        record: Record,
+        reply: Replier,
+    ) -> Option<(Record, Replier)> {
+        if !self.queues.contains_key(name) {
+            cx.reply(reply, Ok(key_error(name)));
+            return None;
+        }
+        if let Record::Future(k) = &record {
+            *self
+                .future_refcount
+                .entry((name.clone(), k.clone()))
+                .or_insert(0) += 1;
+            cx.desire(pseudo(name), vec![k.clone()]);
+        }
+        match self.offer(cx, name, record) {
+            Ok(()) => {
+                cx.reply(reply, Ok(Value::Nil));
+                None
+            }
+            Err(record) => Some((record, reply)),
+        }
     }
-    let n = name.clone();
-    let r = ctx
-        .handle
-        .call(move |s| {
-            if !s.ext.coordination.queue.queues.contains_key(&n) {
-                return Err(None);
+
+    /// Parks a put until there is room.
+    pub(super) fn wait_to_put(&mut self, name: Key, wait: u64, record: Record, reply: Replier) {
+        if let Some(q) = self.queues.get_mut(&name) {
+            q.putters.retain(|p| !p.reply.is_closed());
+            q.putters.push_back(Putter {
+                wait,
+                record,
+                reply,
+            });
+        }
+    }
+
+    /// A parked put timed out: `TimeoutError`.
+    pub(super) fn put_timed_out(&mut self, cx: &mut Cx<'_>, name: &Key, wait: u64) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        if let Some(i) = q.putters.iter().position(|p| p.wait == wait) {
+            if let Some(p) = q.putters.remove(i) {
+                cx.reply(p.reply, Ok(raised("TimeoutError", "")));
             }
-            if let Record::Future(k) = &record {
-                *s.ext
-                    .coordination
-                    .queue
-                    .future_refcount
-                    .entry((n.clone(), k.clone()))
-                    .or_insert(0) += 1;
-                desire(s, &pseudo(&n), vec![k.clone()]);
+        }
+    }
+
+    /// Takes the next item if there is one, letting a waiting putter in.
+    fn take(&mut self, cx: &mut Cx<'_>, name: &Key) -> Option<Record> {
+        let q = self.queues.get_mut(name)?;
+        let item = q.items.pop_front()?;
+        while let Some(p) = q.putters.pop_front() {
+            if !p.reply.is_closed() {
+                q.items.push_back(p.record);
+                cx.reply(p.reply, Ok(Value::Nil));
+                break;
             }
-            match offer(s, &n, record) {
-                Ok(_) => Ok(()),
-                Err(record) => {
-                    let (tx, rx) = oneshot::channel();
-                    if let Some(q) = s.ext.coordination.queue.queues.get_mut(&n) {
-                        q.putters.retain(|(_, t)| !t.is_closed());
-                        q.putters.push_back((record, tx));
-                    }
-                    Err(Some(rx))
+        }
+        Some(item)
+    }
+
+    /// `queue_get {name, batch}`: answered now, or it comes back to wait for more items.
+    pub(super) fn get(
+        &mut self,
+        cx: &mut Cx<'_>,
+        name: &Key,
+        timeout: Option<f64>,
+        batch: Batch,
+        reply: Replier,
+    ) -> Option<GetWait> {
+        if !self.queues.contains_key(name) {
+            cx.reply(reply, Ok(key_error(name)));
+            return None;
+        }
+        match batch {
+            Batch::All => {
+                let mut out = Vec::new();
+                while let Some(r) = self.take(cx, name) {
+                    out.push(reply_of(cx, &r, None));
                 }
+                cx.reply(reply, Ok(Value::Array(out)));
+                None
             }
-        })
-        .await?;
-    match r {
-        Ok(()) => Ok(Value::Nil),
-        Err(None) => Ok(key_error(&name)),
-        Err(Some(rx)) => match wait(rx, deadline).await {
-            Waited::Got(()) => Ok(Value::Nil),
-            Waited::Dropped => Ok(Value::Nil),
-            Waited::TimedOut => Ok(raise("TimeoutError", "")),
-        },
-    }
-}
-
-/// Takes the next item if there is one, letting a waiting putter in.
-fn take(s: &mut Scheduler, name: &Key) -> Option<Record> {
-    let q = s.ext.coordination.queue.queues.get_mut(name)?;
-    let item = q.items.pop_front()?;
-    while let Some((record, tx)) = q.putters.pop_front() {
-        if tx.send(()).is_ok() {
-            q.items.push_back(record);
-            break;
-        }
-    }
-    Some(item)
-}
-
-/// One `q.get()`: an item now, or a receiver to wait on.
-fn get_one(
-    s: &mut Scheduler,
-    name: &Key,
-) -> Result<Result<Value, oneshot::Receiver<(Record, Value)>>, Value> {
-    if !s.ext.coordination.queue.queues.contains_key(name) {
-        return Err(key_error(name));
-    }
-    if let Some(r) = take(s, name) {
-        return Ok(Ok(r.to_reply(s, None)));
-    }
-    let (tx, rx) = oneshot::channel();
-    if let Some(q) = s.ext.coordination.queue.queues.get_mut(name) {
-        q.getters.retain(|t| !t.is_closed());
-        q.getters.push_back(tx);
-    }
-    Ok(Err(rx))
-}
-
-/// `queue_get{name, timeout, batch}`.
-pub(super) async fn get(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    let name = name_field(msg, "name")?;
-    let deadline = deadline_field(msg)?;
-    let batch = msg.get("batch").cloned().unwrap_or(Value::Bool(false));
-    match batch {
-        Value::Bool(false) | Value::Nil => get_single(name, deadline, ctx).await,
-        Value::Bool(true) => {
-            ctx.handle
-                .call(move |s| {
-                    if !s.ext.coordination.queue.queues.contains_key(&name) {
-                        return key_error(&name);
-                    }
-                    let mut out = Vec::new();
-                    let n = s
-                        .ext
-                        .coordination
-                        .queue
-                        .queues
-                        .get(&name)
-                        .map_or(0, |q| q.items.len());
-                    for _ in 0..n {
-                        if let Some(r) = take(s, &name) {
-                            out.push(r.to_reply(s, None));
-                        }
-                    }
-                    Value::Array(out)
-                })
-                .await
-        }
-        other => {
-            let Some(n) = other.as_i64() else {
-                return Err(ServerError::BadMessage(format!(
-                    "batch must be a bool or an int, not {}",
-                    other.type_name()
-                )));
-            };
-            if deadline.is_some() {
-                return Ok(raise(
+            Batch::N(_) if timeout.is_some() => {
+                let e = raised(
                     "NotImplementedError",
                     "Dask queues don't support simultaneous use of integer batch sizes and timeouts",
-                ));
+                );
+                cx.reply(reply, Ok(e));
+                None
             }
-            let mut out = Vec::new();
-            for _ in 0..n.max(0) {
-                let v = get_single(name.clone(), None, ctx).await?;
-                if v.get("status").and_then(Value::as_str) == Some("uncaught-error") {
-                    return Ok(v);
+            Batch::N(n) => {
+                let n = n.max(0) as usize;
+                let mut got = Vec::new();
+                while got.len() < n {
+                    match self.take(cx, name) {
+                        Some(r) => got.push(reply_of(cx, &r, None)),
+                        None => break,
+                    }
                 }
-                out.push(v);
+                if got.len() == n {
+                    cx.reply(reply, Ok(Value::Array(got)));
+                    return None;
+                }
+                // the rest are waited for, one at a time, in order
+                Some(GetWait {
+                    want: Some(n),
+                    got,
+                    reply,
+                })
             }
-            Ok(Value::Array(out))
-        }
-    }
-}
-
-async fn get_single(
-    name: Key,
-    deadline: Option<tokio::time::Instant>,
-    ctx: &Arc<Ctx>,
-) -> Result<Value, ServerError> {
-    loop {
-        let n = name.clone();
-        match ctx.handle.call(move |s| get_one(s, &n)).await? {
-            Err(e) => return Ok(e),
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(rx)) => match wait(rx, deadline).await {
-                Waited::Got((_, v)) => return Ok(v),
-                // the queue went away under us: the next try reports it
-                Waited::Dropped => continue,
-                Waited::TimedOut => return Ok(raise("TimeoutError", "")),
+            Batch::One => match self.take(cx, name) {
+                Some(r) => {
+                    let v = reply_of(cx, &r, None);
+                    cx.reply(reply, Ok(v));
+                    None
+                }
+                None => Some(GetWait {
+                    want: None,
+                    got: Vec::new(),
+                    reply,
+                }),
             },
         }
     }
-}
 
-/// `queue_qsize{name}`.
-pub(super) async fn qsize(msg: &Value, ctx: &Arc<Ctx>) -> Result<Value, ServerError> {
-    let name = name_field(msg, "name")?;
-    ctx.handle
-        .call(move |s| match s.ext.coordination.queue.queues.get(&name) {
+    /// Parks a get until items arrive.
+    pub(super) fn wait_to_get(&mut self, name: Key, wait: u64, g: GetWait) {
+        if let Some(q) = self.queues.get_mut(&name) {
+            q.getters.retain(|g| !g.reply.is_closed());
+            q.getters.push_back(Getter {
+                wait,
+                want: g.want,
+                got: g.got,
+                reply: g.reply,
+            });
+        }
+    }
+
+    /// A parked get timed out: `TimeoutError`.
+    pub(super) fn get_timed_out(&mut self, cx: &mut Cx<'_>, name: &Key, wait: u64) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        if let Some(i) = q.getters.iter().position(|g| g.wait == wait) {
+            if let Some(g) = q.getters.remove(i) {
+                cx.reply(g.reply, Ok(raised("TimeoutError", "")));
+            }
+        }
+    }
+
+    /// `queue_qsize {name}`
+    pub(super) fn qsize(&self, name: &Key) -> Value {
+        match self.queues.get(name) {
             Some(q) => Value::from(q.items.len()),
-            None => key_error(&name),
-        })
-        .await
-}
+            None => key_error(name),
+        }
+    }
 
-/// Stream op `queue-future-release{name, key}`: a getter took its own hold on the key.
-pub(super) fn future_release(
-    msg: &Value,
-    client: ClientId,
-    ctx: &Arc<Ctx>,
-) -> Result<(), ServerError> {
-    let name = name_field(msg, "name")?;
-    let key = crate::translate::key_field(msg, "key")?;
-    ctx.handle.send(move |s| {
-        s.stimulus(Stimulus::ClientDesiresKeys {
+    /// Stream op `queue-future-release {name, key}`: a getter took its own hold on the key.
+    pub(super) fn future_release(
+        &mut self,
+        cx: &mut Cx<'_>,
+        client: ClientId,
+        name: Key,
+        key: Key,
+    ) {
+        cx.stimulus(Stimulus::ClientDesiresKeys {
             client,
             keys: vec![key.clone()],
         });
         let id = (name, key);
-        let rc = s
-            .ext
-            .coordination
-            .queue
-            .future_refcount
-            .entry(id.clone())
-            .or_insert(0);
+        let rc = self.future_refcount.entry(id.clone()).or_insert(0);
         *rc -= 1;
         if *rc <= 0 {
-            s.ext.coordination.queue.future_refcount.remove(&id);
+            self.future_refcount.remove(&id);
             let (name, key) = id;
-            release_keys(s, &pseudo(&name), vec![key], "queue-future-release");
+            cx.release(pseudo(&name), vec![key], "queue-future-release");
         }
-    });
-    Ok(())
+    }
+}
+
+/// A `queue_get` that must wait: for one item (`want: None`) or for the rest of a batch.
+pub(super) struct GetWait {
+    want: Option<usize>,
+    got: Vec<Value>,
+    reply: Replier,
 }

@@ -1,0 +1,136 @@
+//! Materializing a client's graph (`update-graph`): a graph helper unpickles and
+//! materializes the expression exactly as `Scheduler.update_graph` would, its task records
+//! become the core's tasks while it makes the next chunk, and `rask-order` gives them their
+//! priorities off the async runtime. The result is the core's stimulus: the graph, or the
+//! error its keys get.
+
+use crate::error::HelperError;
+use crate::helper::HelperPool;
+use crate::messages::GraphRequest;
+use crate::ordering;
+use crate::translate::records::{add_records, Records};
+use rask_comm::reply::pickled_exception;
+use rask_core::{ClientId, NewTask, Stimulus};
+use rask_protocol::{Key, Value};
+use tokio::sync::mpsc;
+
+/// The graph of `request`, ready for the core.
+pub async fn materialize(
+    client: ClientId,
+    request: GraphRequest,
+    helpers: &HelperPool,
+) -> Stimulus {
+    let GraphRequest {
+        keys,
+        fifo_timeout,
+        helper_request,
+    } = request;
+    let started = std::time::Instant::now();
+    // Records arrive in chunks and become tasks while the helper pickles the next chunk.
+    let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
+    let call = helpers.call_chunked(helper_request, chunk_tx);
+    tokio::pin!(call);
+    let mut streamed: Result<Records, HelperError> = Ok(Records::default());
+    let result = loop {
+        tokio::select! {
+            Some(chunk) = chunk_rx.recv() => add_records(&mut streamed, chunk.get("chunk")),
+            result = &mut call => break result,
+        }
+    };
+    while let Ok(chunk) = chunk_rx.try_recv() {
+        add_records(&mut streamed, chunk.get("chunk"));
+    }
+    match result {
+        Ok(reply) if reply.get("status").and_then(Value::as_str) == Some("OK") => {
+            let helper_s = started.elapsed().as_secs_f64();
+            add_records(&mut streamed, reply.get("tasks"));
+            let n = streamed.as_ref().map_or(0, |r| r.tasks.len());
+            log_helper_timings(&reply, n, helper_s);
+            let ordered = match streamed {
+                Ok(r) => order_off_runtime(r).await,
+                Err(e) => Err(e),
+            };
+            match ordered {
+                Ok(tasks) => Stimulus::UpdateGraph {
+                    client,
+                    tasks,
+                    keys,
+                    fifo_timeout,
+                    stimulus_id: format!("update-graph-{}", crate::translate::now()).into(),
+                },
+                Err(e) => failed(client, keys, &e.to_string()),
+            }
+        }
+        // The helper's own error (an unpicklable graph, ...): the stock scheduler's
+        // message, built by the helper with `distributed.core.error_message`.
+        Ok(reply) => {
+            let text = reply
+                .get("exception_text")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            tracing::warn!(%text, "graph failed to materialize");
+            let exception = match reply.get("exception") {
+                Some(Value::Bin(b)) => Value::Bin(b.clone()),
+                _ => Value::Bin(pickled_exception("RuntimeError", text)),
+            };
+            Stimulus::GraphFailed {
+                client,
+                keys,
+                exception,
+                traceback: match reply.get("traceback") {
+                    Some(Value::Bin(b)) => Value::Bin(b.clone()),
+                    _ => Value::Nil,
+                },
+            }
+        }
+        Err(e) => failed(client, keys, &e.to_string()),
+    }
+}
+
+/// Where a graph's time went, per stage: the helper's own timings (unpickle, materialize,
+/// order, per-task pickling) and the round trip as rask saw it (adds the pipe transfer and
+/// decoding the reply). Debug level unless the graph is big.
+fn log_helper_timings(reply: &Value, n: usize, helper_s: f64) {
+    let stage = |name: &str| {
+        reply
+            .get("timings")
+            .and_then(|t| t.get(name))
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    let (de, mat, order, tasks, total) = (
+        stage("deserialize_s"),
+        stage("materialize_s"),
+        stage("order_s"),
+        stage("tasks_s"),
+        stage("total_s"),
+    );
+    let line = format!(
+        "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
+         per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
+    );
+    if n >= 10_000 {
+        tracing::info!(tasks = n, "{line}");
+    } else {
+        tracing::debug!(tasks = n, "{line}");
+    }
+}
+
+/// Gives the tasks their priorities (rask-order) on a blocking thread: a million-task
+/// graph takes about a second, which no runtime thread should spend.
+async fn order_off_runtime(r: Records) -> Result<Vec<NewTask>, HelperError> {
+    let Records { mut tasks, order } = r;
+    tokio::task::spawn_blocking(move || ordering::assign(&mut tasks, &order).map(|()| tasks))
+        .await
+        .map_err(|e| HelperError::Order(format!("ordering the graph panicked: {e}")))?
+}
+
+fn failed(client: ClientId, keys: Vec<Key>, text: &str) -> Stimulus {
+    tracing::error!("graph failed: {text}");
+    Stimulus::GraphFailed {
+        client,
+        keys,
+        exception: Value::Bin(pickled_exception("RuntimeError", text)),
+        traceback: Value::Nil,
+    }
+}

@@ -1,0 +1,309 @@
+//! The op table: every op `distributed` 2026.8.0's scheduler answers (`Scheduler.handlers`,
+//! `Scheduler.stream_handlers` and its extensions'), once, with what rask does with it.
+//!
+//! Look an op up here to find its handler: an RPC is parsed by the named `translate`
+//! function into a [`Rpc`] variant, which the state task serves in `reactor`; a stream op
+//! becomes a [`ClientMsg`] or [`WorkerMsg`] the same way. An op rask does not serve has a
+//! [`Serve::NotSupported`] entry with the reason its user reads. `tests/ops.rs` checks the
+//! tables against the stock scheduler's handler list, so no op is forgotten silently.
+
+use crate::error::RequestError;
+use crate::messages::{ClientMsg, Rpc, WorkerMsg};
+use crate::translate::worker::WorkerStream;
+use crate::translate::{client, coordination, events, rpc, shuffle, worker};
+use rask_protocol::Value;
+
+/// What rask does with an op.
+#[derive(Clone, Copy)]
+pub enum Serve {
+    /// An RPC: parsed into a request for the state task.
+    Rpc(fn(&Value) -> Result<Rpc, RequestError>),
+    /// A client stream op: parsed into a message for the state task.
+    Client(fn(&Value) -> Result<ClientMsg, RequestError>),
+    /// A worker stream op: parsed into a message for the state task.
+    Worker(fn(&Value, &mut WorkerStream) -> Result<WorkerMsg, RequestError>),
+    /// Handled by the connection itself: it becomes a stream, or ends.
+    Connection(ConnectionOp),
+    /// Refused: the client gets "rask scheduler does not support the operation ... yet"
+    /// with this reason.
+    NotSupported(&'static str),
+}
+
+/// The ops a connection handles itself (`Server._handle_comm`, `handle_stream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionOp {
+    /// `register-client`: the connection becomes the client's stream.
+    RegisterClient,
+    /// `register-worker`: the connection becomes the worker's stream.
+    RegisterWorker,
+    /// `register_nanny`: a stock nanny announces itself; it gets no plugins.
+    RegisterNanny,
+    /// `close`: the peer is done with the connection (protocol-level, not a handler).
+    Close,
+    /// `close-stream`: the peer ends its stream (protocol-level, not a handler).
+    CloseStream,
+}
+
+/// One entry of a table.
+#[derive(Clone, Copy)]
+pub struct Op {
+    /// Dask's name
+    pub name: &'static str,
+    /// what rask does with it
+    pub serve: Serve,
+}
+
+impl Op {
+    /// Whether rask serves it (everything but [`Serve::NotSupported`]).
+    pub fn supported(&self) -> bool {
+        !matches!(self.serve, Serve::NotSupported(_))
+    }
+}
+
+const fn rpc(name: &'static str, parse: fn(&Value) -> Result<Rpc, RequestError>) -> Op {
+    Op {
+        name,
+        serve: Serve::Rpc(parse),
+    }
+}
+
+const fn client(name: &'static str, parse: fn(&Value) -> Result<ClientMsg, RequestError>) -> Op {
+    Op {
+        name,
+        serve: Serve::Client(parse),
+    }
+}
+
+const fn worker(
+    name: &'static str,
+    parse: fn(&Value, &mut WorkerStream) -> Result<WorkerMsg, RequestError>,
+) -> Op {
+    Op {
+        name,
+        serve: Serve::Worker(parse),
+    }
+}
+
+const fn connection(name: &'static str, op: ConnectionOp) -> Op {
+    Op {
+        name,
+        serve: Serve::Connection(op),
+    }
+}
+
+const fn refused(name: &'static str, reason: &'static str) -> Op {
+    Op {
+        name,
+        serve: Serve::NotSupported(reason),
+    }
+}
+
+const ADAPTIVE: &str = "adaptive scaling and cluster managers (Cluster.adapt, \
+    workers_to_close, check_idle) are not served by rask yet";
+const DIAGNOSTICS: &str = "rask does not record task streams, stories or profiles yet";
+const DUMPS: &str = "cluster state dumps are not served by rask yet";
+const LOGS: &str = "logs are not served through rask's scheduler yet; read the scheduler's \
+    and the workers' log output";
+const METADATA: &str = "task metadata is not kept by rask yet";
+const PLUGINS: &str = "worker and nanny plugins (register_plugin(WorkerPlugin), \
+    forward_logging, PipInstall, UploadDirectory) are not served by rask yet";
+const PLACEMENT: &str = "moving data between workers on request (rebalance, replicate) is \
+    not served by rask yet";
+const RECREATE: &str = "recreate_error_locally and recreate_task_locally are not served by \
+    rask yet";
+
+/// `Scheduler.handlers` (with the extensions'), sorted by name.
+pub static RPC: &[Op] = &[
+    refused("adaptive_target", ADAPTIVE),
+    refused(
+        "add_keys",
+        "the RPC form of add_keys; workers send add-keys on their stream, which rask serves",
+    ),
+    refused(
+        "amm_handler",
+        "the active memory manager is not part of rask yet",
+    ),
+    refused(
+        "benchmark_hardware",
+        "hardware benchmarks are not served by rask yet",
+    ),
+    rpc("broadcast", rpc::broadcast),
+    refused("call_stack", DIAGNOSTICS),
+    refused("check_idle", ADAPTIVE),
+    refused(
+        "connection_stream",
+        "bare connection streams are not served by rask",
+    ),
+    refused("dump_cluster_state_to_url", DUMPS),
+    refused("dump_state", DUMPS),
+    rpc("echo", rpc::echo),
+    rpc("event_clear", coordination::event_clear),
+    rpc("event_is_set", coordination::event_is_set),
+    rpc("event_set", coordination::event_set),
+    rpc("event_wait", coordination::event_wait),
+    rpc("events", events::events),
+    refused(
+        "feed",
+        "progress bars (distributed.progress) need the scheduler's feed, which rask does not \
+         serve yet",
+    ),
+    rpc("gather", rpc::gather),
+    refused("get_cluster_state", DUMPS),
+    refused("get_error_cause", RECREATE),
+    refused("get_logs", LOGS),
+    refused("get_metadata", METADATA),
+    refused("get_runspec", RECREATE),
+    refused("get_story", DIAGNOSTICS),
+    refused("get_task_prefix_states", DIAGNOSTICS),
+    rpc("get_task_status", rpc::get_task_status),
+    refused("get_task_stream", DIAGNOSTICS),
+    refused("get_task_stream_index", DIAGNOSTICS),
+    rpc("has_what", rpc::has_what),
+    rpc("heartbeat_worker", rpc::heartbeat_worker),
+    rpc("identity", rpc::identity),
+    rpc("log_event", events::log_event),
+    refused("logs", LOGS),
+    refused(
+        "memory_sampler_start",
+        "the memory sampler is not served by rask yet",
+    ),
+    refused(
+        "memory_sampler_stop",
+        "the memory sampler is not served by rask yet",
+    ),
+    rpc("multi_lock_acquire", coordination::multi_lock_acquire),
+    rpc("multi_lock_release", coordination::multi_lock_release),
+    rpc("nbytes", rpc::nbytes),
+    rpc("ncores", rpc::ncores),
+    rpc("ncores_running", rpc::ncores_running),
+    refused(
+        "performance_report",
+        "performance reports need the task stream and profiles, which rask does not record yet",
+    ),
+    rpc("processing", rpc::processing),
+    refused("profile", DIAGNOSTICS),
+    refused(
+        "proxy",
+        "proxying requests to workers is not served by rask yet",
+    ),
+    rpc("publish_delete", coordination::publish_delete),
+    rpc("publish_get", coordination::publish_get),
+    rpc("publish_list", coordination::publish_list),
+    rpc("publish_put", coordination::publish_put),
+    rpc("queue_create", coordination::queue_create),
+    rpc("queue_get", coordination::queue_get),
+    rpc("queue_put", coordination::queue_put),
+    rpc("queue_qsize", coordination::queue_qsize),
+    refused("rebalance", PLACEMENT),
+    connection("register-client", ConnectionOp::RegisterClient),
+    connection("register-worker", ConnectionOp::RegisterWorker),
+    connection("register_nanny", ConnectionOp::RegisterNanny),
+    refused("register_nanny_plugin", PLUGINS),
+    rpc("register_scheduler_plugin", rpc::register_scheduler_plugin),
+    refused("register_worker_plugin", PLUGINS),
+    refused("replicate", PLACEMENT),
+    rpc("restart", rpc::restart),
+    rpc("restart_workers", rpc::restart_workers),
+    rpc("retire_workers", rpc::retire_workers),
+    rpc("retry", rpc::retry),
+    rpc("run_function", rpc::run_function),
+    rpc("scatter", rpc::scatter),
+    rpc("semaphore_acquire", coordination::semaphore_acquire),
+    rpc("semaphore_close", coordination::semaphore_close),
+    rpc(
+        "semaphore_refresh_leases",
+        coordination::semaphore_refresh_leases,
+    ),
+    rpc("semaphore_register", coordination::semaphore_register),
+    rpc("semaphore_release", coordination::semaphore_release),
+    rpc("semaphore_value", coordination::semaphore_value),
+    refused("set_metadata", METADATA),
+    refused(
+        "set_resources",
+        "changing a worker's resources after it registered is not served by rask yet",
+    ),
+    refused(
+        "set_restrictions",
+        "changing a task's worker restrictions by RPC is not served by rask yet",
+    ),
+    rpc("shuffle_barrier", shuffle::barrier),
+    rpc("shuffle_get", shuffle::get),
+    rpc("shuffle_get_or_create", shuffle::get_or_create),
+    rpc("shuffle_restrict_task", shuffle::restrict_task),
+    refused("start_task_metadata", METADATA),
+    refused("stop_task_metadata", METADATA),
+    refused("subscribe_worker_status", ADAPTIVE),
+    refused(
+        "terminate",
+        "Client.shutdown() is not supported by rask scheduler: stop it with SIGTERM (or Ctrl-C)",
+    ),
+    rpc("unregister", rpc::unregister),
+    refused("unregister_nanny_plugin", PLUGINS),
+    rpc(
+        "unregister_scheduler_plugin",
+        rpc::unregister_scheduler_plugin,
+    ),
+    refused("unregister_worker_plugin", PLUGINS),
+    rpc("update_data", rpc::update_data),
+    rpc("variable_get", coordination::variable_get),
+    rpc("variable_set", coordination::variable_set),
+    rpc("versions", rpc::versions),
+    rpc("who_has", rpc::who_has),
+    refused("worker_logs", LOGS),
+    refused("workers_to_close", ADAPTIVE),
+];
+
+/// `Scheduler.stream_handlers` that clients use, sorted by name.
+pub static CLIENT_STREAM: &[Op] = &[
+    client("cancel-keys", client::cancel_keys),
+    client("client-desires-keys", client::desires_keys),
+    client("client-releases-keys", client::releases_keys),
+    client("close-client", client::close_client),
+    connection("close-stream", ConnectionOp::CloseStream),
+    client("heartbeat-client", client::heartbeat_client),
+    client("publish_flush_batched_send", coordination::publish_flush),
+    client("queue-future-release", coordination::queue_future_release),
+    client("queue_release", coordination::queue_release),
+    client("report-key", client::report_key),
+    client("subscribe-topic", events::subscribe),
+    client("unsubscribe-topic", events::unsubscribe),
+    client("update-data", client::update_data),
+    client("update-graph", client::update_graph),
+    client(
+        "variable-future-received-confirm",
+        coordination::variable_confirm,
+    ),
+    client("variable_delete", coordination::variable_delete),
+];
+
+/// `Scheduler.stream_handlers` that workers use, sorted by name.
+pub static WORKER_STREAM: &[Op] = &[
+    worker("add-keys", worker::add_keys),
+    connection("close-stream", ConnectionOp::CloseStream),
+    worker("keep-alive", worker::keep_alive),
+    worker("log-event", worker::log_event),
+    worker("long-running", worker::long_running),
+    worker("release-worker-data", worker::release_worker_data),
+    worker("request-refresh-who-has", worker::request_refresh_who_has),
+    worker("reschedule", worker::reschedule),
+    worker("steal-response", worker::steal_response),
+    worker("task-erred", worker::task_erred),
+    worker("task-finished", worker::task_finished),
+    worker("worker-status-change", worker::status_change),
+];
+
+/// Ops a connection's request loop answers besides [`RPC`] (protocol-level).
+pub static CONNECTION: &[Op] = &[connection("close", ConnectionOp::Close)];
+
+/// The entry of `name` in a sorted table.
+pub fn find(table: &'static [Op], name: &str) -> Option<&'static Op> {
+    table
+        .binary_search_by(|op| op.name.cmp(name))
+        .ok()
+        .map(|i| &table[i])
+}
+
+/// The RPC (or protocol-level op) `name`.
+pub fn rpc_op(name: &str) -> Option<&'static Op> {
+    find(RPC, name).or_else(|| find(CONNECTION, name))
+}

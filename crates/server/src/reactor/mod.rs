@@ -1,0 +1,416 @@
+//! The state task: [`Scheduler`] owns the core and everything around it (who is connected,
+//! the extensions, administration in progress) and handles one [`Event`] at a time,
+//! synchronously, with the time passed in. Effects leave through an [`Outbox`]; waits on
+//! other processes are [`crate::event::Job`]s that come back as events. Nothing here reads a
+//! clock, touches a socket or awaits, so every handler can be driven by a test.
+//!
+//! - [`requests`]: the RPCs the scheduler serves itself (queries, `scatter`, `gather`, ...).
+//! - [`peers`]: clients and workers joining, their stream messages, leaving.
+//! - [`admin`]: restarting and retiring workers, the worker-ttl check.
+//! - [`run`]: the tokio task around it.
+
+mod admin;
+mod peers;
+mod requests;
+mod run;
+
+pub use run::{run, Clock};
+
+use crate::dask_config::DaskConfig;
+use crate::event::{Done, Event, Snapshot, Timer};
+use crate::extensions::{Change, Cx, Extensions};
+use crate::messages::{ClientMsg, Registration, ToClientMsg};
+use crate::outbox::Outbox;
+use rask_core::{ClientId, Command, CoreConfig, SchedulerState, Stimulus, ToWorker, WorkerId};
+use rask_protocol::Value;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the server keeps about a worker beyond what scheduling needs (for `identity`).
+struct WorkerInfo {
+    /// what it said when it registered
+    registration: Box<Registration>,
+    /// last heartbeat (state-task clock)
+    last_seen: f64,
+    /// latest heartbeat metrics
+    metrics: Value,
+}
+
+/// A connected client (or a pseudo-client of an extension).
+struct ClientInfo {
+    /// `Client-<uuid>`
+    name: Arc<str>,
+    /// While one of its graphs is being materialized, its later stream messages (and its
+    /// leaving) wait here, so they reach the core in stream order; `None` otherwise.
+    held: Option<VecDeque<Held>>,
+}
+
+/// A client stream input held back behind a graph.
+enum Held {
+    Msg(ClientMsg),
+    Leave,
+}
+
+/// Who the scheduler is, as it tells peers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// advertised `tcp://host:port` (or `tls://`)
+    pub address: String,
+    /// advertised dashboard port
+    pub dashboard_port: Option<u16>,
+    /// the Python environment report from the graph helper (`versions` RPC)
+    pub versions: Value,
+    /// `{name: pickled WorkerPlugin}` for every `register-worker` reply (the P2P shuffle's)
+    pub worker_plugins: Value,
+}
+
+/// The state task's data.
+pub struct Scheduler {
+    /// the pure state machine
+    core: SchedulerState,
+    workers: FxHashMap<WorkerId, WorkerInfo>,
+    clients: FxHashMap<ClientId, ClientInfo>,
+    /// client name -> id (messages name clients by string; pseudo-clients included)
+    client_ids: FxHashMap<Arc<str>, ClientId>,
+    /// `Scheduler-<uuid>`
+    id: String,
+    identity: Identity,
+    /// start time (state-task clock)
+    started: f64,
+    /// the user's Dask configuration (the keys rask honours)
+    config: DaskConfig,
+    /// `--idle-timeout` or `distributed.scheduler.idle-timeout`
+    idle_timeout: Option<Duration>,
+    /// last time a client or task existed
+    last_busy: f64,
+    /// when the next work-stealing balance and worker-ttl check are due
+    next_balance: f64,
+    next_ttl_check: f64,
+    /// datasets, coordination primitives, events, P2P shuffle
+    ext: Extensions,
+    /// restarts and retirements in progress
+    admin: admin::Admin,
+    /// ids for waits and timers
+    next_id: u64,
+}
+
+/// How often worker heartbeats are checked against `worker-ttl`.
+const TTL_CHECK_EVERY: f64 = 1.0;
+
+impl Scheduler {
+    /// A scheduler with no peers yet, started at `now`.
+    pub fn new(
+        identity: Identity,
+        config: DaskConfig,
+        idle_timeout: Option<Duration>,
+        now: f64,
+    ) -> Scheduler {
+        let mut core = SchedulerState::new(CoreConfig {
+            validate: false,
+            allowed_failures: config.allowed_failures,
+            worker_saturation: config.worker_saturation,
+            work_stealing: config.work_stealing,
+            ..CoreConfig::default()
+        });
+        core.ensure_fire_and_forget();
+        let mut client_ids = FxHashMap::default();
+        client_ids.insert(Arc::from("fire-and-forget"), rask_core::FIRE_AND_FORGET);
+        let mut ext = Extensions::default();
+        ext.events.max_events = config.low_level_log_length.max(1);
+        Scheduler {
+            core,
+            workers: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            client_ids,
+            id: format!("Scheduler-{}", uuid::Uuid::new_v4()),
+            identity,
+            started: now,
+            idle_timeout,
+            last_busy: now,
+            next_balance: 0.0,
+            next_ttl_check: 0.0,
+            ext,
+            admin: admin::Admin::default(),
+            next_id: 0,
+            config,
+        }
+    }
+
+    /// Checks invariants after every event (tests and debug builds).
+    pub fn set_validate(&mut self, on: bool) {
+        self.core.set_validate(on);
+    }
+
+    /// The core, to read (tests).
+    pub fn core(&self) -> &SchedulerState {
+        &self.core
+    }
+
+    /// Handles one event at time `now` (seconds since the epoch, the state task's clock).
+    pub fn handle(&mut self, now: f64, event: Event, out: &mut dyn Outbox) {
+        match event {
+            Event::Rpc { request, reply } => self.rpc(now, request, reply, out),
+            Event::ClientJoined {
+                name,
+                stream,
+                reply,
+            } => {
+                let id = self.client_joined(now, name, stream, out);
+                let _ = reply.send(id);
+            }
+            Event::Client { client, msgs } => {
+                for msg in msgs {
+                    self.client_input(now, client, Held::Msg(msg), out);
+                }
+            }
+            Event::ClientLeft { client } => self.client_input(now, client, Held::Leave, out),
+            Event::WorkerJoined {
+                registration,
+                stream,
+                reply,
+            } => {
+                let joined = self.worker_joined(now, registration, stream, out);
+                let _ = reply.send(joined);
+            }
+            Event::Worker { worker, msgs } => {
+                for msg in msgs {
+                    self.worker_msg(now, worker, msg, out);
+                }
+            }
+            Event::WorkerLeft { worker, expected } => {
+                let sid: Arc<str> = format!("handle-worker-cleanup-{now}").into();
+                self.remove_worker(now, worker, expected, sid, out);
+            }
+            Event::Tick => self.tick(now, out),
+            Event::Timer(t) => self.timer(now, t, out),
+            Event::Done(d) => self.done(now, d, out),
+            Event::Snapshot(tx) => {
+                let _ = tx.send(self.snapshot());
+            }
+            Event::Shutdown(tx) => {
+                self.close_workers("scheduler-close", out);
+                for c in self.clients.keys() {
+                    out.to_client(*c, ToClientMsg::StreamClosed);
+                }
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Applies one stimulus and sends the resulting commands; a watched task's transition
+    /// reaches the extensions' hooks first, as Dask's plugin hooks send their messages
+    /// before a stimulus' own.
+    fn stimulus(&mut self, now: f64, s: Stimulus, out: &mut dyn Outbox) {
+        let started = std::time::Instant::now();
+        let commands = self.core.handle(now, s);
+        let handled = started.elapsed();
+        let n = commands.len();
+        for c in &commands {
+            if let Command::Transitioned {
+                key,
+                finish,
+                stimulus_id,
+            } = c
+            {
+                self.with_ext(now, out, |ext, cx| {
+                    for e in ext.all() {
+                        e.on_transition(cx, key, *finish, stimulus_id);
+                    }
+                });
+            }
+        }
+        for c in commands {
+            match c {
+                Command::Worker(w, msg) => out.to_worker(w, msg.into()),
+                Command::Client(c, msg) => out.to_client(c, msg.into()),
+                Command::AllClients(msg) => {
+                    for c in self.clients.keys() {
+                        out.to_client(*c, msg.clone().into());
+                    }
+                }
+                Command::Transitioned { .. } => {}
+                Command::Error(e) => tracing::error!("{e}"),
+            }
+        }
+        // Everything else waits while this task works: say so when it is long.
+        let busy = started.elapsed();
+        if busy > Duration::from_millis(100) {
+            tracing::info!(
+                "state task busy {:.3}s: {:.3}s in the core, then {n} commands dispatched",
+                busy.as_secs_f64(),
+                handled.as_secs_f64()
+            );
+        }
+    }
+
+    /// Runs an extension handler with a [`Cx`], then applies the changes it asked for.
+    fn with_ext<R>(
+        &mut self,
+        now: f64,
+        out: &mut dyn Outbox,
+        f: impl FnOnce(&mut Extensions, &mut Cx<'_>) -> R,
+    ) -> R {
+        let mut changes = Vec::new();
+        let r = {
+            let mut cx = Cx::new(
+                now,
+                &self.core,
+                &self.client_ids,
+                &self.config,
+                &mut *out,
+                &mut changes,
+                &mut self.next_id,
+            );
+            f(&mut self.ext, &mut cx)
+        };
+        for change in changes {
+            self.apply(now, change, out);
+        }
+        r
+    }
+
+    fn apply(&mut self, now: f64, change: Change, out: &mut dyn Outbox) {
+        match change {
+            Change::Stimulus(s) => self.stimulus(now, s, out),
+            Change::Desire { pseudo, keys } => {
+                let client = self.pseudo_client(now, &pseudo, out);
+                self.stimulus(now, Stimulus::ClientDesiresKeys { client, keys }, out);
+            }
+            Change::Release { pseudo, keys, why } => {
+                if let Some(client) = self.client_ids.get(pseudo.as_str()).copied() {
+                    let stimulus_id = format!("{why}-{now}").into();
+                    self.stimulus(
+                        now,
+                        Stimulus::ClientReleasesKeys {
+                            client,
+                            keys,
+                            stimulus_id,
+                        },
+                        out,
+                    );
+                }
+            }
+            Change::RemovePseudo(pseudo) => {
+                if let Some(client) = self.client_ids.remove(pseudo.as_str()) {
+                    self.stimulus(now, Stimulus::RemoveClient { client }, out);
+                }
+            }
+        }
+    }
+
+    /// The id of a scheduler-side pseudo-client (`"published-<name>"`, `"variable-<name>"`,
+    /// ...), registering it on first use. Keys it "wants" stay alive, as in Dask, where
+    /// extensions call `client_desires_keys(keys, "<pseudo-client>")`.
+    fn pseudo_client(&mut self, now: f64, name: &str, out: &mut dyn Outbox) -> ClientId {
+        if let Some(id) = self.client_ids.get(name) {
+            return *id;
+        }
+        let id = self.core.new_client_id();
+        let name: Arc<str> = name.into();
+        self.client_ids.insert(name.clone(), id);
+        self.stimulus(now, Stimulus::AddClient { id, name }, out);
+        id
+    }
+
+    /// Heartbeat interval for the current cluster size (`heartbeat_interval`,
+    /// `scheduler.py:9203-9213`).
+    fn heartbeat_interval(&self) -> f64 {
+        let n = self.workers.len();
+        if n <= 10 {
+            0.5
+        } else if n < 50 {
+            1.0
+        } else if n < 200 {
+            2.0
+        } else {
+            n as f64 / 200.0 + 1.0
+        }
+    }
+
+    /// Sends `close` to every worker (scheduler shutdown).
+    fn close_workers(&mut self, reason: &str, out: &mut dyn Outbox) {
+        let reason: Arc<str> = reason.into();
+        for &id in self.workers.keys() {
+            out.to_worker(
+                id,
+                ToWorker::Close {
+                    reason: reason.clone(),
+                }
+                .into(),
+            );
+        }
+    }
+
+    /// The periodic timer: a work-stealing balance every `work-stealing-interval`, the
+    /// worker-ttl check, the extensions' ticks, the idle timeout.
+    fn tick(&mut self, now: f64, out: &mut dyn Outbox) {
+        if self.config.work_stealing && now >= self.next_balance {
+            self.next_balance = now + self.config.work_stealing_interval.as_secs_f64();
+            self.stimulus(now, Stimulus::Balance, out);
+        }
+        if let Some(ttl) = self.config.worker_ttl {
+            if now >= self.next_ttl_check {
+                self.next_ttl_check = now + TTL_CHECK_EVERY;
+                self.check_worker_ttl(now, ttl, out);
+            }
+        }
+        self.with_ext(now, out, |ext, cx| {
+            for e in ext.all() {
+                e.on_tick(cx);
+            }
+        });
+        if let Some(timeout) = self.idle_timeout {
+            // `check_idle`: no clients and no tasks
+            let user_clients = self.clients.len();
+            if user_clients > 0 || self.core.n_tasks() > 0 {
+                self.last_busy = now;
+            } else if now - self.last_busy >= timeout.as_secs_f64() {
+                tracing::info!("Scheduler closing due to idle timeout");
+                out.stop();
+            }
+        }
+    }
+
+    fn timer(&mut self, now: f64, t: Timer, out: &mut dyn Outbox) {
+        match t {
+            Timer::Again { request, reply } => self.rpc(now, request, reply, out),
+            Timer::Coordination(wait) => {
+                self.with_ext(now, out, |ext, cx| ext.coordination.on_timer(cx, wait))
+            }
+            Timer::Retire(id) => self.retire_step(now, id, out),
+            Timer::WorkersBack(id) => self.workers_back_deadline(now, id, out),
+        }
+    }
+
+    fn done(&mut self, now: f64, d: Done, out: &mut dyn Outbox) {
+        match d {
+            Done::Graph { client, stimulus } => self.graph_done(now, client, *stimulus, out),
+            Done::Gathered(g) => self.gathered(now, *g, out),
+            Done::Scattered {
+                result,
+                keys,
+                client,
+                reply,
+            } => self.scattered(now, result, keys, client, reply, out),
+            Done::Killed { outcomes, then } => self.killed(now, outcomes, then, out),
+            Done::Helper { result, then } => self.helper_done(now, result, then, out),
+            Done::Reply { result, reply } => out.reply(reply, result),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            address: self.identity.address.clone(),
+            workers: self.workers.len(),
+            threads: self
+                .workers
+                .values()
+                .map(|w| u64::from(w.registration.nthreads))
+                .sum(),
+            clients: self.clients.len(),
+            tasks: self.core.n_tasks(),
+        }
+    }
+}

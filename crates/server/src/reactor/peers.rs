@@ -1,0 +1,316 @@
+//! Clients and workers: joining (`register-client`, `register-worker`), their stream
+//! messages in order, and leaving.
+
+use super::{ClientInfo, Held, Scheduler, WorkerInfo};
+use crate::event::{ClientTx, Job, Joined, WorkerTx};
+use crate::extensions::{Extension, Peer};
+use crate::messages::{ClientMsg, Placement, Registration, ToClientMsg, WorkerMsg};
+use crate::outbox::Outbox;
+use crate::translate::worker::{refused, registered};
+use rask_core::{ClientId, Stimulus, WorkerId, WorkerSpec};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+impl Scheduler {
+    // ---- clients -----------------------------------------------------------------------------
+
+    /// `register-client` (scheduler.py:5904-5952).
+    pub(super) fn client_joined(
+        &mut self,
+        now: f64,
+        name: Arc<str>,
+        stream: ClientTx,
+        out: &mut dyn Outbox,
+    ) -> ClientId {
+        let id = self.core.new_client_id();
+        out.open_client(id, stream);
+        // `stream-start` must be the first message on the stream.
+        out.to_client(id, ToClientMsg::StreamStart);
+        self.clients.insert(
+            id,
+            ClientInfo {
+                name: name.clone(),
+                held: None,
+            },
+        );
+        self.client_ids.insert(name.clone(), id);
+        self.stimulus(now, Stimulus::AddClient { id, name }, out);
+        id
+    }
+
+    /// One input of a client's stream, in order: held back while one of its graphs is
+    /// being materialized.
+    pub(super) fn client_input(
+        &mut self,
+        now: f64,
+        client: ClientId,
+        input: Held,
+        out: &mut dyn Outbox,
+    ) {
+        let Some(info) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if let Some(held) = &mut info.held {
+            held.push_back(input);
+            return;
+        }
+        match input {
+            Held::Msg(msg) => self.client_msg(now, client, msg, out),
+            Held::Leave => self.remove_client(now, client, out),
+        }
+    }
+
+    fn client_msg(&mut self, now: f64, client: ClientId, msg: ClientMsg, out: &mut dyn Outbox) {
+        match msg {
+            ClientMsg::UpdateGraph(request) => {
+                // this client's later messages wait for the graph; nobody else does
+                if let Some(info) = self.clients.get_mut(&client) {
+                    info.held = Some(VecDeque::new());
+                }
+                out.start(Job::Materialize { client, request });
+            }
+            ClientMsg::CloseClient => {}
+            ClientMsg::HeartbeatClient => {
+                let interval = self.heartbeat_interval() * 10.0;
+                out.to_client(client, ToClientMsg::AdjustHeartbeat { interval });
+            }
+            ClientMsg::DesiresKeys { keys, client: who } => {
+                let client = self.on_behalf_of(who, client);
+                self.stimulus(now, Stimulus::ClientDesiresKeys { client, keys }, out);
+            }
+            ClientMsg::ReleasesKeys {
+                keys,
+                client: who,
+                stimulus_id,
+            } => {
+                let client = self.on_behalf_of(who, client);
+                let s = Stimulus::ClientReleasesKeys {
+                    client,
+                    keys,
+                    stimulus_id,
+                };
+                self.stimulus(now, s, out);
+            }
+            ClientMsg::CancelKeys {
+                keys,
+                force,
+                reason,
+                msg,
+            } => {
+                let s = Stimulus::CancelKeys {
+                    client,
+                    keys,
+                    force,
+                    reason,
+                    msg,
+                };
+                self.stimulus(now, s, out);
+            }
+            ClientMsg::ReportKey { key } => {
+                self.stimulus(now, Stimulus::ReportKey { client, key }, out)
+            }
+            ClientMsg::UpdateData(placement) => self.update_data(now, Some(client), placement, out),
+            ClientMsg::Events(op) => self.with_ext(now, out, |ext, cx| {
+                ext.events.stream_op(cx, Peer::Client(client), op)
+            }),
+            ClientMsg::Coordination(op) => self.with_ext(now, out, |ext, cx| {
+                ext.coordination.stream_op(cx, Peer::Client(client), op)
+            }),
+        }
+    }
+
+    /// A stream message naming another client (`client=...`), else the stream's own.
+    fn on_behalf_of(&self, who: Option<Arc<str>>, own: ClientId) -> ClientId {
+        who.and_then(|n| self.client_ids.get(&n).copied())
+            .unwrap_or(own)
+    }
+
+    /// A graph is materialized (or failed): it reaches the core, then the client's held
+    /// messages go on, up to its next graph.
+    pub(super) fn graph_done(
+        &mut self,
+        now: f64,
+        client: ClientId,
+        stimulus: Stimulus,
+        out: &mut dyn Outbox,
+    ) {
+        self.stimulus(now, stimulus, out);
+        let Some(held) = self.clients.get_mut(&client).and_then(|c| c.held.take()) else {
+            return;
+        };
+        let mut held = held;
+        while let Some(input) = held.pop_front() {
+            match input {
+                Held::Msg(msg) => self.client_msg(now, client, msg, out),
+                Held::Leave => {
+                    self.remove_client(now, client, out);
+                    return;
+                }
+            }
+            // another graph: the rest waits for it
+            if let Some(info) = self.clients.get_mut(&client) {
+                if let Some(next) = &mut info.held {
+                    next.extend(held);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The client's stream ended: its keys are released.
+    fn remove_client(&mut self, now: f64, client: ClientId, out: &mut dyn Outbox) {
+        self.stimulus(now, Stimulus::RemoveClient { client }, out);
+        out.close_client(client);
+        if let Some(info) = self.clients.remove(&client) {
+            self.client_ids.remove(&info.name);
+            tracing::info!(client = %info.name, "Remove client");
+            self.with_ext(now, out, |ext, cx| {
+                for e in ext.all() {
+                    e.on_client_removed(cx, client);
+                }
+            });
+        }
+    }
+
+    /// `update_data` / `update-data`: data put on workers by scatter or by another client.
+    pub(super) fn update_data(
+        &mut self,
+        now: f64,
+        client: Option<ClientId>,
+        placement: Placement,
+        out: &mut dyn Outbox,
+    ) {
+        let Placement { who_has, nbytes } = placement;
+        let data = who_has
+            .into_iter()
+            .map(|(key, addrs)| {
+                let workers: Vec<WorkerId> = addrs
+                    .iter()
+                    .filter_map(|a| self.core.worker_id(a))
+                    .collect();
+                let n = nbytes.get(&key).copied().unwrap_or(0);
+                (key, workers, n)
+            })
+            .collect();
+        let s = Stimulus::UpdateData {
+            client,
+            data,
+            stimulus_id: format!("update-data-{now}").into(),
+        };
+        self.stimulus(now, s, out);
+    }
+
+    // ---- workers -----------------------------------------------------------------------------
+
+    /// `register-worker` (scheduler.py:4663-4800): refused if its name or address is taken.
+    pub(super) fn worker_joined(
+        &mut self,
+        now: f64,
+        registration: Box<Registration>,
+        stream: WorkerTx,
+        out: &mut dyn Outbox,
+    ) -> Joined {
+        let taken = self
+            .core
+            .workers()
+            .any(|(_, w)| w.name == registration.name || w.address == registration.address);
+        if taken {
+            tracing::warn!(address = %registration.address, "refusing worker: name taken");
+            return Joined::Refused {
+                reply: refused(&format!("name taken, {}", registration.name)),
+            };
+        }
+        let id = self.core.new_worker_id();
+        let spec = WorkerSpec {
+            address: registration.address.clone(),
+            name: registration.name.clone(),
+            nthreads: registration.nthreads,
+            memory_limit: registration.memory_limit,
+            resources: registration.resources.clone(),
+            status: registration.status,
+        };
+        tracing::info!(
+            address = %registration.address,
+            name = %registration.name,
+            nthreads = registration.nthreads,
+            "Register worker"
+        );
+        out.open_worker(id, stream);
+        self.workers.insert(
+            id,
+            WorkerInfo {
+                metrics: registration.metrics.clone(),
+                registration,
+                last_seen: now,
+            },
+        );
+        let reply = registered(self.heartbeat_interval(), &self.identity.worker_plugins);
+        self.stimulus(now, Stimulus::AddWorker { id, spec }, out);
+        self.worker_arrived(now, out);
+        Joined::Accepted { worker: id, reply }
+    }
+
+    pub(super) fn worker_msg(
+        &mut self,
+        now: f64,
+        worker: WorkerId,
+        msg: WorkerMsg,
+        out: &mut dyn Outbox,
+    ) {
+        match msg {
+            WorkerMsg::Core(s) => self.stimulus(now, s, out),
+            // liveness is the stream itself (and the heartbeats)
+            WorkerMsg::KeepAlive => {}
+            WorkerMsg::Events(op) => self.with_ext(now, out, |ext, cx| {
+                ext.events.stream_op(cx, Peer::Worker(worker), op)
+            }),
+        }
+    }
+
+    /// `remove_worker`: its stream, its tasks (core), and the extensions' hooks (a P2P
+    /// shuffle it took part in fails and restarts).
+    pub(super) fn remove_worker(
+        &mut self,
+        now: f64,
+        worker: WorkerId,
+        expected: bool,
+        stimulus_id: Arc<str>,
+        out: &mut dyn Outbox,
+    ) {
+        let Some(address) = self.core.worker(worker).map(|w| w.address.clone()) else {
+            return;
+        };
+        let s = Stimulus::RemoveWorker {
+            worker,
+            expected,
+            stimulus_id: stimulus_id.clone(),
+        };
+        self.stimulus(now, s, out);
+        self.workers.remove(&worker);
+        out.close_worker(worker);
+        tracing::info!(%address, "Remove worker");
+        self.with_ext(now, out, |ext, cx| {
+            for e in ext.all() {
+                e.on_worker_removed(cx, &address, &stimulus_id);
+            }
+        });
+    }
+
+    /// `remove_worker(close=True)`: tells the worker to close, then forgets it.
+    pub(super) fn close_and_remove(
+        &mut self,
+        now: f64,
+        worker: WorkerId,
+        stimulus_id: &Arc<str>,
+        out: &mut dyn Outbox,
+    ) {
+        out.to_worker(
+            worker,
+            rask_core::ToWorker::Close {
+                reason: stimulus_id.clone(),
+            }
+            .into(),
+        );
+        self.remove_worker(now, worker, false, stimulus_id.clone(), out);
+    }
+}

@@ -1,0 +1,394 @@
+//! Worker streams, both ways: `register-worker`, the messages a worker sends
+//! (`worker_state_machine.py:420-560`) and the ones it is sent (`Worker.stream_handlers`).
+
+use super::{keys_value, now, who_has_value};
+use crate::error::RequestError;
+use crate::messages::events::{StreamOp, WorkerEvent};
+use crate::messages::{Registration, ToWorkerMsg, WorkerMsg};
+use rask_comm::fields::{field, int_field, key_field, keys_field, str_field};
+use rask_core::{ComputeTask, Stimulus, ToWorker, WorkerId, WorkerStatus};
+use rask_protocol::{Key, Opaque, Value};
+use std::sync::Arc;
+
+// ---- register-worker -------------------------------------------------------------------------
+
+/// `register-worker` (scheduler.py:4663-4800).
+pub fn registration(msg: &Value) -> Result<Registration, RequestError> {
+    let address = str_field(msg, "address")?;
+    let nthreads = int_field(msg, "nthreads")?.clamp(1, i64::from(u32::MAX)) as u32;
+    let name_value = msg
+        .get("name")
+        .cloned()
+        .unwrap_or_else(|| Value::Str(address.clone()));
+    let name: Arc<str> = match &name_value {
+        Value::Str(s) => s.clone(),
+        Value::Nil => address.clone(),
+        Value::Int(i) => i.to_string().into(),
+        other => format!("{other:?}").into(),
+    };
+    let memory_limit = msg
+        .get("memory_limit")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        .max(0) as u64;
+    let resources_value = msg
+        .get("resources")
+        .cloned()
+        .unwrap_or(Value::Map(Vec::new()));
+    let resources = match &resources_value {
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((Arc::<str>::from(k.as_str()?), v.as_f64()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let status = msg
+        .get("status")
+        .and_then(Value::as_str)
+        .map_or(WorkerStatus::Running, WorkerStatus::from);
+    let or_empty = |name: &str| msg.get(name).cloned().unwrap_or(Value::Map(Vec::new()));
+    Ok(Registration {
+        address,
+        name_value,
+        name,
+        nthreads,
+        memory_limit,
+        resources_value,
+        resources,
+        status,
+        local_directory: msg.get("local_directory").cloned().unwrap_or(Value::Nil),
+        services: or_empty("services"),
+        nanny: msg.get("nanny").cloned().unwrap_or(Value::Nil),
+        metrics: or_empty("metrics"),
+    })
+}
+
+/// The reply to an accepted `register-worker`.
+pub fn registered(heartbeat_interval: f64, worker_plugins: &Value) -> Value {
+    Value::map([
+        ("status", Value::from("OK")),
+        ("time", Value::Float(now())),
+        ("heartbeat-interval", Value::Float(heartbeat_interval)),
+        ("worker-plugins", worker_plugins.clone()),
+        ("warning", Value::from("")),
+        ("error", Value::from("")),
+    ])
+}
+
+/// The reply to a refused `register-worker` (`Worker._register_with_scheduler` raises on a
+/// status other than "OK", showing `message`).
+pub fn refused(message: &str) -> Value {
+    Value::map([
+        ("status", Value::from("error")),
+        ("message", Value::from(message)),
+        ("time", Value::Float(now())),
+    ])
+}
+
+// ---- worker -> scheduler ---------------------------------------------------------------------
+
+/// What a worker stream's reader keeps between messages.
+#[derive(Default)]
+pub struct WorkerStream {
+    /// the worker, once registered
+    pub worker: Option<WorkerId>,
+    /// the worker said it is closing: its removal is expected
+    pub closing: bool,
+    types: TypeCache,
+}
+
+impl WorkerStream {
+    /// A registered worker's stream.
+    pub fn new(worker: WorkerId) -> WorkerStream {
+        WorkerStream {
+            worker: Some(worker),
+            ..WorkerStream::default()
+        }
+    }
+
+    fn id(&self) -> WorkerId {
+        self.worker.unwrap_or(WorkerId(0))
+    }
+}
+
+/// The pickled result types a worker reported, as buffers of their own. A task keeps its
+/// `type` until it is forgotten; as a slice of the message it came in, it kept that whole
+/// frame (every task-finished of the batch) alive: about 250 bytes per task on a 1M-task
+/// graph. Most tasks of a graph share a handful of types, so they share one copy too.
+#[derive(Default)]
+struct TypeCache {
+    seen: rustc_hash::FxHashSet<bytes::Bytes>,
+}
+
+impl TypeCache {
+    /// Bounds the cache against a worker that reports a new type for every task.
+    const MAX: usize = 256;
+
+    fn detach(&mut self, v: Option<&Value>) -> Value {
+        match v {
+            Some(Value::Bin(b)) => {
+                if let Some(own) = self.seen.get(b) {
+                    return Value::Bin(own.clone());
+                }
+                let own = bytes::Bytes::copy_from_slice(b);
+                if self.seen.len() < Self::MAX {
+                    self.seen.insert(own.clone());
+                }
+                Value::Bin(own)
+            }
+            Some(other) => other.clone(),
+            None => Value::Nil,
+        }
+    }
+}
+
+fn sid(msg: &Value, op: &str) -> Arc<str> {
+    super::stimulus_id(msg, op)
+}
+
+fn run_id(msg: &Value) -> Result<u64, RequestError> {
+    Ok(int_field(msg, "run_id")?.max(0) as u64)
+}
+
+/// `task-finished`
+pub fn task_finished(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::TaskFinished {
+        worker: s.id(),
+        key: key_field(msg, "key")?,
+        run_id: run_id(msg)?,
+        nbytes: msg.get("nbytes").and_then(Value::as_i64).unwrap_or(0),
+        type_: s.types.detach(msg.get("type")),
+        compute_duration: compute_duration(msg),
+        stimulus_id: sid(msg, "task-finished"),
+    }))
+}
+
+/// `task-erred`
+pub fn task_erred(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::TaskErred {
+        worker: s.id(),
+        key: key_field(msg, "key")?,
+        run_id: run_id(msg)?,
+        exception: msg.get("exception").cloned().unwrap_or(Value::Nil),
+        traceback: msg.get("traceback").cloned().unwrap_or(Value::Nil),
+        stimulus_id: sid(msg, "task-erred"),
+    }))
+}
+
+/// `release-worker-data`
+pub fn release_worker_data(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::ReleaseWorkerData {
+        worker: s.id(),
+        key: key_field(msg, "key")?,
+        stimulus_id: sid(msg, "release-worker-data"),
+    }))
+}
+
+/// `add-keys`
+pub fn add_keys(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::AddKeys {
+        worker: s.id(),
+        keys: keys_field(msg, "keys")?,
+        stimulus_id: sid(msg, "add-keys"),
+    }))
+}
+
+/// `reschedule`
+pub fn reschedule(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::Reschedule {
+        worker: s.id(),
+        key: key_field(msg, "key")?,
+        stimulus_id: sid(msg, "reschedule"),
+    }))
+}
+
+/// `long-running`
+pub fn long_running(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::LongRunning {
+        worker: s.id(),
+        key: key_field(msg, "key")?,
+    }))
+}
+
+/// `request-refresh-who-has`
+pub fn request_refresh_who_has(
+    msg: &Value,
+    s: &mut WorkerStream,
+) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::RequestRefreshWhoHas {
+        worker: s.id(),
+        keys: keys_field(msg, "keys")?,
+        stimulus_id: sid(msg, "request-refresh-who-has"),
+    }))
+}
+
+/// `steal-response`
+pub fn steal_response(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::Core(Stimulus::StealResponse {
+        worker: s.id(),
+        key: key_field(msg, "key")?,
+        state: msg.get("state").and_then(Value::as_str).map(Arc::from),
+        stimulus_id: sid(msg, "steal-response"),
+    }))
+}
+
+/// `worker-status-change`; a worker that says it is closing is expected to leave.
+pub fn status_change(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    let name = str_field(msg, "status")?;
+    if name.starts_with("closing") {
+        s.closing = true;
+    }
+    Ok(WorkerMsg::Core(Stimulus::WorkerStatusChange {
+        worker: s.id(),
+        status: WorkerStatus::from(&*name),
+    }))
+}
+
+/// `keep-alive`
+pub fn keep_alive(_msg: &Value, _s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    Ok(WorkerMsg::KeepAlive)
+}
+
+/// `log-event {topic, msg}` (`Scheduler.log_worker_event`).
+pub fn log_event(msg: &Value, _s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+    let topics = super::events::topics(msg)?;
+    let single_topic = match field(msg, "topic")? {
+        Value::Str(t) => Some(t.clone()),
+        _ => None,
+    };
+    Ok(WorkerMsg::Events(StreamOp::Log(WorkerEvent {
+        topics,
+        msg: msg.get("msg").cloned().unwrap_or(Value::Nil),
+        single_topic,
+    })))
+}
+
+/// Seconds spent in `compute` according to `startstops`.
+fn compute_duration(msg: &Value) -> Option<f64> {
+    let spans = msg.get("startstops")?.as_array()?;
+    let mut total = 0.0;
+    let mut found = false;
+    for s in spans {
+        if s.get("action").and_then(Value::as_str) == Some("compute") {
+            total += s.get("stop")?.as_f64()? - s.get("start")?.as_f64()?;
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
+
+// ---- scheduler -> worker ---------------------------------------------------------------------
+
+/// A scheduler → worker stream message.
+pub fn to_worker(msg: ToWorkerMsg) -> Value {
+    match msg {
+        ToWorkerMsg::Core(m) => core(m),
+        // `AcquireReplicasEvent` (worker_state_machine.py)
+        ToWorkerMsg::AcquireReplicas {
+            who_has,
+            nbytes,
+            stimulus_id,
+        } => Value::map([
+            ("op", Value::from("acquire-replicas")),
+            ("who_has", who_has_value(&who_has)),
+            ("nbytes", nbytes_value(&nbytes)),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
+        ToWorkerMsg::StatusChange {
+            status,
+            stimulus_id,
+        } => Value::map([
+            ("op", Value::from("worker-status-change")),
+            ("status", Value::from(status.as_str())),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
+        ToWorkerMsg::ShuffleFail {
+            shuffle_id,
+            run_id,
+            message,
+        } => Value::map([
+            ("op", Value::from("shuffle-fail")),
+            ("shuffle_id", Value::Str(shuffle_id)),
+            ("run_id", Value::Int(run_id)),
+            ("message", Value::from(message)),
+        ]),
+    }
+}
+
+fn nbytes_value(nbytes: &[(Key, i64)]) -> Value {
+    Value::Map(
+        nbytes
+            .iter()
+            .map(|(k, n)| (k.to_value(), Value::Int(*n)))
+            .collect(),
+    )
+}
+
+fn core(msg: ToWorker) -> Value {
+    match msg {
+        ToWorker::ComputeTask(t) => compute_task(*t),
+        ToWorker::FreeKeys { keys, stimulus_id } => Value::map([
+            ("op", Value::from("free-keys")),
+            ("keys", keys_value(&keys)),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
+        ToWorker::RemoveReplicas { keys, stimulus_id } => Value::map([
+            ("op", Value::from("remove-replicas")),
+            ("keys", keys_value(&keys)),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
+        ToWorker::RefreshWhoHas {
+            who_has,
+            stimulus_id,
+        } => Value::map([
+            ("op", Value::from("refresh-who-has")),
+            ("who_has", who_has_value(&who_has)),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
+        ToWorker::RemoveWorker {
+            worker,
+            stimulus_id,
+        } => Value::map([
+            ("op", Value::from("remove-worker")),
+            ("worker", Value::Str(worker)),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
+        ToWorker::StealRequest { key, stimulus_id } => Value::map([
+            ("op", Value::from("steal-request")),
+            ("key", key.to_value()),
+            ("stimulus_id", Value::Str(stimulus_id)),
+        ]),
+        ToWorker::Close { reason } => {
+            Value::map([("op", Value::from("close")), ("reason", Value::Str(reason))])
+        }
+    }
+}
+
+/// `compute-task` with exactly the fields `ComputeTaskEvent` requires.
+fn compute_task(t: ComputeTask) -> Value {
+    let resource_restrictions = match t.resource_restrictions {
+        None => Value::Nil,
+        Some(r) => Value::Map(
+            r.into_iter()
+                .map(|(k, v)| (Value::Str(k), Value::Float(v)))
+                .collect(),
+        ),
+    };
+    Value::map([
+        ("op", Value::from("compute-task")),
+        ("key", t.key.to_value()),
+        ("run_id", Value::from(t.run_id)),
+        (
+            "priority",
+            Value::Array(t.priority.iter().map(|p| Value::Int(*p)).collect()),
+        ),
+        ("stimulus_id", Value::Str(t.stimulus_id)),
+        ("who_has", who_has_value(&t.who_has)),
+        ("nbytes", nbytes_value(&t.nbytes)),
+        ("run_spec", Value::Opaque(Opaque::pickled(t.run_spec))),
+        ("resource_restrictions", resource_restrictions),
+        ("actor", Value::Bool(false)),
+        ("annotations", t.annotations),
+        ("span_id", Value::Nil),
+    ])
+}
