@@ -3,34 +3,15 @@
 //! `reply=False`; the registration ops turn it into a long-lived stream.
 
 use crate::error::{Invalid, RequestError};
-use crate::event::Handle;
 use crate::ops::{self, ConnectionOp, Serve};
+use crate::session::{ConnectionError, Ctx};
 use crate::streams;
 use crate::translate::{client, reply, worker};
 use rask_comm::tls::TlsError;
-use rask_comm::{Accepted, Comm, CommConfig, CommError};
+use rask_comm::{Accepted, Comm, CommError};
 use rask_protocol::Value;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What every connection task needs.
-pub struct Ctx {
-    /// the state task
-    pub handle: Handle,
-    /// caps, timeouts and TLS of accepted connections
-    pub comm: Arc<CommConfig>,
-}
-
-/// Why a connection ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectionError {
-    /// The transport failed.
-    #[error(transparent)]
-    Comm(#[from] CommError),
-    /// The peer sent something it should not have (it got an error reply first).
-    #[error(transparent)]
-    Request(#[from] RequestError),
-}
 
 /// Serves one connection until the peer closes it, errs, or it becomes a stream that ends.
 pub async fn handle_connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {

@@ -3,7 +3,8 @@
 //! # Layout, in the order a message travels
 //! - [`serve`]: binding, the scheduler file, the accept loop, shutdown.
 //! - [`connection`]: an accepted connection: its requests, or it becomes a stream
-//!   ([`streams`]: one reader and one batched writer per client or worker).
+//!   ([`streams`]: one reader and one batched writer per client or worker); [`session`]:
+//!   what both hold.
 //! - [`ops`]: **the op table**, every op of Dask's scheduler and what rask does with it.
 //! - [`translate`]: wire values ⇄ the typed [`messages`]; the only module that knows the
 //!   shape of Dask's messages.
@@ -35,6 +36,7 @@ pub mod ordering;
 pub mod outbox;
 pub mod reactor;
 pub mod serve;
+pub mod session;
 pub mod streams;
 pub mod translate;
 

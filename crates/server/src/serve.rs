@@ -3,7 +3,7 @@
 
 use crate::channels::Channels;
 use crate::config::ServerConfig;
-use crate::connection::{handle_connection, Ctx};
+use crate::connection::handle_connection;
 use crate::dask_config::DaskConfig;
 use crate::error::StartupError;
 use crate::event::{Event, Handle};
@@ -11,6 +11,7 @@ use crate::helper::HelperPool;
 use crate::jobs::JobContext;
 use crate::messages::Rpc;
 use crate::reactor::{self, Identity, Scheduler};
+use crate::session::Ctx;
 use rask_comm::CommConfig;
 use rask_protocol::Value;
 use std::future::Future;

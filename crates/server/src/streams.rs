@@ -6,10 +6,10 @@
 //! the state task's typed messages into wire values and writes whatever is queued as one
 //! list.
 
-use crate::connection::Ctx;
 use crate::error::RequestError;
 use crate::event::{Event, Joined};
 use crate::ops::{self, ConnectionOp, Serve};
+use crate::session::{ConnectionError, Ctx};
 use crate::translate::worker::{registration, WorkerStream};
 use crate::translate::{client, worker};
 use rask_comm::fields::str_field;
@@ -55,17 +55,13 @@ enum End {
     /// the peer closed it (`close-stream` or EOF)
     Closed,
     /// it failed; the peer is told nothing more
-    Failed(crate::connection::ConnectionError),
+    Failed(ConnectionError),
 }
 
 // ---- clients ---------------------------------------------------------------------------------
 
 /// `register-client` (scheduler.py:5904-5952), then the client's stream.
-pub async fn client_stream(
-    comm: Comm,
-    msg: Value,
-    ctx: Arc<Ctx>,
-) -> Result<(), crate::connection::ConnectionError> {
+pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), ConnectionError> {
     let name = str_field(&msg, "client").map_err(RequestError::from)?;
     let Comm {
         mut reader,
@@ -141,11 +137,7 @@ fn client_message(msg: &Value) -> Result<Option<crate::messages::ClientMsg>, Req
 // ---- workers ---------------------------------------------------------------------------------
 
 /// `register-worker` (scheduler.py:4663-4800), then the worker's stream.
-pub async fn worker_stream(
-    comm: Comm,
-    msg: Value,
-    ctx: Arc<Ctx>,
-) -> Result<(), crate::connection::ConnectionError> {
+pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), ConnectionError> {
     let registration = Box::new(registration(&msg)?);
     let address = registration.address.clone();
     let Comm {
