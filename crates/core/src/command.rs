@@ -1,6 +1,6 @@
 //! What the core asks the server to send. Names follow the Dask ops they become.
 
-use crate::state::{ClientId, Exception, WorkerId};
+use crate::types::{ClientId, Exception, WorkerId};
 use bytes::Bytes;
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub enum Command {
         /// the task
         key: Key,
         /// its new state
-        finish: crate::state::TaskStatus,
+        finish: crate::types::TaskStatus,
         /// the stimulus that caused it
         stimulus_id: Arc<str>,
     },

@@ -8,7 +8,8 @@
 //! and lets the objective weigh the transfer, so a chain of tasks does not pile onto the one
 //! worker that holds its inputs; work stealing ([`crate::steal`]) then fixes what remains.
 
-use crate::state::{SchedulerState, TaskId, WorkerId, WorkerStatus};
+use crate::state::SchedulerState;
+use crate::types::{TaskId, WorkerId, WorkerStatus};
 use rustc_hash::FxHashMap;
 
 impl SchedulerState {

@@ -1,14 +1,13 @@
 //! Bugs the core catches in itself. A peer can never cause one: peers name tasks by key and
 //! every handler checks a task's state before it asks for a transition.
 
-use crate::command::Command;
-use crate::state::{SchedulerState, TaskStatus};
+use crate::types::TaskStatus;
 use rask_protocol::Key;
 use std::sync::Arc;
 
 /// A change the transition table does not allow. The change is not made, so the state stays
-/// consistent; the server logs it ([`Command::Error`]), and with `CoreConfig::validate`
-/// (tests) [`SchedulerState::handle`] panics on it.
+/// consistent; the server logs it (`Command::Error`), and with `CoreConfig::validate`
+/// (tests) `SchedulerState::handle` panics on it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CoreError {
     /// No edge `start -> finish` in the table, directly or via `released`: Dask's
@@ -37,15 +36,4 @@ pub enum CoreError {
         /// the stimulus that asked
         stimulus_id: Arc<str>,
     },
-}
-
-impl SchedulerState {
-    /// Reports a bug found in the core: a panic under `validate`, so tests catch it at its
-    /// source; otherwise a [`Command::Error`] for the server to log, the change not made.
-    pub(crate) fn report_error(&mut self, e: CoreError) {
-        if self.config.validate {
-            panic!("{e}");
-        }
-        self.emit(Command::Error(e));
-    }
 }

@@ -2,12 +2,10 @@
 //! named in its comment.
 
 use crate::command::{Command, ToClient, ToWorker};
-use crate::state::{
-    Client, ClientId, Exception, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId,
-    WorkerStatus,
-};
+use crate::state::{Client, SchedulerState, Task, Worker};
 use crate::stimulus::{NewTask, Stimulus, WorkerSpec};
 use crate::transitions::{Recs, Report, FIRE_AND_FORGET};
+use crate::types::{ClientId, Exception, TaskId, TaskStatus, WorkerId, WorkerStatus};
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashSet;
 use std::sync::Arc;

@@ -7,10 +7,11 @@
 //!   microseconds and replayable.
 //! - Task states, transitions and recommendations mirror `distributed/scheduler.py`
 //!   (`_transition_<start>_<finish>`), so a reader can check one against the other.
-//! - [`state`] holds the records, [`transitions`] the state changes, [`decide`] the choice of
-//!   worker, [`queue`] root-task queuing, [`steal`] work stealing, [`stimulus`] and
-//!   [`command`] the vocabulary in and out, [`error`] the core's own bugs, [`validate`] the
-//!   invariants checked after every stimulus in tests.
+//! - [`types`] has the ids and states every module names; [`state`] holds the records,
+//!   [`transitions`] the state changes, [`handlers`] one function per stimulus,
+//!   [`decide`] the choice of worker, [`queue`] root-task queuing over [`group`]s, [`steal`]
+//!   work stealing, [`stimulus`] and [`command`] the vocabulary in and out, [`error`] the
+//!   core's own bugs, [`validate`] the invariants checked after every stimulus in tests.
 //! - A transition the table does not have is a bug in the core, never a peer's fault: it is
 //!   not made, and is reported as [`Command::Error`] ([`CoreError`]) for the server to log;
 //!   with `CoreConfig::validate` (tests) `handle` panics instead.
@@ -24,19 +25,19 @@
 pub mod command;
 pub mod decide;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod queue;
 pub mod state;
 pub mod steal;
 pub mod stimulus;
 pub mod transitions;
+pub mod types;
 pub mod validate;
 
 pub use command::{Command, ComputeTask, ToClient, ToWorker};
 pub use error::CoreError;
-pub use state::{
-    ClientId, CoreConfig, Exception, SchedulerState, Task, TaskId, TaskStatus, Worker, WorkerId,
-    WorkerStatus,
-};
+pub use state::{CoreConfig, SchedulerState, Task, Worker};
 pub use stimulus::{NewTask, Stimulus, WorkerSpec};
 pub use transitions::FIRE_AND_FORGET;
+pub use types::{ClientId, Exception, TaskId, TaskStatus, WorkerId, WorkerStatus};

@@ -11,19 +11,9 @@
 //! [`Stimulus::Balance`]: crate::Stimulus::Balance
 
 use crate::command::{Command, ToWorker};
-use crate::state::{SchedulerState, TaskId, TaskStatus, WorkerId, WorkerStatus};
+use crate::state::{SchedulerState, Steal};
+use crate::types::{TaskId, TaskStatus, WorkerId, WorkerStatus};
 use std::sync::Arc;
-
-/// A steal request awaiting its answer (`InFlightInfo`).
-#[derive(Debug, Clone)]
-pub struct Steal {
-    /// the busy worker asked to give the task back
-    pub victim: WorkerId,
-    /// the idle worker that gets it
-    pub thief: WorkerId,
-    /// the request's id; a stale answer is ignored
-    pub stimulus_id: Arc<str>,
-}
 
 /// Tasks shorter than this are not stolen (stealing.py: "don't steal tiny tasks").
 const TINY_TASK: f64 = 0.005;

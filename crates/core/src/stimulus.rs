@@ -1,6 +1,6 @@
 //! What happens to the scheduler: one variant per Dask handler that changes state.
 
-use crate::state::{ClientId, WorkerId};
+use crate::types::{ClientId, WorkerId};
 use bytes::Bytes;
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub struct WorkerSpec {
     /// abstract resources (`--resources GPU=1`)
     pub resources: Vec<(Arc<str>, f64)>,
     /// its status at registration (a stock worker says `init`, then reports `running`)
-    pub status: crate::state::WorkerStatus,
+    pub status: crate::types::WorkerStatus,
 }
 
 /// One task of a submitted graph, as the graph helper describes it (PROTOCOL.md §4.3).
@@ -76,7 +76,7 @@ pub enum Stimulus {
         /// who
         worker: WorkerId,
         /// `running`, `paused`, `closing_gracefully`, ...
-        status: crate::state::WorkerStatus,
+        status: crate::types::WorkerStatus,
     },
     /// `register-client`
     AddClient {

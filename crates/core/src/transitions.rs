@@ -19,7 +19,8 @@
 
 use crate::command::{Command, ComputeTask, ToClient, ToWorker};
 use crate::error::CoreError;
-use crate::state::{ClientId, Exception, SchedulerState, TaskId, TaskStatus, WorkerId};
+use crate::state::SchedulerState;
+use crate::types::{ClientId, Exception, TaskId, TaskStatus, WorkerId};
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
 

@@ -2,7 +2,8 @@
 //! `CoreConfig::validate` is on. A violation is a bug in the core, never a peer's fault, so
 //! it panics.
 
-use crate::state::{SchedulerState, TaskStatus};
+use crate::state::SchedulerState;
+use crate::types::TaskStatus;
 
 impl SchedulerState {
     /// Panics with a description of the first broken invariant.
@@ -96,7 +97,7 @@ impl SchedulerState {
             }
         }
         for (wid, ws) in &self.workers {
-            let running = ws.status == crate::state::WorkerStatus::Running;
+            let running = ws.status == crate::types::WorkerStatus::Running;
             assert_eq!(
                 self.running.contains(*wid),
                 running,
