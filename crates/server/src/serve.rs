@@ -169,7 +169,7 @@ pub async fn serve(
             ended = &mut state_task => {
                 return Err(StartupError::StateTask(format!("{ended:?}")));
             }
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(5);
