@@ -152,6 +152,11 @@ impl RequestError {
             RequestError::Field(_) | RequestError::Invalid(_) => "TypeError",
             RequestError::UnknownOp { .. } | RequestError::NotSupported { .. } => "ValueError",
             RequestError::Timeout(..) => "TimeoutError",
+            // `restart` and `restart_workers` raise TimeoutError (scheduler.py:6603, 6629)
+            RequestError::Worker {
+                failure: WorkerFailure::NotShutDown { .. } | WorkerFailure::NotBack { .. },
+                ..
+            } => "TimeoutError",
             _ => "RuntimeError",
         }
     }

@@ -358,6 +358,8 @@ pub enum AfterKill {
         timeout: Duration,
         /// workers without a nanny, removed instead
         removed: Vec<Arc<str>>,
+        /// (worker, nanny) of the workers killed through their nanny
+        nannies: Vec<(Arc<str>, Arc<str>)>,
     },
     /// The worker-ttl check: nothing to answer.
     WorkerTtl,

@@ -42,6 +42,10 @@ struct WorkersBack {
     reply: Replier,
     /// `restart_workers`' reply, once the workers are back (`restart`'s is None)
     answer: Value,
+    /// `restart_workers(on_error="return")`: (worker, nanny) of the workers killed through
+    /// their nanny; when time runs out, the reply is still `answer`, with those whose nanny
+    /// brought no worker back marked "timed out" (an error otherwise)
+    report: Option<Vec<(Arc<str>, Arc<str>)>>,
 }
 
 /// One `retire_workers` call.
@@ -97,12 +101,14 @@ impl Scheduler {
             out.to_client(*c, ToClientMsg::Restart);
         }
         let n_workers = self.workers.len();
-        self.restart_workers(now, None, timeout, sid, out, |removed| AfterKill::Restart {
-            reply: to,
-            n_workers,
-            wait,
-            timeout,
-            removed,
+        self.restart_workers(now, None, timeout, sid, out, |removed, _| {
+            AfterKill::Restart {
+                reply: to,
+                n_workers,
+                wait,
+                timeout,
+                removed,
+            }
         });
     }
 
@@ -119,19 +125,21 @@ impl Scheduler {
         out: &mut dyn Outbox,
     ) {
         let n_workers = self.workers.len();
-        self.restart_workers(now, only, timeout, sid, out, |removed| {
+        self.restart_workers(now, only, timeout, sid, out, |removed, nannies| {
             AfterKill::RestartWorkers {
                 reply: to,
                 n_workers,
                 raise,
                 timeout,
                 removed,
+                nannies,
             }
         });
     }
 
     /// Workers with a nanny are killed through it (the nanny starts a new one: a job);
-    /// workers without one are closed and removed now.
+    /// workers without one are closed and removed now. `then` gets the workers removed and
+    /// the (worker, nanny) pairs killed.
     fn restart_workers(
         &mut self,
         now: f64,
@@ -139,7 +147,7 @@ impl Scheduler {
         timeout: Duration,
         sid: Arc<str>,
         out: &mut dyn Outbox,
-        then: impl FnOnce(Vec<Arc<str>>) -> AfterKill,
+        then: impl FnOnce(Vec<Arc<str>>, Vec<(Arc<str>, Arc<str>)>) -> AfterKill,
     ) {
         let mut ids: Vec<(WorkerId, Arc<str>)> = self
             .core
@@ -170,13 +178,14 @@ impl Scheduler {
             );
         }
         if nannies.is_empty() {
-            return self.killed(now, Vec::new(), then(removed), out);
+            return self.killed(now, Vec::new(), then(removed, Vec::new()), out);
         }
+        let then = then(removed, nannies.clone());
         out.start(Job::KillNannies {
             nannies,
             timeout,
             stimulus_id: sid,
-            then: then(removed),
+            then,
         });
     }
 
@@ -227,7 +236,15 @@ impl Scheduler {
                 if !wait {
                     return out.reply(to, Ok(Value::Nil));
                 }
-                self.wait_for_workers(now, n_workers, restarted, timeout, Value::Nil, to, out);
+                let waiting = WorkersBack {
+                    n_workers,
+                    restarted,
+                    timeout,
+                    reply: to,
+                    answer: Value::Nil,
+                    report: None,
+                };
+                self.wait_for_workers(waiting, out);
             }
             AfterKill::RestartWorkers {
                 reply: to,
@@ -235,6 +252,7 @@ impl Scheduler {
                 raise,
                 timeout,
                 removed,
+                nannies,
             } => {
                 let restarted = removed.len() + outcomes.len();
                 if raise && !bad.is_empty() {
@@ -256,40 +274,29 @@ impl Scheduler {
                     let st = if ok { "OK" } else { "timed out" };
                     (a, Value::from(st))
                 }));
-                let answer = reply::by_address(statuses);
-                self.wait_for_workers(now, n_workers, restarted, timeout, answer, to, out);
+                let waiting = WorkersBack {
+                    n_workers,
+                    restarted,
+                    timeout,
+                    reply: to,
+                    answer: reply::by_address(statuses),
+                    report: (!raise).then_some(nannies),
+                };
+                self.wait_for_workers(waiting, out);
             }
         }
     }
 
-    /// Answers once `n` workers are connected again (now, when one arrives, or with an
-    /// error when `timeout` passes).
-    #[allow(clippy::too_many_arguments)]
-    fn wait_for_workers(
-        &mut self,
-        _now: f64,
-        n_workers: usize,
-        restarted: usize,
-        timeout: Duration,
-        answer: Value,
-        to: Replier,
-        out: &mut dyn Outbox,
-    ) {
-        if self.workers.len() >= n_workers {
-            return out.reply(to, Ok(answer));
+    /// Answers once as many workers as before are connected again (now, when one
+    /// arrives, or when its `timeout` passes).
+    fn wait_for_workers(&mut self, w: WorkersBack, out: &mut dyn Outbox) {
+        if self.workers.len() >= w.n_workers {
+            return out.reply(w.reply, Ok(w.answer));
         }
         self.next_id += 1;
         let id = self.next_id;
-        self.admin.waits.insert(
-            id,
-            WorkersBack {
-                n_workers,
-                restarted,
-                timeout,
-                reply: to,
-                answer,
-            },
-        );
+        let timeout = w.timeout;
+        self.admin.waits.insert(id, w);
         out.after(timeout, Timer::WorkersBack(id));
     }
 
@@ -310,11 +317,26 @@ impl Scheduler {
         }
     }
 
-    /// A restart's wait for its workers ran out.
+    /// A restart's wait for its workers ran out: an error, or for
+    /// `restart_workers(on_error="return")` the statuses, each worker whose nanny brought
+    /// none back "timed out" (scheduler.py:6634-6640).
     pub(super) fn workers_back_deadline(&mut self, _now: f64, id: u64, out: &mut dyn Outbox) {
-        let Some(w) = self.admin.waits.remove(&id) else {
+        let Some(mut w) = self.admin.waits.remove(&id) else {
             return;
         };
+        if let Some(nannies) = &w.report {
+            let back: Vec<&str> = self
+                .workers
+                .values()
+                .filter_map(|i| i.registration.nanny.as_str())
+                .collect();
+            for (worker, nanny) in nannies {
+                if !back.contains(&&**nanny) {
+                    w.answer.set(worker, Value::from("timed out"));
+                }
+            }
+            return out.reply(w.reply, Ok(w.answer));
+        }
         let e = RequestError::Worker {
             address: "restart".into(),
             failure: WorkerFailure::NotBack {
@@ -362,7 +384,7 @@ impl Scheduler {
         });
         let sid: Arc<str> = format!("check-worker-ttl-{now}").into();
         let timeout = self.config.connect_timeout;
-        self.restart_workers(now, Some(stale), timeout, sid, out, |_| {
+        self.restart_workers(now, Some(stale), timeout, sid, out, |_, _| {
             AfterKill::WorkerTtl
         });
     }

@@ -574,7 +574,8 @@ impl Client {
 
 /// A worker the test drives by hand: its scheduler stream, plus a listener (its contact
 /// address) that answers `get_data` from [`Worker::data`], stores `update_data`, and
-/// answers any other request with `{"worker-got": op}`.
+/// answers any other request with `{"worker-got": op}`; it records every request it gets
+/// ([`Worker::requests`]).
 pub struct Worker {
     /// its contact address
     pub address: String,
@@ -582,6 +583,8 @@ pub struct Worker {
     pub stream: Stream,
     /// `{key: value}` it holds
     pub data: Arc<Mutex<Vec<(Value, Value)>>>,
+    /// every request its listener got, in order (`get_data`, `shuffle_inputs_done`, ...)
+    pub requests: Arc<Mutex<Vec<Value>>>,
     listener: JoinHandle<()>,
 }
 
@@ -601,13 +604,16 @@ impl Worker {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("tcp://{}", listener.local_addr().unwrap());
         let data: Arc<Mutex<Vec<(Value, Value)>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
         let served = data.clone();
+        let recorded = requests.clone();
         let listener = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let data = served.clone();
+                let requests = recorded.clone();
                 tokio::spawn(async move {
                     if let Ok(mut comm) = Comm::accept(stream, &CommConfig::default()).await {
-                        serve_worker_rpc(&mut comm, &data).await;
+                        serve_worker_rpc(&mut comm, &data, &requests).await;
                     }
                 });
             }
@@ -644,6 +650,7 @@ impl Worker {
             address,
             stream: Stream::new(comm),
             data,
+            requests,
             listener,
         }
     }
@@ -696,8 +703,13 @@ impl Drop for Worker {
     }
 }
 
-async fn serve_worker_rpc(comm: &mut Comm, data: &Mutex<Vec<(Value, Value)>>) {
+async fn serve_worker_rpc(
+    comm: &mut Comm,
+    data: &Mutex<Vec<(Value, Value)>>,
+    requests: &Mutex<Vec<Value>>,
+) {
     while let Ok(Some(req)) = comm.reader.read().await {
+        requests.lock().unwrap().push(req.clone());
         let op = op_of(&req).to_string();
         let reply = match op.as_str() {
             "close" => return,
@@ -800,4 +812,158 @@ impl Drop for Nanny {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+// ---- long polls, restarts, the server's own end, a paused clock ------------------------------
+//
+// For `admin.rs`, `coordination.rs`, `shuffle.rs` and `timers.rs`: an RPC answered later
+// ([`Pending`]), a nanny that restarts its worker as a stock one does
+// ([`Nanny::restarting`]), a scheduler that stops by itself ([`TestServer::ended`]), and a
+// paused clock moved by hand ([`advance`]).
+
+/// An RPC on a connection of its own whose reply comes later: a long poll (`event_wait`,
+/// `queue_get`, `semaphore_acquire`, ...) or a request that waits on peers (`restart`,
+/// `retire_workers`, `shuffle_barrier`).
+pub struct Pending {
+    what: String,
+    task: JoinHandle<Value>,
+}
+
+impl Pending {
+    /// Sends `request`; once this returns, the request is written.
+    pub async fn send(address: &str, request: Value) -> Pending {
+        let what = format!("the reply to {}", op_of(&request));
+        let mut comm = connect(address).await;
+        comm.writer.write(&request).await.unwrap();
+        let task = tokio::spawn(async move {
+            let reply = comm.reader.read().await.unwrap();
+            comm.close().await;
+            reply.expect("the scheduler closed the connection without a reply")
+        });
+        Pending { what, task }
+    }
+
+    /// Whether the reply is in (without waiting for it).
+    pub fn is_answered(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// The reply, within [`WAIT`].
+    pub async fn answer(mut self) -> Value {
+        bounded(&self.what, &mut self.task).await.unwrap()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// With a paused clock (`#[tokio::test(start_paused = true)]`), lets `d` of the scheduler's
+/// time pass. tokio moves a paused clock only once every task is idle, so whatever was sent
+/// before this call has been handled (and its replies received) before time moves.
+pub async fn advance(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+impl TestServer {
+    /// Whether the scheduler is still serving (it ends by itself on an idle timeout).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Waits for the scheduler to end by itself (an idle timeout), without asking it to.
+    pub async fn ended(mut self) -> Result<(), StartupError> {
+        match self.task.take() {
+            Some(t) => bounded("the server to end by itself", t).await.unwrap(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Nanny {
+    /// A nanny that, on `kill`, does what a stock nanny does when its worker process
+    /// exits: it unregisters that worker from `scheduler` (the worker that registered with
+    /// this nanny's address), then answers. The test starts the replacement worker.
+    pub async fn restarting(scheduler: &str) -> Nanny {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("tcp://{}", listener.local_addr().unwrap());
+        let kills: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let got = kills.clone();
+        let scheduler = scheduler.to_string();
+        let own = address.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let got = got.clone();
+                let scheduler = scheduler.clone();
+                let own = own.clone();
+                tokio::spawn(async move {
+                    let Ok(mut comm) = Comm::accept(stream, &CommConfig::default()).await else {
+                        return;
+                    };
+                    while let Ok(Some(req)) = comm.reader.read().await {
+                        if op_of(&req) == "close" {
+                            return;
+                        }
+                        if op_of(&req) == "kill" {
+                            got.lock().unwrap().push(req.clone());
+                            if let Some(worker) = worker_of_nanny(&scheduler, &own).await {
+                                let bye = msg(
+                                    "unregister",
+                                    [
+                                        ("address", Value::from(worker.as_str())),
+                                        ("stimulus_id", Value::from("nanny-close-test")),
+                                    ],
+                                );
+                                rpc(&scheduler, bye).await;
+                            }
+                        }
+                        if comm.writer.write(&Value::Nil).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Nanny {
+            address,
+            kills,
+            task,
+        }
+    }
+
+    /// Waits until it got `n` `kill` requests.
+    pub async fn wait_for_kills(&self, n: usize) {
+        bounded(&format!("{n} kill request(s)"), async {
+            while self.kills.lock().unwrap().len() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// The address of the worker that registered with this nanny, as `identity` lists it.
+async fn worker_of_nanny(scheduler: &str, nanny: &str) -> Option<String> {
+    let id = rpc(scheduler, msg("identity", [("n_workers", Value::Int(-1))])).await;
+    id.get("workers")?
+        .as_map()?
+        .iter()
+        .find(|(_, w)| w.get("nanny").and_then(Value::as_str) == Some(nanny))
+        .and_then(|(a, _)| a.as_str().map(str::to_string))
+}
+
+/// The addresses of the workers the scheduler lists, sorted.
+pub async fn worker_addresses(scheduler: &str) -> Vec<String> {
+    let id = rpc(scheduler, msg("identity", [("n_workers", Value::Int(-1))])).await;
+    let mut out: Vec<String> = id
+        .get("workers")
+        .and_then(Value::as_map)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(a, _)| a.as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
 }
