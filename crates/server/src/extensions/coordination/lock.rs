@@ -431,7 +431,8 @@ impl State {
                 self.retain_locks(cx, &locks, id);
                 Value::Nil
             }
-            None => raised("KeyError", &format!("'{id}'")),
+            // `self.requests[id]` raising `KeyError(id)`
+            None => raised("KeyError", id),
         }
     }
 }
