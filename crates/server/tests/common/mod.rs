@@ -814,6 +814,204 @@ impl Drop for Nanny {
     }
 }
 
+// ---- round trips, hand-made replies, raw bytes -----------------------------------------------
+//
+// For tests of single ops (`rpcs.rs`, `streams.rs`, `hostile.rs`): a stream message that
+// changes nothing visible is followed by a round trip on the same stream (a barrier), after
+// which the scheduler has handled it; raw connections send what no Dask peer would.
+
+static BARRIERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn barrier_key() -> String {
+    let n = BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("barrier-{n}")
+}
+
+impl Stream {
+    /// The first message for which `pred` holds; the messages before it stay queued, in
+    /// order, for later reads.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut skipped = Vec::new();
+        loop {
+            match self.next().await {
+                Some(m) if pred(&m) => {
+                    for s in skipped.into_iter().rev() {
+                        self.inbox.push_front(s);
+                    }
+                    return m;
+                }
+                Some(m) => skipped.push(m),
+                None => panic!("the stream closed while waiting for {what}; got {skipped:?}"),
+            }
+        }
+    }
+
+    /// Waits until the scheduler closes the stream, dropping whatever it still sends.
+    pub async fn wait_closed(&mut self) {
+        while self.next().await.is_some() {}
+    }
+}
+
+impl Client {
+    /// A round trip on the client's stream (`heartbeat-client` and its
+    /// `adjust-heartbeat-interval`): every message sent before it has been handled once
+    /// this returns. Other messages stay queued.
+    pub async fn barrier(&mut self) {
+        self.stream.send(vec![msg("heartbeat-client", [])]).await;
+        self.stream
+            .wait_for("adjust-heartbeat-interval", |m| {
+                op_of(m) == "adjust-heartbeat-interval"
+            })
+            .await;
+    }
+}
+
+impl Worker {
+    /// A round trip on the worker's stream (`request-refresh-who-has` for a key nobody
+    /// knows, answered with `free-keys` of it): every message sent before it has been
+    /// handled once this returns. Other messages stay queued.
+    pub async fn barrier(&mut self) {
+        let key = barrier_key();
+        self.stream
+            .send(vec![msg(
+                "request-refresh-who-has",
+                [
+                    ("keys", keys(&[&key])),
+                    ("stimulus_id", Value::from(key.as_str())),
+                ],
+            )])
+            .await;
+        let k = Value::from(key.as_str());
+        self.stream
+            .wait_for("the barrier's free-keys", |m| {
+                op_of(m) == "free-keys"
+                    && m.get("keys")
+                        .and_then(Value::as_array)
+                        .is_some_and(|ks| ks.contains(&k))
+            })
+            .await;
+    }
+
+    /// `task-finished` for a `compute-task` message whose `startstops` say it computed for
+    /// `seconds` (the scheduler learns the task prefix's duration from it); the result is
+    /// stored here.
+    pub async fn finish_in(&mut self, compute: &Value, seconds: f64) {
+        let key = compute.get("key").cloned().unwrap_or(Value::Nil);
+        self.data
+            .lock()
+            .unwrap()
+            .push((key.clone(), Value::from(format!("value-of-{key:?}"))));
+        let m = msg(
+            "task-finished",
+            [
+                ("key", key),
+                (
+                    "run_id",
+                    compute.get("run_id").cloned().unwrap_or(Value::Int(0)),
+                ),
+                ("nbytes", Value::Int(8)),
+                ("type", Value::Bin(Bytes::from_static(b"pickled-int"))),
+                (
+                    "startstops",
+                    Value::Array(vec![Value::map([
+                        ("action", Value::from("compute")),
+                        ("start", Value::Float(1000.0)),
+                        ("stop", Value::Float(1000.0 + seconds)),
+                    ])]),
+                ),
+                ("stimulus_id", Value::from("test-finished")),
+            ],
+        );
+        self.stream.send(vec![m]).await;
+    }
+
+    /// `task-erred` for a `compute-task` message, with these bytes as the pickled
+    /// exception and traceback.
+    pub async fn fail(&mut self, compute: &Value, exception: &[u8], traceback: &[u8]) {
+        let m = msg(
+            "task-erred",
+            [
+                ("key", compute.get("key").cloned().unwrap_or(Value::Nil)),
+                (
+                    "run_id",
+                    compute.get("run_id").cloned().unwrap_or(Value::Int(0)),
+                ),
+                ("exception", Value::Bin(Bytes::copy_from_slice(exception))),
+                ("traceback", Value::Bin(Bytes::copy_from_slice(traceback))),
+                ("exception_text", Value::from("ZeroDivisionError()")),
+                ("traceback_text", Value::from("")),
+                ("thread", Value::Int(1)),
+                ("stimulus_id", Value::from("test-erred")),
+            ],
+        );
+        self.stream.send(vec![m]).await;
+    }
+
+    /// Its listener stops: its address refuses connections while its stream stays open
+    /// (a worker process that no longer answers, not yet noticed).
+    pub fn stop_listening(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// A plain TCP connection to the scheduler for bytes no Dask peer sends.
+pub struct Raw {
+    /// the socket
+    pub stream: tokio::net::TcpStream,
+}
+
+/// Dask's TCP framing (`u64 total | u64 nframes | u64 len × n | frames`) around frames.
+pub fn framed(frames: Vec<Bytes>) -> Vec<u8> {
+    use tokio_util::codec::Encoder;
+    let mut buf = bytes::BytesMut::new();
+    rask_protocol::FrameCodec::default()
+        .encode(frames, &mut buf)
+        .unwrap();
+    buf.to_vec()
+}
+
+impl Raw {
+    /// A TCP connection that has sent nothing yet.
+    pub async fn connect(address: &str) -> Raw {
+        let hostport = address.trim_start_matches("tcp://");
+        let stream = bounded("a TCP connection", tokio::net::TcpStream::connect(hostport))
+            .await
+            .unwrap();
+        Raw { stream }
+    }
+
+    /// A TCP connection that has sent Dask's handshake: what follows is read as requests.
+    pub async fn handshaken(address: &str) -> Raw {
+        let mut raw = Raw::connect(address).await;
+        let hello = rask_protocol::encode_message(&rask_protocol::handshake::handshake());
+        raw.send(&framed(hello)).await;
+        raw
+    }
+
+    /// Writes bytes as they are.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Waits until the scheduler closes the connection (end of stream or a reset),
+    /// dropping what it sent before.
+    pub async fn wait_closed(&mut self) {
+        use tokio::io::AsyncReadExt;
+        bounded("the scheduler to close the connection", async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
 // ---- long polls, restarts, the server's own end, a paused clock ------------------------------
 //
 // For `admin.rs`, `coordination.rs`, `shuffle.rs` and `timers.rs`: an RPC answered later
