@@ -65,8 +65,10 @@ pub enum Rpc {
         /// only these worker addresses
         workers: Option<Vec<Arc<str>>>,
     },
-    /// `nbytes {summary}`: bytes in memory per key or per key prefix.
+    /// `nbytes {keys, summary}`: bytes in memory per key or per key prefix.
     Nbytes {
+        /// only these keys (all keys in memory if `None`)
+        keys: Option<Vec<Key>>,
         /// per prefix (the default) rather than per key
         summary: bool,
     },

@@ -41,7 +41,7 @@ impl Scheduler {
             Rpc::WhoHas { keys } => Ok(self.who_has(keys)),
             Rpc::HasWhat { workers } => Ok(self.keys_per_worker(workers, false)),
             Rpc::Processing { workers } => Ok(self.keys_per_worker(workers, true)),
-            Rpc::Nbytes { summary } => Ok(self.nbytes(summary)),
+            Rpc::Nbytes { keys, summary } => Ok(self.nbytes(keys, summary)),
             Rpc::GetTaskStatus { keys } => Ok(reply::by_key(
                 keys.into_iter()
                     .map(|k| {
@@ -276,15 +276,17 @@ impl Scheduler {
         reply::by_address(out)
     }
 
-    /// `nbytes {summary}` (scheduler.py:7988): bytes in memory per key, or per key prefix.
-    fn nbytes(&self, summary: bool) -> Value {
+    /// `nbytes {keys, summary}` (scheduler.py:7988): bytes in memory per key, or per key
+    /// prefix; of the given keys only (a key not in memory is left out, where the stock
+    /// scheduler raises `KeyError` for an unknown one).
+    fn nbytes(&self, keys: Option<Vec<Key>>, summary: bool) -> Value {
         let mut totals: FxHashMap<Key, i64> = FxHashMap::default();
         let mut order = Vec::new();
-        for (_, t) in self
-            .core
-            .tasks()
-            .filter(|(_, t)| t.state == TaskStatus::Memory)
-        {
+        let tasks: Vec<&rask_core::Task> = match keys {
+            Some(keys) => keys.iter().filter_map(|k| self.core.task(k)).collect(),
+            None => self.core.tasks().map(|(_, t)| t).collect(),
+        };
+        for t in tasks.into_iter().filter(|t| t.state == TaskStatus::Memory) {
             let k = if summary {
                 Key::Str(t.prefix.clone())
             } else {

@@ -99,6 +99,10 @@ pub fn processing(msg: &Value) -> Result<Rpc, RequestError> {
 /// `nbytes {keys, summary}` (scheduler.py:7988)
 pub fn nbytes(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::Nbytes {
+        keys: match msg.get("keys") {
+            None | Some(Value::Nil) => None,
+            Some(_) => Some(keys_field(msg, "keys")?),
+        },
         summary: flag(msg, "summary", true),
     })
 }
