@@ -314,19 +314,9 @@ impl Scheduler {
         id
     }
 
-    /// Heartbeat interval for the current cluster size (`heartbeat_interval`,
-    /// `scheduler.py:9203-9213`).
+    /// Heartbeat interval of workers for the current cluster size.
     fn heartbeat_interval(&self) -> f64 {
-        let n = self.workers.len();
-        if n <= 10 {
-            0.5
-        } else if n < 50 {
-            1.0
-        } else if n < 200 {
-            2.0
-        } else {
-            n as f64 / 200.0 + 1.0
-        }
+        heartbeat_interval(self.workers.len())
     }
 
     /// Sends `close` to every worker (scheduler shutdown).
@@ -412,5 +402,19 @@ impl Scheduler {
             clients: self.clients.len(),
             tasks: self.core.n_tasks(),
         }
+    }
+}
+
+/// `heartbeat_interval(n)` (`scheduler.py:9203-9213`): seconds between heartbeats of `n`
+/// peers (workers, or clients for theirs).
+fn heartbeat_interval(n: usize) -> f64 {
+    if n <= 10 {
+        0.5
+    } else if n < 50 {
+        1.0
+    } else if n < 200 {
+        2.0
+    } else {
+        n as f64 / 200.0 + 1.0
     }
 }

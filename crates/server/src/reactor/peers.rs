@@ -71,7 +71,9 @@ impl Scheduler {
             }
             ClientMsg::CloseClient => {}
             ClientMsg::HeartbeatClient => {
-                let interval = self.heartbeat_interval() * 10.0;
+                // scheduler.py:5839: from the number of clients (the scheduler's own
+                // pseudo-clients, such as fire-and-forget, count), not of workers
+                let interval = super::heartbeat_interval(self.client_ids.len()) * 10.0;
                 out.to_client(client, ToClientMsg::AdjustHeartbeat { interval });
             }
             ClientMsg::DesiresKeys { keys, client: who } => {
