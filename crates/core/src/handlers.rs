@@ -120,7 +120,8 @@ impl SchedulerState {
                 }
             }
             Stimulus::LongRunning { worker, key } => {
-                // `handle_long_running`: the task no longer occupies a thread slot
+                // `handle_long_running`: the task no longer occupies a thread slot, so a
+                // queued task may take it (`_task_slots_available`, scheduler.py:9216)
                 if let Some(id) = self.task_id(&key) {
                     if self.expect_task(id).processing_on == Some(worker)
                         && !self.expect_task(id).long_running
@@ -129,7 +130,10 @@ impl SchedulerState {
                         self.expect_task_mut(id).long_running = true;
                         if let Some(ws) = self.workers.get_mut(&worker) {
                             ws.occupancy = (ws.occupancy - d).max(0.0);
+                            ws.long_running += 1;
                         }
+                        self.refresh_worker(worker);
+                        self.slots_maybe_opened = true;
                     }
                 }
             }
@@ -209,6 +213,7 @@ impl SchedulerState {
                 resources: spec.resources,
                 status: spec.status,
                 processing: FxHashSet::default(),
+                long_running: 0,
                 has_what: FxHashSet::default(),
                 occupancy: 0.0,
                 nbytes: 0,
@@ -321,6 +326,7 @@ impl SchedulerState {
         self.steals.clear();
         for ws in self.workers.values_mut() {
             ws.processing.clear();
+            ws.long_running = 0;
             ws.has_what.clear();
             ws.nbytes = 0;
             ws.occupancy = 0.0;

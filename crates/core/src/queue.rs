@@ -57,11 +57,13 @@ impl SchedulerState {
         }
     }
 
-    /// `_task_slots_available`: tasks the worker may still be sent.
+    /// `_task_slots_available`: tasks the worker may still be sent; a seceded
+    /// (long-running) task holds no slot.
     pub(crate) fn slots_available(&self, ws: &Worker) -> i64 {
         let cap = (self.config.worker_saturation * f64::from(ws.nthreads)).ceil();
+        let busy = ws.processing.len().saturating_sub(ws.long_running);
         // an infinite saturation (no queuing) saturates to i64::MAX
-        (cap as i64).max(1) - ws.processing.len() as i64
+        (cap as i64).max(1) - busy as i64
     }
 
     /// `decide_worker_rootish_queuing_enabled`: the least busy running worker with a free

@@ -135,6 +135,8 @@ pub struct Worker {
     pub status: WorkerStatus,
     /// tasks sent to it and not finished
     pub processing: FxHashSet<TaskId>,
+    /// how many of `processing` seceded (`long-running`): they hold no task slot
+    pub long_running: usize,
     /// results it holds
     pub has_what: FxHashSet<TaskId>,
     /// sum of the expected durations of `processing` (seconds)

@@ -455,7 +455,9 @@ impl SchedulerState {
         let long_running = std::mem::replace(&mut ts.long_running, false);
         let ws = self.workers.get_mut(&w)?;
         ws.processing.remove(&id);
-        if !long_running {
+        if long_running {
+            ws.long_running = ws.long_running.saturating_sub(1);
+        } else {
             ws.occupancy = (ws.occupancy - duration).max(0.0);
         }
         if ws.processing.is_empty() {

@@ -116,6 +116,15 @@ impl SchedulerState {
                 "{}: open_slots set",
                 ws.address
             );
+            assert_eq!(
+                ws.long_running,
+                ws.processing
+                    .iter()
+                    .filter(|t| self.expect_task(**t).long_running)
+                    .count(),
+                "{}: long-running count",
+                ws.address
+            );
             for t in &ws.processing {
                 let ts = self.expect_task(*t);
                 assert_eq!(
