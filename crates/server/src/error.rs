@@ -85,19 +85,6 @@ pub enum Invalid {
     /// A `MultiLock` id that already acquires or holds its locks.
     #[error("MultiLock {0} is already acquiring or holding its locks")]
     MultiLockBusy(String),
-    /// A shuffle op for a shuffle the scheduler does not know.
-    #[error("No active shuffle {0}")]
-    NoShuffle(String),
-    /// A shuffle op for another run than the active one.
-    #[error("run_id={run_id} does not match SchedulerShuffleState<{id}[{active}]>")]
-    ShuffleRun {
-        /// the shuffle
-        id: String,
-        /// the run the request names
-        run_id: i64,
-        /// the active run
-        active: i64,
-    },
 }
 
 /// What a worker or nanny did wrong.

@@ -14,7 +14,7 @@
 //! ids, participants, restrictions, broadcasts and clean-up are here.
 
 use super::{Cx, Extension, Hooks, Peer};
-use crate::error::{HelperError, Invalid};
+use crate::error::HelperError;
 use crate::event::{AfterHelper, Job, Replier};
 use crate::messages::shuffle::Rpc;
 use crate::messages::ToWorkerMsg;
@@ -22,6 +22,7 @@ use crate::translate::shuffle::{
     consistency_error, create_run, helper_error, ok, run_spec as run_spec_reply,
 };
 use bytes::Bytes;
+use rask_comm::reply::raised;
 use rask_core::{Stimulus, TaskStatus};
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashMap;
@@ -71,14 +72,14 @@ fn barrier_key(id: &str) -> Key {
 impl Shuffle {
     fn get(&mut self, cx: &Cx<'_>, id: Arc<str>, worker: Arc<str>) -> Value {
         if cx.core.worker_id(&worker).is_none() {
-            return consistency_error(&format!("Scheduler is unaware of this worker {worker:?}"));
+            return consistency_error(&format!("Scheduler is unaware of this worker '{worker}'"));
         }
         match self.active.get_mut(&id) {
             Some(run) => {
                 run.participating.insert(worker);
                 run_spec_reply(run.run_spec.clone())
             }
-            None => consistency_error(&format!("No active shuffle with id={id:?} found")),
+            None => consistency_error(&format!("No active shuffle with id='{id}' found")),
         }
     }
 
@@ -91,7 +92,7 @@ impl Shuffle {
         reply: Replier,
     ) {
         if cx.core.worker_id(&worker).is_none() {
-            let v = consistency_error(&format!("Scheduler is unaware of this worker {worker:?}"));
+            let v = consistency_error(&format!("Scheduler is unaware of this worker '{worker}'"));
             return cx.reply(reply, Ok(v));
         }
         if let Some(run) = self.active.get_mut(&id) {
@@ -260,16 +261,16 @@ impl Shuffle {
         consistent: bool,
         reply: Replier,
     ) {
+        // `self.active_shuffles[id]` raising KeyError, and the ValueError of another run
         let Some(run) = self.active.get(&id) else {
-            return cx.reply(reply, Err(Invalid::NoShuffle(id.to_string()).into()));
+            return cx.reply(reply, Ok(raised("KeyError", &id)));
         };
         if run.run_id != run_id {
-            let e = Invalid::ShuffleRun {
-                id: id.to_string(),
-                run_id,
-                active: run.run_id,
-            };
-            return cx.reply(reply, Err(e.into()));
+            let e = format!(
+                "run_id={run_id} does not match SchedulerShuffleState<{id}[{}]>",
+                run.run_id
+            );
+            return cx.reply(reply, Ok(raised("ValueError", &e)));
         }
         if !consistent {
             tracing::warn!(shuffle = %id, "Shuffle restarted due to data inconsistency during barrier");
@@ -296,14 +297,17 @@ impl Shuffle {
     ) -> Value {
         let current = match self.active.get(&id) {
             Some(run) => run.run_id,
-            None => return consistency_error(&format!("No active shuffle with id={id:?} found")),
+            None => return consistency_error(&format!("No active shuffle with id='{id}' found")),
         };
+        let run = format!("SchedulerShuffleState<{id}[{current}]>");
         if current > run_id {
-            return consistency_error(&format!("Request stale, expected run_id={run_id} for {id}"));
+            return consistency_error(&format!(
+                "Request stale, expected run_id={run_id} for {run}"
+            ));
         }
         if current < run_id {
             return consistency_error(&format!(
-                "Request invalid, expected run_id={run_id} for {id}"
+                "Request invalid, expected run_id={run_id} for {run}"
             ));
         }
         let Some(task) = cx.core.task(&key) else {
