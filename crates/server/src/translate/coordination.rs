@@ -396,7 +396,8 @@ pub fn record_reply(record: &Record, token: Option<&str>, future: Option<FutureS
     }
 }
 
-/// Python's `KeyError(name)`, raised.
+/// Python's `KeyError(name)`, raised: `KeyError('q')` for a str name (not the repr of its
+/// repr).
 pub fn key_error(k: &Key) -> Value {
-    rask_comm::reply::raised("KeyError", &k.to_string())
+    rask_comm::reply::raised("KeyError", &stringify(k))
 }
