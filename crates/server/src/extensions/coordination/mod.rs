@@ -21,7 +21,7 @@ use super::{Cx, Extension, Hooks, Peer};
 use crate::event::{Replier, Timer};
 use crate::messages::coordination::{ClientOp, Record, Rpc};
 use crate::messages::Rpc as AnyRpc;
-use crate::translate::coordination::{record_reply, FutureState};
+use crate::translate::coordination::{record_reply, stringify, FutureState};
 use rask_comm::reply::raised;
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashMap;
@@ -319,7 +319,11 @@ fn key_known(
     }
     let since = since.unwrap_or(cx.now);
     if timeout.is_some_and(|t| cx.now >= since + t) {
-        let e = raised("TimeoutError", &format!("Task {key} unknown to scheduler."));
+        // `f"Task {key} unknown to scheduler."`: the key's str, not its repr
+        let e = raised(
+            "TimeoutError",
+            &format!("Task {} unknown to scheduler.", stringify(key)),
+        );
         cx.reply(reply, Ok(e));
         return None;
     }
