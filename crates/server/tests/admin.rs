@@ -102,7 +102,7 @@ async fn restart_closes_and_removes_a_worker_without_a_nanny() {
     let mut w = Worker::join(&server.address, "w0", 1).await;
     let restarting = Pending::send(&server.address, restart(20.0, true)).await;
     let close = w.stream.next_op("close").await;
-    assert!(close.get("reason").is_some(), "{close:?}");
+    assert_eq!(close.get("reason"), Some(&s("scheduler-remove-worker")));
     bounded("the worker to be removed", async {
         while !worker_addresses(&server.address).await.is_empty() {
             tokio::task::yield_now().await;
@@ -277,13 +277,43 @@ async fn retire_workers_copies_unique_results_then_removes_and_closes_the_worker
     let info = at(&reply, &w0.address).unwrap_or_else(|| panic!("{reply:?}"));
     assert_eq!(info.get("name"), Some(&s("w0")), "{info:?}");
     assert_eq!(reply.as_map().map(<[_]>::len), Some(1), "{reply:?}");
-    w0.stream.next_op("close").await;
+    let close = w0.stream.next_op("close").await;
+    assert_eq!(close.get("reason"), Some(&s("scheduler-remove-worker")));
     assert_eq!(
         worker_addresses(&server.address).await,
         vec![w1.address.clone()]
     );
     let who = rpc(&server.address, msg("who_has", [("keys", keys(&["x-1"]))])).await;
     assert_eq!(who.get("x-1"), Some(&keys(&[&w1.address])), "{who:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retire_workers_with_close_and_not_remove_closes_the_worker_but_keeps_it_listed() {
+    let server = TestServer::start().await;
+    let mut w0 = Worker::join(&server.address, "w0", 1).await;
+    let _w1 = Worker::join(&server.address, "w1", 1).await;
+    let reply = rpc(
+        &server.address,
+        msg(
+            "retire_workers",
+            [
+                ("workers", keys(&[&w0.address])),
+                ("close_workers", Value::Bool(true)),
+                ("remove", Value::Bool(false)),
+            ],
+        ),
+    )
+    .await;
+    assert!(at(&reply, &w0.address).is_some(), "{reply:?}");
+    let close = w0.stream.next_op("close").await;
+    assert_eq!(close.get("reason"), Some(&s("scheduler-close-worker")));
+    // listed until it leaves, taking no more tasks
+    assert!(worker_addresses(&server.address)
+        .await
+        .contains(&w0.address));
+    let ncores = rpc(&server.address, msg("ncores_running", [])).await;
+    assert_eq!(ncores.get(w0.address.as_str()), None, "{ncores:?}");
     server.stop().await.unwrap();
 }
 

@@ -25,6 +25,9 @@ const RETIRE_STEP: Duration = Duration::from_millis(100);
 /// How long a requested copy may take before it is asked for again.
 const REASK_AFTER: f64 = 2.0;
 
+/// The reason of the `close` a removed worker is sent (`remove_worker(close=True)`).
+pub(super) const REMOVE_WORKER: &str = "scheduler-remove-worker";
+
 /// Administration in progress.
 #[derive(Default)]
 pub(super) struct Admin {
@@ -466,17 +469,17 @@ impl Scheduler {
             match self.move_unique_data(now, w, &retiring, r.last_ask[i], out) {
                 Move::Done => {
                     r.done[i] = true;
-                    if r.close {
-                        out.to_worker(
-                            w,
-                            rask_core::ToWorker::Close {
-                                reason: r.stimulus_id.clone(),
-                            }
-                            .into(),
-                        );
-                    }
-                    if r.remove || r.close {
+                    // `remove_worker(close=...)`, or just `close_worker` with remove=False
+                    // (the worker then stays listed, taking no tasks, until it leaves)
+                    if r.remove {
+                        if r.close {
+                            let reason = REMOVE_WORKER.into();
+                            out.to_worker(w, rask_core::ToWorker::Close { reason }.into());
+                        }
                         self.remove_worker(now, w, true, r.stimulus_id.clone(), out);
+                    } else if r.close {
+                        let reason = "scheduler-close-worker".into();
+                        out.to_worker(w, rask_core::ToWorker::Close { reason }.into());
                     }
                     tracing::info!("Retired worker {address}");
                     r.retired.push((address, info));

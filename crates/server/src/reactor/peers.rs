@@ -306,13 +306,8 @@ impl Scheduler {
         stimulus_id: &Arc<str>,
         out: &mut dyn Outbox,
     ) {
-        out.to_worker(
-            worker,
-            rask_core::ToWorker::Close {
-                reason: stimulus_id.clone(),
-            }
-            .into(),
-        );
+        let reason = super::admin::REMOVE_WORKER.into();
+        out.to_worker(worker, rask_core::ToWorker::Close { reason }.into());
         self.remove_worker(now, worker, false, stimulus_id.clone(), out);
     }
 }

@@ -62,7 +62,7 @@ impl Scheduler {
                 None => Value::from("already-removed"),
                 Some(w) => {
                     if close {
-                        let reason = "scheduler-remove-worker".into();
+                        let reason = super::admin::REMOVE_WORKER.into();
                         out.to_worker(w, rask_core::ToWorker::Close { reason }.into());
                     }
                     let sid = format!("unregister-{now}").into();
