@@ -20,7 +20,7 @@ struct Running {
     server: TestServer,
     w0: Worker,
     w1: Worker,
-    _client: Client,
+    client: Client,
     /// `transfer-x`'s `compute-task`
     transfer: Value,
 }
@@ -46,7 +46,7 @@ async fn running() -> Running {
         server,
         w0,
         w1,
-        _client: c,
+        client: c,
         transfer,
     }
 }
@@ -373,5 +373,58 @@ async fn a_participant_leaving_fails_the_run_on_the_others() {
     // the shuffle starts over
     let again = r.w0.compute_task().await;
     assert_eq!(again.get("key"), Some(&s("transfer-x")));
+    r.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn releasing_the_shuffles_outputs_fails_the_run_on_its_participants() {
+    let mut r = running().await;
+    rpc(
+        &r.server.address,
+        get_or_create("x", "transfer-x", &r.w0.address),
+    )
+    .await;
+    let name = r.client.name.clone();
+    let m = msg(
+        "client-releases-keys",
+        [("keys", keys(&["unpack-x"])), ("client", s(&name))],
+    );
+    r.client.stream.send(vec![m]).await;
+    let fail = r.w0.stream.next_op("shuffle-fail").await;
+    assert_eq!(fail.get("shuffle_id"), Some(&s("x")));
+    assert_eq!(
+        fail.get("message"),
+        Some(&s("SchedulerShuffleState<x[1]> forgotten"))
+    );
+    let gone = rpc(&r.server.address, get("x", &r.w0.address)).await;
+    assert_eq!(
+        consistency_error(&gone),
+        "No active shuffle with id='x' found"
+    );
+    r.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_forgets_every_shuffle() {
+    let r = running().await;
+    rpc(
+        &r.server.address,
+        get_or_create("x", "transfer-x", &r.w0.address),
+    )
+    .await;
+    let restart = msg(
+        "restart",
+        [
+            ("timeout", Value::Float(20.0)),
+            ("wait_for_workers", Value::Bool(false)),
+        ],
+    );
+    assert_eq!(rpc(&r.server.address, restart).await, Value::Nil);
+    let w2 = Worker::join(&r.server.address, "w2", 1).await;
+    let gone = rpc(&r.server.address, get("x", &w2.address)).await;
+    assert_eq!(
+        consistency_error(&gone),
+        "No active shuffle with id='x' found"
+    );
     r.server.stop().await.unwrap();
 }

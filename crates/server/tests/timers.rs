@@ -2,8 +2,8 @@
 //! worker is removed, or restarted through its nanny, and the `scheduler` topic hears of
 //! it), semaphore leases that expire, the timeouts of the long polls (`event_wait`,
 //! `variable_get`, `variable_set` of an unknown key, `queue_get`, `queue_put`,
-//! `semaphore_acquire`, `multi_lock_acquire`), `scatter` with no worker, and the idle
-//! timeout.
+//! `semaphore_acquire`, `multi_lock_acquire`, `publish_put` whose client left), `scatter`
+//! with no worker, and the idle timeout.
 //!
 //! tokio moves a paused clock only when every task is idle, so [`advance`] (a sleep) returns
 //! after everything in flight was handled, and a wait for a reply moves the clock to the
@@ -320,6 +320,31 @@ async fn multi_lock_acquire_with_a_timeout_answers_false_and_leaves_the_queue() 
     // `b` gave up: the lock is free for the next one at once
     let next = rpc(&server.address, acquire("c", Value::Float(1.0))).await;
     assert_eq!(next, Value::Bool(true));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn publish_put_whose_client_left_fails_at_the_flush_check() {
+    let server = TestServer::start().await;
+    let c = Client::connect(&server.address).await;
+    let put = msg(
+        "publish_put",
+        [
+            ("names", keys(&["ds"])),
+            ("keys", Value::Array(vec![keys(&[])])),
+            ("data", Value::Array(vec![s("v")])),
+            ("override", Value::Bool(false)),
+            ("client", s(&c.name)),
+            ("uid", s("u1")),
+        ],
+    );
+    c.close().await;
+    // the flush never comes; every 30 s the request checks that its client is still there
+    let reply = answered_after(&server, put, 30).await;
+    assert!(is_error(&reply), "{reply:?}");
+    assert!(error_text(&reply).starts_with("TimeoutError("), "{reply:?}");
+    let names = rpc(&server.address, msg("publish_list", [])).await;
+    assert_eq!(names, Value::Array(Vec::new()));
     server.stop().await.unwrap();
 }
 
