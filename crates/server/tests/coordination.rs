@@ -364,6 +364,28 @@ async fn variable_set_of_a_key_the_scheduler_does_not_know_yet_waits_for_its_gra
     server.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn variable_get_of_an_erred_future_carries_its_exception_and_traceback() {
+    let server = TestServer::start().await;
+    let mut w = Worker::join(&server.address, "w0", 1).await;
+    let mut c = Client::connect(&server.address).await;
+    c.submit(&[task("bad-1", &[])], &["bad-1"]).await;
+    let compute = w.compute_task().await;
+    w.fail(&compute, b"pickled-exception", b"pickled-traceback")
+        .await;
+    let erred = c.outcome("bad-1").await;
+    assert_eq!(op_of(&erred), "task-erred", "{erred:?}");
+    let set = msg("variable_set", [name("v"), ("key", s("bad-1"))]);
+    assert_eq!(rpc(&server.address, set).await, Value::Nil);
+    let got = rpc(&server.address, msg("variable_get", [name("v")])).await;
+    assert_eq!(got.get("state"), Some(&s("erred")), "{got:?}");
+    // what the client's task-erred carried
+    assert_eq!(got.get("exception"), erred.get("exception"), "{got:?}");
+    assert_eq!(got.get("traceback"), erred.get("traceback"), "{got:?}");
+    assert!(got.get("exception").is_some_and(|e| *e != Value::Nil));
+    server.stop().await.unwrap();
+}
+
 // ---- Queue -----------------------------------------------------------------------------------
 
 fn queue_create(q: &str, maxsize: i64) -> Value {
