@@ -180,9 +180,7 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
 }
 
 async fn worker_loop(reader: &mut CommReader, stream: &mut WorkerStream, ctx: &Arc<Ctx>) -> End {
-    let Some(worker) = stream.worker else {
-        return End::Closed;
-    };
+    let worker = stream.worker;
     loop {
         let batch = match reader.read().await {
             Ok(Some(batch)) => batch,

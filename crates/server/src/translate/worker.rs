@@ -88,10 +88,9 @@ pub fn refused(message: &str) -> Value {
 // ---- worker -> scheduler ---------------------------------------------------------------------
 
 /// What a worker stream's reader keeps between messages.
-#[derive(Default)]
 pub struct WorkerStream {
-    /// the worker, once registered
-    pub worker: Option<WorkerId>,
+    /// the registered worker
+    pub worker: WorkerId,
     /// the worker said it is closing: its removal is expected
     pub closing: bool,
     types: TypeCache,
@@ -101,13 +100,10 @@ impl WorkerStream {
     /// A registered worker's stream.
     pub fn new(worker: WorkerId) -> WorkerStream {
         WorkerStream {
-            worker: Some(worker),
-            ..WorkerStream::default()
+            worker,
+            closing: false,
+            types: TypeCache::default(),
         }
-    }
-
-    fn id(&self) -> WorkerId {
-        self.worker.unwrap_or(WorkerId(0))
     }
 }
 
@@ -153,7 +149,7 @@ fn run_id(msg: &Value) -> Result<u64, RequestError> {
 /// `task-finished`
 pub fn task_finished(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::TaskFinished {
-        worker: s.id(),
+        worker: s.worker,
         key: key_field(msg, "key")?,
         run_id: run_id(msg)?,
         nbytes: msg.get("nbytes").and_then(Value::as_i64).unwrap_or(0),
@@ -166,7 +162,7 @@ pub fn task_finished(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Req
 /// `task-erred`
 pub fn task_erred(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::TaskErred {
-        worker: s.id(),
+        worker: s.worker,
         key: key_field(msg, "key")?,
         run_id: run_id(msg)?,
         exception: msg.get("exception").cloned().unwrap_or(Value::Nil),
@@ -178,7 +174,7 @@ pub fn task_erred(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Reques
 /// `release-worker-data`
 pub fn release_worker_data(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::ReleaseWorkerData {
-        worker: s.id(),
+        worker: s.worker,
         key: key_field(msg, "key")?,
         stimulus_id: sid(msg, "release-worker-data"),
     }))
@@ -187,7 +183,7 @@ pub fn release_worker_data(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMs
 /// `add-keys`
 pub fn add_keys(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::AddKeys {
-        worker: s.id(),
+        worker: s.worker,
         keys: keys_field(msg, "keys")?,
         stimulus_id: sid(msg, "add-keys"),
     }))
@@ -196,7 +192,7 @@ pub fn add_keys(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestE
 /// `reschedule`
 pub fn reschedule(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::Reschedule {
-        worker: s.id(),
+        worker: s.worker,
         key: key_field(msg, "key")?,
         stimulus_id: sid(msg, "reschedule"),
     }))
@@ -205,7 +201,7 @@ pub fn reschedule(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Reques
 /// `long-running`
 pub fn long_running(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::LongRunning {
-        worker: s.id(),
+        worker: s.worker,
         key: key_field(msg, "key")?,
     }))
 }
@@ -216,7 +212,7 @@ pub fn request_refresh_who_has(
     s: &mut WorkerStream,
 ) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::RequestRefreshWhoHas {
-        worker: s.id(),
+        worker: s.worker,
         keys: keys_field(msg, "keys")?,
         stimulus_id: sid(msg, "request-refresh-who-has"),
     }))
@@ -225,7 +221,7 @@ pub fn request_refresh_who_has(
 /// `steal-response`
 pub fn steal_response(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::StealResponse {
-        worker: s.id(),
+        worker: s.worker,
         key: key_field(msg, "key")?,
         state: msg.get("state").and_then(Value::as_str).map(Arc::from),
         stimulus_id: sid(msg, "steal-response"),
@@ -239,7 +235,7 @@ pub fn status_change(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Req
         s.closing = true;
     }
     Ok(WorkerMsg::Core(Stimulus::WorkerStatusChange {
-        worker: s.id(),
+        worker: s.worker,
         status: WorkerStatus::from(&*name),
     }))
 }
