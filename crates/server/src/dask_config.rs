@@ -92,6 +92,47 @@ impl DaskConfig {
             },
         })
     }
+
+    /// The `config` map a helper sends for this configuration: what [`Self::from_helper`]
+    /// reads back (tests of the layers above start a scheduler from it).
+    pub fn to_helper_map(&self) -> Value {
+        let secs = |d: Duration| Value::Float(d.as_secs_f64());
+        let opt_secs = |d: Option<Duration>| d.map_or(Value::Nil, secs);
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or(Value::Nil, |p| Value::from(p.to_string_lossy().as_ref()))
+        };
+        let text = |t: &Option<String>| t.as_deref().map_or(Value::Nil, Value::from);
+        let tls = &self.tls;
+        Value::map([
+            (
+                "allowed-failures",
+                Value::from(u64::from(self.allowed_failures)),
+            ),
+            (
+                "low-level-log-length",
+                Value::from(self.low_level_log_length),
+            ),
+            (
+                "lease-validation-interval",
+                secs(self.lease_validation_interval),
+            ),
+            ("worker-ttl", opt_secs(self.worker_ttl)),
+            ("worker-saturation", Value::Float(self.worker_saturation)),
+            ("work-stealing", Value::Bool(self.work_stealing)),
+            ("work-stealing-interval", secs(self.work_stealing_interval)),
+            ("idle-timeout", opt_secs(self.idle_timeout)),
+            ("connect-timeout", secs(self.connect_timeout)),
+            ("tcp-timeout", secs(self.tcp_timeout)),
+            ("require-encryption", Value::Bool(tls.require_encryption)),
+            ("tls-ca-file", path(&tls.ca_file)),
+            ("tls-cert", path(&tls.cert)),
+            ("tls-key", path(&tls.key)),
+            ("tls-ciphers", text(&tls.ciphers)),
+            ("tls-min-version", text(&tls.min_version)),
+            ("tls-max-version", text(&tls.max_version)),
+        ])
+    }
 }
 
 /// A Dask configuration value rask cannot use (the scheduler does not start).
@@ -176,37 +217,15 @@ mod tests {
         Value::map([("op", Value::from("ready")), ("config", config)])
     }
 
-    fn defaults() -> Vec<(&'static str, Value)> {
-        vec![
-            ("allowed-failures", Value::Int(3)),
-            ("low-level-log-length", Value::Int(1000)),
-            ("lease-validation-interval", Value::Float(10.0)),
-            ("worker-ttl", Value::Float(300.0)),
-            ("worker-saturation", Value::Float(1.1)),
-            ("work-stealing", Value::Bool(true)),
-            ("work-stealing-interval", Value::Float(1.0)),
-            ("idle-timeout", Value::Nil),
-            ("connect-timeout", Value::Float(30.0)),
-            ("tcp-timeout", Value::Float(30.0)),
-            ("require-encryption", Value::Nil),
-            ("tls-ca-file", Value::Nil),
-            ("tls-cert", Value::Nil),
-            ("tls-key", Value::Nil),
-            ("tls-ciphers", Value::Nil),
-            ("tls-min-version", Value::from("1.2")),
-            ("tls-max-version", Value::Nil),
-        ]
-    }
-
     fn with(key: &str, value: Value) -> Value {
-        let mut c = Value::map(defaults());
+        let mut c = DaskConfig::default().to_helper_map();
         c.set(key, value);
         ready(c)
     }
 
     #[test]
     fn distributed_defaults_read_back_as_the_default() {
-        let c = DaskConfig::from_helper(&ready(Value::map(defaults()))).unwrap();
+        let c = DaskConfig::from_helper(&ready(DaskConfig::default().to_helper_map())).unwrap();
         assert_eq!(c, DaskConfig::default());
     }
 

@@ -14,7 +14,6 @@ use crate::translate::worker::{registration, WorkerStream};
 use crate::translate::{client, worker};
 use rask_comm::fields::str_field;
 use rask_comm::{Comm, CommReader, CommWriter};
-use rask_core::ClientId;
 use rask_protocol::Value;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -50,6 +49,44 @@ fn messages(v: Value) -> Vec<Value> {
     }
 }
 
+/// Reads a stream until it ends: each batch's messages parsed with `parse` (`None` ends
+/// the stream) and handed to `deliver` as one batch, so the state task sees them in order.
+/// A message that does not parse ends the stream after the ones before it are delivered.
+async fn read_stream<M>(
+    reader: &mut CommReader,
+    mut parse: impl FnMut(&Value) -> Result<Option<M>, RequestError>,
+    deliver: impl Fn(Vec<M>),
+) -> End {
+    loop {
+        let batch = match reader.read().await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return End::Closed,
+            Err(e) => return End::Failed(e.into()),
+        };
+        let mut msgs = Vec::new();
+        let mut end = None;
+        for msg in messages(batch) {
+            match parse(&msg) {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => {
+                    end = Some(End::Closed);
+                    break;
+                }
+                Err(e) => {
+                    end = Some(End::Failed(e.into()));
+                    break;
+                }
+            }
+        }
+        if !msgs.is_empty() {
+            deliver(msgs);
+        }
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
 /// How a stream ended.
 enum End {
     /// the peer closed it (`close-stream` or EOF)
@@ -80,44 +117,16 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
         })
         .await?;
     tracing::info!(client = %name, %peer, "Receive client connection");
-    let end = client_loop(&mut reader, client, &ctx).await;
+    let end = read_stream(&mut reader, client_message, |msgs| {
+        let _ = ctx.handle.send(Event::Client { client, msgs });
+    })
+    .await;
     let _ = ctx.handle.send(Event::ClientLeft { client });
     // The writer ends once the state task dropped the client's sender.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
     match end {
         End::Failed(e) => Err(e),
         End::Closed => Ok(()),
-    }
-}
-
-async fn client_loop(reader: &mut CommReader, client: ClientId, ctx: &Arc<Ctx>) -> End {
-    loop {
-        let batch = match reader.read().await {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return End::Closed,
-            Err(e) => return End::Failed(e.into()),
-        };
-        let mut msgs = Vec::new();
-        let mut closed = false;
-        for msg in messages(batch) {
-            match client_message(&msg) {
-                Ok(Some(m)) => msgs.push(m),
-                Ok(None) => {
-                    closed = true;
-                    break;
-                }
-                Err(e) => {
-                    let _ = ctx.handle.send(Event::Client { client, msgs });
-                    return End::Failed(e.into());
-                }
-            }
-        }
-        if !msgs.is_empty() {
-            let _ = ctx.handle.send(Event::Client { client, msgs });
-        }
-        if closed {
-            return End::Closed;
-        }
     }
 }
 
@@ -167,7 +176,14 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     tracing::debug!(%address, %peer, "worker stream open");
     let writer_task = tokio::spawn(batched_writer(rx, writer, worker::to_worker));
     let mut stream = WorkerStream::new(worker);
-    let end = worker_loop(&mut reader, &mut stream, &ctx).await;
+    let end = read_stream(
+        &mut reader,
+        |msg| worker_message(msg, &mut stream),
+        |msgs| {
+            let _ = ctx.handle.send(Event::Worker { worker, msgs });
+        },
+    )
+    .await;
     if let End::Failed(e) = &end {
         tracing::warn!(%address, "worker stream failed: {e}");
     }
@@ -177,38 +193,6 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     });
     writer_task.abort();
     Ok(())
-}
-
-async fn worker_loop(reader: &mut CommReader, stream: &mut WorkerStream, ctx: &Arc<Ctx>) -> End {
-    let worker = stream.worker;
-    loop {
-        let batch = match reader.read().await {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return End::Closed,
-            Err(e) => return End::Failed(e.into()),
-        };
-        let mut msgs = Vec::new();
-        let mut closed = false;
-        for msg in messages(batch) {
-            match worker_message(&msg, stream) {
-                Ok(Some(m)) => msgs.push(m),
-                Ok(None) => {
-                    closed = true;
-                    break;
-                }
-                Err(e) => {
-                    let _ = ctx.handle.send(Event::Worker { worker, msgs });
-                    return End::Failed(e.into());
-                }
-            }
-        }
-        if !msgs.is_empty() {
-            let _ = ctx.handle.send(Event::Worker { worker, msgs });
-        }
-        if closed {
-            return End::Closed;
-        }
-    }
 }
 
 /// One worker stream message; `None` for `close-stream`.

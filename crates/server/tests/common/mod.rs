@@ -16,6 +16,7 @@
 use bytes::Bytes;
 use rask_comm::{Comm, CommConfig};
 use rask_protocol::{Key, Opaque, OpaqueKind, Value};
+use rask_server::dask_config::DaskConfig;
 use rask_server::error::{HelperError, StartupError};
 use rask_server::helper::HelperPool;
 use rask_server::{Ports, ServerConfig};
@@ -235,30 +236,6 @@ pub fn fake_helper(request: Value) -> Result<Value, HelperError> {
     })
 }
 
-/// The Dask configuration keys a helper's `ready` message carries, with distributed's
-/// defaults.
-pub fn default_config() -> Vec<(&'static str, Value)> {
-    vec![
-        ("allowed-failures", Value::Int(3)),
-        ("low-level-log-length", Value::Int(1000)),
-        ("lease-validation-interval", Value::Float(10.0)),
-        ("worker-ttl", Value::Float(300.0)),
-        ("worker-saturation", Value::Float(1.1)),
-        ("work-stealing", Value::Bool(true)),
-        ("work-stealing-interval", Value::Float(1.0)),
-        ("idle-timeout", Value::Nil),
-        ("connect-timeout", Value::Float(30.0)),
-        ("tcp-timeout", Value::Float(30.0)),
-        ("require-encryption", Value::Nil),
-        ("tls-ca-file", Value::Nil),
-        ("tls-cert", Value::Nil),
-        ("tls-key", Value::Nil),
-        ("tls-ciphers", Value::Nil),
-        ("tls-min-version", Value::from("1.2")),
-        ("tls-max-version", Value::Nil),
-    ]
-}
-
 // ---- the server ------------------------------------------------------------------------------
 
 /// How a test server is started.
@@ -300,7 +277,7 @@ impl TestServer {
 
     /// A scheduler with these settings.
     pub async fn with(settings: Settings) -> TestServer {
-        let mut config = Value::map(default_config());
+        let mut config = DaskConfig::default().to_helper_map();
         for (k, v) in settings.config {
             config.set(k, v);
         }

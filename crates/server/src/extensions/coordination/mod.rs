@@ -95,6 +95,9 @@ impl Extension for Coordination {
     type StreamOp = ClientOp;
 
     fn rpc(&mut self, cx: &mut Cx<'_>, rpc: Rpc, reply: Replier) {
+        let Some((rpc, reply)) = key_known(cx, rpc, reply) else {
+            return; // it asks again once the key is known, or it timed out
+        };
         match rpc {
             Rpc::PublishPut {
                 names,
@@ -128,22 +131,7 @@ impl Extension for Coordination {
                 let v = self.publish.list();
                 cx.reply(reply, Ok(v));
             }
-            Rpc::VariableSet {
-                name,
-                record,
-                timeout,
-                since,
-            } => {
-                let Some(reply) = key_known(cx, &record, timeout, since, reply, |since| {
-                    AnyRpc::Coordination(Rpc::VariableSet {
-                        name: name.clone(),
-                        record: record.clone(),
-                        timeout,
-                        since: Some(since),
-                    })
-                }) else {
-                    return;
-                };
+            Rpc::VariableSet { name, record, .. } => {
                 self.variable.set(cx, name, record);
                 cx.reply(reply, Ok(Value::Nil));
             }
@@ -161,18 +149,8 @@ impl Extension for Coordination {
                 name,
                 record,
                 timeout,
-                since,
+                ..
             } => {
-                let Some(reply) = key_known(cx, &record, timeout, since, reply, |since| {
-                    AnyRpc::Coordination(Rpc::QueuePut {
-                        name: name.clone(),
-                        record: record.clone(),
-                        timeout,
-                        since: Some(since),
-                    })
-                }) else {
-                    return;
-                };
                 if let Some((record, reply)) = self.queue.put(cx, &name, record, reply) {
                     let wait = self.park(cx, timeout, Parked::QueuePut(name.clone()));
                     self.queue.wait_to_put(name, wait, record, reply);
@@ -298,27 +276,32 @@ impl Hooks for Coordination {
 
 // ---- shared helpers -------------------------------------------------------------------------
 
-/// For a request storing a future: whether the scheduler knows its key yet. A client may
-/// set a future into a Variable or a Queue over RPC before its `update-graph` arrived, so
-/// Dask polls (every 10 ms) until it does; this does the same by asking for the request
-/// again ([`Timer::Again`]), and answers Dask's `TimeoutError` once the deadline passes.
-/// Returns the reply back when the request can go on.
-fn key_known(
-    cx: &mut Cx<'_>,
-    record: &Record,
-    timeout: Option<f64>,
-    since: Option<f64>,
-    reply: Replier,
-    again: impl FnOnce(f64) -> AnyRpc,
-) -> Option<Replier> {
-    let Record::Future(key) = record else {
-        return Some(reply);
+/// For a request storing a future (`variable_set`, `queue_put`): whether the scheduler
+/// knows its key yet. A client may set a future into a Variable or a Queue over RPC before
+/// its `update-graph` arrived, so Dask polls (every 10 ms) until it does; this does the same
+/// by asking for the request again ([`Timer::Again`]), and answers Dask's `TimeoutError` once
+/// the deadline passes. Returns the request and its reply when they can go on.
+fn key_known(cx: &mut Cx<'_>, mut request: Rpc, reply: Replier) -> Option<(Rpc, Replier)> {
+    let (key, timeout, since) = match &mut request {
+        Rpc::VariableSet {
+            record: Record::Future(key),
+            timeout,
+            since,
+            ..
+        }
+        | Rpc::QueuePut {
+            record: Record::Future(key),
+            timeout,
+            since,
+            ..
+        } => (key, *timeout, since),
+        _ => return Some((request, reply)),
     };
     if cx.core.task(key).is_some() {
-        return Some(reply);
+        return Some((request, reply));
     }
-    let since = since.unwrap_or(cx.now);
-    if timeout.is_some_and(|t| cx.now >= since + t) {
+    let started = *since.get_or_insert(cx.now);
+    if timeout.is_some_and(|t| cx.now >= started + t) {
         // `f"Task {key} unknown to scheduler."`: the key's str, not its repr
         let e = raised(
             "TimeoutError",
@@ -327,13 +310,8 @@ fn key_known(
         cx.reply(reply, Ok(e));
         return None;
     }
-    cx.after(
-        KEY_POLL,
-        Timer::Again {
-            request: again(since),
-            reply,
-        },
-    );
+    let request = AnyRpc::Coordination(request);
+    cx.after(KEY_POLL, Timer::Again { request, reply });
     None
 }
 
