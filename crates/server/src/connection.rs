@@ -142,12 +142,7 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
 /// `register_nanny`: the nanny reads our reply, then sends one status message once its
 /// worker process started (scheduler.py:4802-4815). rask keeps no nanny plugins.
 async fn register_nanny(mut comm: Comm) -> Result<(), ConnectionError> {
-    comm.writer
-        .write(&Value::map([
-            ("status", Value::from("OK")),
-            ("nanny-plugins", Value::Map(Vec::new())),
-        ]))
-        .await?;
+    comm.writer.write(&reply::nanny_registered()).await?;
     let _ = tokio::time::timeout(Duration::from_secs(600), comm.reader.read()).await;
     Ok(())
 }

@@ -80,6 +80,14 @@ pub fn identity(s: SchedulerIdentity<'_>) -> Value {
     ])
 }
 
+/// `register_nanny`'s reply: accepted, with no nanny plugins to run.
+pub fn nanny_registered() -> Value {
+    Value::map([
+        ("status", Value::from("OK")),
+        ("nanny-plugins", Value::Map(Vec::new())),
+    ])
+}
+
 /// `heartbeat_worker`'s reply to a known worker.
 pub fn heartbeat(interval: f64) -> Value {
     Value::map([
