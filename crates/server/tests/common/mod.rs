@@ -639,12 +639,17 @@ impl Worker {
 
     /// `task-finished` for a `compute-task` message, with its result stored here.
     pub async fn finish(&mut self, compute: &Value) {
+        self.report_finished(compute, None).await;
+    }
+
+    /// `task-finished` for `compute`, its result stored here; `startstops` if given.
+    async fn report_finished(&mut self, compute: &Value, startstops: Option<Value>) {
         let key = compute.get("key").cloned().unwrap_or(Value::Nil);
         self.data
             .lock()
             .unwrap()
             .push((key.clone(), Value::from(format!("value-of-{key:?}"))));
-        let m = msg(
+        let mut m = msg(
             "task-finished",
             [
                 ("key", key),
@@ -657,6 +662,9 @@ impl Worker {
                 ("stimulus_id", Value::from("test-finished")),
             ],
         );
+        if let Some(startstops) = startstops {
+            m.set("startstops", startstops);
+        }
         self.stream.send(vec![m]).await;
     }
 
@@ -873,33 +881,12 @@ impl Worker {
     /// `seconds` (the scheduler learns the task prefix's duration from it); the result is
     /// stored here.
     pub async fn finish_in(&mut self, compute: &Value, seconds: f64) {
-        let key = compute.get("key").cloned().unwrap_or(Value::Nil);
-        self.data
-            .lock()
-            .unwrap()
-            .push((key.clone(), Value::from(format!("value-of-{key:?}"))));
-        let m = msg(
-            "task-finished",
-            [
-                ("key", key),
-                (
-                    "run_id",
-                    compute.get("run_id").cloned().unwrap_or(Value::Int(0)),
-                ),
-                ("nbytes", Value::Int(8)),
-                ("type", Value::Bin(Bytes::from_static(b"pickled-int"))),
-                (
-                    "startstops",
-                    Value::Array(vec![Value::map([
-                        ("action", Value::from("compute")),
-                        ("start", Value::Float(1000.0)),
-                        ("stop", Value::Float(1000.0 + seconds)),
-                    ])]),
-                ),
-                ("stimulus_id", Value::from("test-finished")),
-            ],
-        );
-        self.stream.send(vec![m]).await;
+        let startstops = Value::Array(vec![Value::map([
+            ("action", Value::from("compute")),
+            ("start", Value::Float(1000.0)),
+            ("stop", Value::Float(1000.0 + seconds)),
+        ])]);
+        self.report_finished(compute, Some(startstops)).await;
     }
 
     /// `task-erred` for a `compute-task` message, with these bytes as the pickled
