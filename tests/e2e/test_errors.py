@@ -11,7 +11,7 @@ import dask
 import pytest
 from dask import delayed
 
-from conftest import RESULT_TIMEOUT
+from conftest import RESULT_TIMEOUT, wait_until
 import e2e_remote as remote
 from e2e_remote import CustomError, add, fail, fail_if, flaky_inc, inc, raise_custom
 
@@ -169,6 +169,10 @@ def test_task_killing_its_workers_errs_with_killed_worker(cluster_factory, monke
         fut = client.submit(remote.exit_worker, key="kills-its-worker")
         with pytest.raises(KilledWorker, match="kills-its-worker"):
             fut.result(timeout=RESULT_TIMEOUT)
-        # the cluster keeps working on the worker that is left
-        assert sum(w.alive() for w in c.workers.values()) == 1
+        # the cluster keeps working on the worker that is left. The scheduler can see the
+        # second worker's connection close a moment before its process has exited, so its
+        # exit is waited for.
+        wait_until(
+            lambda: sum(w.alive() for w in c.workers.values()) == 1, "two workers to have exited"
+        )
         assert client.submit(remote.inc, 1).result(timeout=RESULT_TIMEOUT) == 2
