@@ -184,6 +184,7 @@ fn update_graph(s: &mut SchedulerState, client: ClientId, g: Graph) -> Vec<Comma
             tasks: g.tasks,
             keys: g.wanted,
             fifo_timeout: 0.1,
+            actors: Vec::new(),
             stimulus_id: "update-graph-1795538426.0".into(),
         },
     )

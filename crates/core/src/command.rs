@@ -45,6 +45,8 @@ pub struct ComputeTask {
     pub nbytes: Vec<(Key, i64)>,
     /// the pickled `GraphNode`, sent as `{"__Pickled__"}`
     pub run_spec: Bytes,
+    /// an actor: the worker keeps the object and serves calls on it
+    pub actor: bool,
     /// `resources=` restriction, if any
     pub resource_restrictions: Option<Vec<(Arc<str>, f64)>>,
     /// the task's annotations dict, forwarded to the worker

@@ -58,6 +58,9 @@ impl SchedulerState {
     /// an idle worker or two), or over a pool of fewer than [`SMALL_POOL`] workers; a
     /// larger pool is served round robin.
     pub(crate) fn decide_worker(&mut self, id: TaskId) -> Option<WorkerId> {
+        if self.expect_task(id).actor {
+            return self.decide_actor_worker(id);
+        }
         if let Some(valid) = self.valid_workers(id) {
             if valid.len() <= 1 {
                 return valid.first().copied();
@@ -100,6 +103,32 @@ impl SchedulerState {
         }
         holders.sort();
         self.best_of(&holders, &local, total)
+    }
+
+    /// An actor goes to the allowed worker with the fewest actors, then the earliest start,
+    /// then the fewest stored bytes (`worker_objective` with `ts.actor`, scheduler.py:3299;
+    /// every worker is a candidate, scheduler.py:9007).
+    fn decide_actor_worker(&self, id: TaskId) -> Option<WorkerId> {
+        let candidates = self
+            .valid_workers(id)
+            .unwrap_or_else(|| self.running.as_slice().to_vec());
+        let (local, total) = self.dependency_bytes(id);
+        let objective = |w: &WorkerId| {
+            let ws = &self.workers[w];
+            let held = local.get(w).copied().unwrap_or(0);
+            let start = ws.occupancy / f64::from(ws.nthreads.max(1))
+                + (total - held).max(0) as f64 / self.config.bandwidth;
+            (ws.actors.len(), start, ws.nbytes, *w)
+        };
+        candidates
+            .iter()
+            .filter(|w| self.workers.contains_key(w))
+            .min_by(|a, b| {
+                objective(a)
+                    .partial_cmp(&objective(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .copied()
     }
 
     /// Bytes of the task's dependencies already on each worker that holds one, and the

@@ -39,8 +39,9 @@ impl SchedulerState {
                 tasks,
                 keys,
                 fifo_timeout,
+                actors,
                 stimulus_id,
-            } => self.update_graph(client, tasks, keys, fifo_timeout, &stimulus_id),
+            } => self.update_graph(client, tasks, keys, fifo_timeout, &actors, &stimulus_id),
             Stimulus::ClientDesiresKeys { client, keys } => self.client_desires_keys(client, &keys),
             Stimulus::ClientReleasesKeys {
                 client,
@@ -217,6 +218,7 @@ impl SchedulerState {
                 has_what: FxHashSet::default(),
                 occupancy: 0.0,
                 nbytes: 0,
+                actors: FxHashSet::default(),
             },
         );
         self.total_nthreads += u64::from(spec.nthreads);
@@ -291,7 +293,10 @@ impl SchedulerState {
         held.sort();
         for id in held {
             self.expect_task_mut(id).who_has.remove(&worker);
-            if self.expect_task(id).who_has.is_empty() {
+            if self.expect_task(id).actor {
+                // scheduler.py:5670: an actor's state is gone with its worker
+                recs.push((id, TaskStatus::Erred));
+            } else if self.expect_task(id).who_has.is_empty() {
                 let finish = if self.expect_task(id).run_spec.is_some() {
                     TaskStatus::Released
                 } else {
@@ -358,6 +363,7 @@ impl SchedulerState {
         tasks: Vec<NewTask>,
         keys: Vec<Key>,
         fifo_timeout: f64,
+        actors: &[Key],
         sid: &Arc<str>,
     ) {
         // Lost dependencies: a dependency neither in this graph nor known to the scheduler
@@ -432,6 +438,12 @@ impl SchedulerState {
                 }
             }
             self.expect_task_mut(id).dependencies = dep_ids;
+        }
+        // scheduler.py:4923-4928: known keys become actors too
+        for key in actors {
+            if let Some(id) = self.task_id(key) {
+                self.expect_task_mut(id).actor = true;
+            }
         }
         // client_desires_keys
         let wanted: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();

@@ -29,6 +29,7 @@ impl SchedulerState {
         if !ts.resource_restrictions.is_empty()
             || !ts.worker_restrictions.is_empty()
             || !ts.host_restrictions.is_empty()
+            || ts.actor
         {
             return false;
         }

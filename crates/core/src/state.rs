@@ -72,6 +72,8 @@ pub struct Task {
     pub long_running: bool,
     /// report released/erred/forgotten transitions (`Command::Transitioned`)
     pub watch: bool,
+    /// an actor (`actor=True`): its worker keeps the object and serves calls on it
+    pub actor: bool,
 }
 
 impl Task {
@@ -107,6 +109,7 @@ impl Task {
             resource_restrictions: Vec::new(),
             long_running: false,
             watch: false,
+            actor: false,
         }
     }
 
@@ -143,6 +146,8 @@ pub struct Worker {
     pub occupancy: f64,
     /// sum of `nbytes` of `has_what`
     pub nbytes: i64,
+    /// actor tasks running on it or held by it (`WorkerState.actors`)
+    pub actors: FxHashSet<TaskId>,
 }
 
 /// A connected client.

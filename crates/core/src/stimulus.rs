@@ -100,6 +100,8 @@ pub enum Stimulus {
         keys: Vec<Key>,
         /// seconds; a new priority generation starts if this long passed since the last one
         fifo_timeout: f64,
+        /// the keys that are actors (`actors=`; `True` means all of `keys`)
+        actors: Vec<Key>,
         /// why
         stimulus_id: Arc<str>,
     },

@@ -15,7 +15,7 @@
 //!   (`Report::Scattered`): Dask's `update_data` sets `ts.state = "memory"` itself.
 //! - no `waiting -> memory` (a `task-finished` for a waiting task is answered with
 //!   `free-keys` by the handler), no `queued -> erred` (it goes via released) and no
-//!   `memory -> erred` (rask has no actors).
+//!   `memory -> erred` only for actors, as in Dask.
 
 use crate::command::{Command, ComputeTask, ToClient, ToWorker};
 use crate::error::CoreError;
@@ -245,6 +245,7 @@ impl SchedulerState {
             (NoWorker, Erred, None) => self.no_worker_erred(id, recs),
             (Released, Forgotten, None) | (Memory, Forgotten, None) => self.forget(id, recs, sid),
             (Memory, Released, None) => self.memory_released(id, recs, sid),
+            (Memory, Erred, None) => self.memory_erred(id, recs, sid),
             (Erred, Released, None) => self.erred_released(id, recs, sid),
             (Released, Erred, None) => self.released_erred(id, recs, sid),
             // Not in Dask's table: its `update_data` sets `ts.state = "memory"` itself, from
@@ -402,9 +403,13 @@ impl SchedulerState {
         let duration = self.expected_duration(id);
         let run_id = self.next_run_id;
         self.next_run_id += 1;
+        let actor = self.expect_task(id).actor;
         if let Some(ws) = self.workers.get_mut(&w) {
             ws.processing.insert(id);
             ws.occupancy += duration;
+            if actor {
+                ws.actors.insert(id);
+            }
         }
         self.refresh_worker(w);
         let ts = self.expect_task_mut(id);
@@ -432,6 +437,7 @@ impl SchedulerState {
             who_has,
             nbytes,
             run_spec: ts.run_spec.clone().unwrap_or_default(),
+            actor: ts.actor,
             resource_restrictions: (!ts.resource_restrictions.is_empty())
                 .then(|| ts.resource_restrictions.clone()),
             annotations: ts.annotations.clone(),
@@ -455,6 +461,7 @@ impl SchedulerState {
         let long_running = std::mem::replace(&mut ts.long_running, false);
         let ws = self.workers.get_mut(&w)?;
         ws.processing.remove(&id);
+        ws.actors.remove(&id);
         if long_running {
             ws.long_running = ws.long_running.saturating_sub(1);
         } else {
@@ -621,6 +628,14 @@ impl SchedulerState {
     }
 
     fn memory_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
+        let ts = self.expect_task_mut(id);
+        if ts.actor && !ts.who_wants.is_empty() {
+            // scheduler.py:2554-2562: an actor's state cannot be recreated; its futures err
+            ts.exception_blame = Some(id);
+            ts.exception = Exception::ActorLost;
+            recs.push((id, TaskStatus::Erred));
+            return;
+        }
         let key = self.expect_task(id).key.clone();
         let holders: Vec<WorkerId> = self.expect_task(id).who_has.iter().copied().collect();
         for w in holders {
@@ -651,6 +666,28 @@ impl SchedulerState {
                 _ => {}
             }
         }
+    }
+
+    /// `_transition_memory_erred` (scheduler.py:2952): the worker holding an actor was lost.
+    fn memory_erred(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
+        let key = self.expect_task(id).key.clone();
+        let holders: Vec<WorkerId> = self.expect_task(id).who_has.iter().copied().collect();
+        for w in holders {
+            self.free_keys(w, vec![key.clone()], sid);
+            self.remove_replica(id, w);
+        }
+        for d in self.expect_task(id).dependents.clone() {
+            let dts = self.expect_task_mut(d);
+            if dts.who_has.is_empty() {
+                dts.exception_blame = Some(id);
+                recs.push((d, TaskStatus::Erred));
+            }
+        }
+        let ts = self.expect_task_mut(id);
+        ts.exception_blame = Some(id);
+        ts.exception = Exception::ActorLost;
+        ts.state = TaskStatus::Erred;
+        self.report_erred(id, id);
     }
 
     fn released_erred(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
@@ -836,10 +873,13 @@ impl SchedulerState {
     // ---- replicas and small helpers ------------------------------------------------------
 
     pub(crate) fn add_replica(&mut self, id: TaskId, w: WorkerId) {
-        let nbytes = self.expect_task(id).nbytes;
+        let (nbytes, actor) = (self.expect_task(id).nbytes, self.expect_task(id).actor);
         if let Some(ws) = self.workers.get_mut(&w) {
             if ws.has_what.insert(id) {
                 ws.nbytes += nbytes;
+            }
+            if actor {
+                ws.actors.insert(id);
             }
             self.expect_task_mut(id).who_has.insert(w);
         }
@@ -852,6 +892,7 @@ impl SchedulerState {
             if ws.has_what.remove(&id) {
                 ws.nbytes -= nbytes;
             }
+            ws.actors.remove(&id);
         }
     }
 

@@ -70,6 +70,9 @@ pub enum Exception {
         /// `distributed.scheduler.allowed-failures`
         allowed_failures: u32,
     },
+    /// `RuntimeError("Worker holding Actor was lost")` (scheduler.py:2560): an actor's
+    /// state lived on a worker that left; the server pickles it.
+    ActorLost,
 }
 
 impl Exception {

@@ -141,6 +141,23 @@ impl SchedulerState {
                     self.expect_task(*t).key
                 );
             }
+            // validate_worker_state (scheduler.py:9172): its actors run there or are held
+            // there, and those are all the actors it runs or holds
+            let actors = ws
+                .processing
+                .iter()
+                .chain(&ws.has_what)
+                .filter(|t| self.expect_task(**t).actor)
+                .count();
+            assert!(
+                ws.actors.len() == actors
+                    && ws
+                        .actors
+                        .iter()
+                        .all(|t| ws.processing.contains(t) || ws.has_what.contains(t)),
+                "{}: actors mirror",
+                ws.address
+            );
         }
         for w in self
             .running

@@ -865,6 +865,7 @@ impl Sim {
                 tasks: built,
                 keys: wanted,
                 fifo_timeout: 0.1,
+                actors: Vec::new(),
                 stimulus_id: "update-graph".into(),
             },
         );

@@ -235,6 +235,15 @@ pub enum Job {
         /// the RPC
         reply: Replier,
     },
+    /// `proxy`: one request to one worker, its reply passed back.
+    Proxy {
+        /// the worker
+        worker: Arc<str>,
+        /// the request
+        msg: Value,
+        /// the RPC
+        reply: Replier,
+    },
     /// Kill workers through their nannies (which start new ones).
     KillNannies {
         /// (worker address, nanny address)

@@ -23,6 +23,7 @@ pub async fn materialize(
     let GraphRequest {
         keys,
         fifo_timeout,
+        actors,
         helper_request,
     } = request;
     let started = std::time::Instant::now();
@@ -56,6 +57,7 @@ pub async fn materialize(
                     tasks,
                     keys,
                     fifo_timeout,
+                    actors,
                     stimulus_id: format!("update-graph-{}", crate::translate::now()).into(),
                 },
                 Err(e) => failed(client, keys, &e.to_string()),

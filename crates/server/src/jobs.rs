@@ -54,6 +54,10 @@ pub async fn run(job: Job, cx: &JobContext) -> Done {
             result: broadcast(targets, msg, on_error, cx).await,
             reply,
         },
+        Job::Proxy { worker, msg, reply } => Done::Reply {
+            result: request(&worker, &msg, cx).await,
+            reply,
+        },
         Job::KillNannies {
             nannies,
             timeout,

@@ -182,10 +182,7 @@ pub static RPC: &[Op] = &[
     ),
     rpc("processing", rpc::processing),
     refused("profile", DIAGNOSTICS),
-    refused(
-        "proxy",
-        "proxying requests to workers is not served by rask yet",
-    ),
+    rpc("proxy", rpc::proxy),
     rpc("publish_delete", coordination::publish_delete),
     rpc("publish_get", coordination::publish_get),
     rpc("publish_list", coordination::publish_list),

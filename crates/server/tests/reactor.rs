@@ -174,6 +174,7 @@ fn graph_request(keys: &[&str]) -> ClientMsg {
     ClientMsg::UpdateGraph(Box::new(GraphRequest {
         keys: keys.iter().map(|k| Key::str(k)).collect(),
         fifo_timeout: 0.1,
+        actors: Vec::new(),
         helper_request: Value::Nil,
     }))
 }
@@ -199,6 +200,7 @@ fn materialized(client: ClientId, key: &str) -> Done {
             }],
             keys: vec![Key::str(key)],
             fifo_timeout: 0.1,
+            actors: Vec::new(),
             stimulus_id: "update-graph-test".into(),
         }),
     }

@@ -2,7 +2,7 @@
 //! `Client.scheduler.<op>()` sends it, against a real server with hand-driven workers:
 //! `identity`, `versions`, `echo`, `heartbeat_worker`, `ncores`, `ncores_running`,
 //! `who_has`, `has_what`, `processing`, `nbytes`, `get_task_status`, `unregister`, `retry`,
-//! `gather`, `scatter`, `update_data`, `broadcast`, `run_function`,
+//! `gather`, `scatter`, `update_data`, `broadcast`, `proxy`, `run_function`,
 //! `register_scheduler_plugin`, `unregister_scheduler_plugin`, `log_event` and `events`.
 //!
 //! The replies are compared with what `distributed/scheduler.py` returns for the same
@@ -633,6 +633,24 @@ async fn broadcast_sends_the_message_to_every_worker_and_collects_the_replies() 
     )
     .await;
     assert_eq!(sorted(&one), vec![(w1.address.clone(), got)]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn proxy_returns_one_workers_reply() {
+    let server = TestServer::start().await;
+    let _w0 = Worker::join(&server.address, "w0", 1).await;
+    let w1 = Worker::join(&server.address, "w1", 1).await;
+    let reply = rpc(
+        &server.address,
+        msg(
+            "proxy",
+            [("msg", msg("ping", [])), ("worker", s(&w1.address))],
+        ),
+    )
+    .await;
+    // the worker's reply itself, not a dict keyed by address
+    assert_eq!(reply, Value::map([("worker-got", s("ping"))]));
     server.stop().await.unwrap();
 }
 

@@ -353,6 +353,17 @@ impl TestEnv {
 
     /// `update-graph` with arbitrary wanted keys.
     pub fn submit_k(&mut self, c: ClientId, tasks: Vec<TaskBuilder>, wanted: Vec<Key>) -> Out {
+        self.submit_actors(c, tasks, wanted, Vec::new())
+    }
+
+    /// `update-graph` with `actors=`.
+    pub fn submit_actors(
+        &mut self,
+        c: ClientId,
+        tasks: Vec<TaskBuilder>,
+        wanted: Vec<Key>,
+        actors: Vec<Key>,
+    ) -> Out {
         let tasks = tasks
             .into_iter()
             .enumerate()
@@ -363,6 +374,7 @@ impl TestEnv {
             tasks,
             keys: wanted,
             fifo_timeout: self.fifo_timeout,
+            actors,
             stimulus_id: sid("update-graph"),
         })
     }
@@ -545,6 +557,7 @@ impl TestEnv {
             who_has: Vec::new(),
             nbytes: Vec::new(),
             run_spec: t.run_spec.clone().unwrap_or_default(),
+            actor: t.actor,
             resource_restrictions: None,
             annotations: t.annotations.clone(),
             stimulus_id: "".into(),

@@ -95,6 +95,13 @@ pub enum Rpc {
     },
     /// `broadcast {msg, workers, hosts, nanny, on_error}`: one message to many workers.
     Broadcast(Box<Broadcast>),
+    /// `proxy {msg, worker}`: `msg` sent on to one worker, its reply returned.
+    Proxy {
+        /// the worker's address (it need not be registered, as in Dask)
+        worker: Arc<str>,
+        /// the request it gets
+        msg: Value,
+    },
     /// `echo {data}`
     Echo {
         /// echoed back
@@ -268,6 +275,8 @@ pub struct GraphRequest {
     pub keys: Vec<Key>,
     /// seconds; a new priority generation starts after this long
     pub fifo_timeout: f64,
+    /// the keys that become actors
+    pub actors: Vec<Key>,
     /// the graph helper's `update_graph` request (expression, annotations, priorities)
     pub helper_request: Value,
 }

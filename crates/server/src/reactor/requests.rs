@@ -80,6 +80,14 @@ impl Scheduler {
                 Ok(reply::keys(&touched))
             }
             Rpc::Broadcast(b) => return self.broadcast(*b, to, out),
+            Rpc::Proxy { worker, msg } => {
+                out.start(Job::Proxy {
+                    worker,
+                    msg,
+                    reply: to,
+                });
+                return;
+            }
             Rpc::Echo { data } => Ok(data),
             Rpc::Restart {
                 timeout,

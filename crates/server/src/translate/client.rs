@@ -105,9 +105,16 @@ pub fn update_graph(msg: &Value) -> Result<ClientMsg, RequestError> {
         ("chunk_size", Value::Int(GRAPH_CHUNK)),
         ("rust_order", Value::Bool(true)),
     ]);
+    // `actors=True` makes every requested key an actor (scheduler.py:4924)
+    let actors = match msg.get("actors") {
+        Some(Value::Bool(true)) => keys.clone(),
+        None | Some(Value::Nil | Value::Bool(false)) => Vec::new(),
+        Some(_) => keys_field(msg, "actors")?,
+    };
     Ok(ClientMsg::UpdateGraph(Box::new(GraphRequest {
         keys,
         fifo_timeout,
+        actors,
         helper_request,
     })))
 }
@@ -185,8 +192,8 @@ fn core(msg: ToClient) -> Value {
 }
 
 /// A task's exception as the client gets it: the worker's pickle as it came, or the
-/// scheduler's own `KilledWorker`, pickled as the stock scheduler does
-/// (scheduler.py:5634-5663).
+/// scheduler's own `KilledWorker` (scheduler.py:5634-5663) or lost actor
+/// (scheduler.py:2560), pickled as the stock scheduler does.
 pub fn exception_value(e: &Exception) -> Value {
     match e {
         Exception::Pickled(v) => v.clone(),
@@ -198,6 +205,10 @@ pub fn exception_value(e: &Exception) -> Value {
             key,
             last_worker,
             *allowed_failures,
+        )),
+        Exception::ActorLost => Value::Bin(rask_comm::reply::pickled_exception(
+            "RuntimeError",
+            "Worker holding Actor was lost",
         )),
     }
 }

@@ -383,7 +383,7 @@ fn compute_task(t: ComputeTask) -> Value {
         ("nbytes", nbytes_value(&t.nbytes)),
         ("run_spec", Value::Opaque(Opaque::pickled(t.run_spec))),
         ("resource_restrictions", resource_restrictions),
-        ("actor", Value::Bool(false)),
+        ("actor", Value::Bool(t.actor)),
         ("annotations", t.annotations),
         ("span_id", Value::Nil),
     ])
