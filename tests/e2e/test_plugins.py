@@ -1,0 +1,154 @@
+"""Worker and nanny plugins (``Client.register_plugin`` with a ``WorkerPlugin`` or a
+``NannyPlugin``, ``unregister_worker_plugin``), and what is built on them:
+``Client.forward_logging`` and the stock ``Environ`` nanny plugin.
+
+A plugin reaches the workers (nannies) there are when it is registered and those that join
+later; unregistering runs its ``teardown``. Plugin names carry a fresh uuid where the module's
+shared cluster is used, so tests never see each other's plugins.
+"""
+
+import logging
+import time
+import uuid
+
+import pytest
+from distributed.diagnostics.plugin import Environ
+
+from conftest import RESULT_TIMEOUT, wait_until
+from e2e_remote_plugins import (
+    FailingSetup,
+    MarkNanny,
+    MarkWorker,
+    env_in_task,
+    log_a_warning,
+    plugin_value,
+    plugin_value_in_task,
+)
+
+
+def unique(label: str) -> str:
+    return f"e2e-{label}-{uuid.uuid4().hex[:8]}"
+
+
+def test_worker_plugin_runs_on_every_worker_and_on_later_ones(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_workers(2)
+    with cluster.client() as c:
+        responses = c.register_plugin(MarkWorker("v1"), name="e2e-mark")
+        first = set(cluster.worker_addresses().values())
+        assert responses == {a: {"status": "OK"} for a in first}
+        assert c.run(plugin_value) == {a: "v1" for a in first}
+
+        # a worker that joins later gets it in its registration (setup runs before it
+        # takes tasks): a task there sees what setup did
+        [late] = cluster.add_workers(1)
+        late_address = cluster.worker_addresses()[late]
+        seen = c.submit(plugin_value_in_task, workers=[late_address], pure=False)
+        assert seen.result(timeout=RESULT_TIMEOUT) == (late_address, "v1", "v1")
+
+        # unregistering tears it down everywhere
+        everyone = first | {late_address}
+        assert c.unregister_worker_plugin("e2e-mark") == {a: {"status": "OK"} for a in everyone}
+        assert c.run(plugin_value) == {a: "torn down: v1" for a in everyone}
+        with pytest.raises(ValueError, match="The worker plugin e2e-mark does not exist"):
+            c.unregister_worker_plugin("e2e-mark")
+
+        # and a worker joining now does not get it
+        [after] = cluster.add_workers(1)
+        after_address = cluster.worker_addresses()[after]
+        seen = c.submit(plugin_value_in_task, workers=[after_address], pure=False)
+        assert seen.result(timeout=RESULT_TIMEOUT) == (after_address, None, None)
+
+
+def test_a_failing_setup_raises_on_the_client(client):
+    name = unique("failing")
+    with pytest.raises(ZeroDivisionError, match="e2e plugin setup failed"):
+        client.register_plugin(FailingSetup(), name=name)
+    # it stays registered, as on the stock scheduler, until unregistered
+    assert all(r["status"] == "OK" for r in client.unregister_worker_plugin(name).values())
+    assert client.submit(sum, [1, 2], pure=False).result(timeout=RESULT_TIMEOUT) == 3
+
+
+def test_an_idempotent_plugin_is_registered_once(client):
+    name = unique("idempotent")
+    first = MarkWorker(name)
+    first.idempotent = True
+    assert len(client.register_plugin(first, name=name)) == 2
+    second = MarkWorker("replaced")
+    second.idempotent = True
+    assert client.register_plugin(second, name=name) == {}
+    assert set(client.run(plugin_value).values()) == {name}
+    client.unregister_worker_plugin(name)
+    assert set(client.run(plugin_value).values()) == {f"torn down: {name}"}
+
+
+def test_forward_logging_delivers_a_worker_log_record(client):
+    logger_name = unique("forwarded").replace("-", "_")
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Collect()
+    logging.getLogger(logger_name).addHandler(handler)
+    try:
+        client.forward_logging(logger_name)
+        address = client.submit(log_a_warning, logger_name, "hello", pure=False).result(
+            timeout=RESULT_TIMEOUT
+        )
+        wait_until(lambda: records, "the forwarded log record")
+        [record] = records
+        assert record.name == logger_name
+        assert record.levelname == "WARNING"
+        assert record.getMessage() == "hello from a task"
+        # Scheduler.log_worker_event adds the worker to a dict event
+        assert record.worker == address
+
+        client.unforward_logging(logger_name)
+        client.submit(log_a_warning, logger_name, "unforwarded", pure=False).result(
+            timeout=RESULT_TIMEOUT
+        )
+        time.sleep(0.5)
+        assert len(records) == 1
+    finally:
+        logging.getLogger(logger_name).removeHandler(handler)
+
+
+def test_nanny_plugins_with_stock_nannies(cluster_factory, tmp_path):
+    cluster = cluster_factory()
+    [w0] = cluster.add_workers(1, nanny=True)
+    marks = tmp_path / "nanny-plugin.log"
+    with cluster.client() as c:
+        a0 = cluster.worker_addresses()[w0]
+        assert c.register_plugin(MarkNanny(str(marks)), name="e2e-nanny") == {a0: {"status": "OK"}}
+        [setup] = marks.read_text().splitlines()
+        assert setup.startswith("setup ")
+
+        # Environ sets the variable in the nanny and restarts its worker with it
+        c.register_plugin(Environ({"E2E_NANNY_ENV": "from-the-nanny"}))
+        wait_until(lambda: len(cluster.worker_addresses()) == 1, "the restarted worker alone")
+        address, value = c.submit(env_in_task, "E2E_NANNY_ENV", pure=False).result(
+            timeout=RESULT_TIMEOUT
+        )
+        assert value == "from-the-nanny"
+
+        # a nanny that starts later gets both in its registration
+        [w1] = cluster.add_workers(1, nanny=True)
+        a1 = cluster.worker_addresses()[w1]
+        assert c.submit(env_in_task, "E2E_NANNY_ENV", workers=[a1], pure=False).result(
+            timeout=RESULT_TIMEOUT
+        ) == (a1, "from-the-nanny")
+        lines = marks.read_text().splitlines()
+        assert [line.split()[0] for line in lines] == ["setup", "setup"]
+        assert len({line.split()[1] for line in lines}) == 2
+
+        # unregistering tears it down in both nannies
+        removed = c.unregister_worker_plugin("e2e-nanny", nanny=True)
+        assert set(removed) == set(cluster.worker_addresses().values())
+        assert all(r["status"] == "OK" for r in removed.values())
+        assert sorted(line.split()[0] for line in marks.read_text().splitlines()) == [
+            "setup", "setup", "teardown", "teardown",
+        ]
+        with pytest.raises(ValueError, match="The nanny plugin e2e-nanny does not exist"):
+            c.unregister_worker_plugin("e2e-nanny", nanny=True)
