@@ -152,3 +152,23 @@ def test_nanny_plugins_with_stock_nannies(cluster_factory, tmp_path):
         ]
         with pytest.raises(ValueError, match="The nanny plugin e2e-nanny does not exist"):
             c.unregister_worker_plugin("e2e-nanny", nanny=True)
+
+
+def test_rask_worker_takes_worker_plugins_and_refuses_nanny_plugins(cluster_factory, tmp_path):
+    from test_rask_worker import rask_worker, wait_for_names
+
+    cluster = cluster_factory()
+    rask_worker(cluster, "a", "--nworkers", "2", "--nthreads", "1", "--name", "rw")
+    infos = wait_for_names(cluster, {"rw-0", "rw-1"})
+    addresses = {info["address"] for info in infos.values()}
+    with cluster.client() as c:
+        # a WorkerPlugin runs in the stock Worker processes rask worker supervises
+        assert c.register_plugin(MarkWorker("rw"), name="e2e-rw") == {a: {"status": "OK"} for a in addresses}
+        assert c.run(plugin_value) == {a: "rw" for a in addresses}
+        c.unregister_worker_plugin("e2e-rw")
+
+        # a NannyPlugin needs the Python Nanny object, which rask worker's nanny is not
+        with pytest.raises(RuntimeError, match="rask worker's nanny runs no Python"):
+            c.register_plugin(MarkNanny(str(tmp_path / "never-written")))
+        assert not (tmp_path / "never-written").exists()
+        assert c.submit(sum, [1, 2], pure=False).result(timeout=RESULT_TIMEOUT) == 3
