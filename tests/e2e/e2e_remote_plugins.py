@@ -68,3 +68,31 @@ def env_in_task(name: str):
 def log_a_warning(logger_name: str, text: str):
     logging.getLogger(logger_name).warning("%s from a task", text)
     return get_worker().address
+
+
+class InstallMarker:
+    """An ``InstallPlugin`` install function that installs nothing: it notes which process
+    ran it."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self):
+        with open(self.path, "a") as f:
+            f.write(f"installed {os.getpid()}\n")
+
+
+def call_uploaded(module: str, x):
+    """Imports a module ``Client.upload_file`` sent to the workers and calls it."""
+    import importlib
+
+    return importlib.import_module(module).answer(x)
+
+
+def nanny_has(relpath: str, dask_worker=None):
+    """For ``Client.run(nanny=True)``: what a file under the nanny's local directory holds."""
+    path = os.path.join(dask_worker.local_directory, relpath)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()

@@ -1,22 +1,31 @@
 """Worker and nanny plugins (``Client.register_plugin`` with a ``WorkerPlugin`` or a
 ``NannyPlugin``, ``unregister_worker_plugin``), and what is built on them:
-``Client.forward_logging`` and the stock ``Environ`` nanny plugin.
+``Client.forward_logging``, the stock ``Environ`` nanny plugin, and the stock scheduler
+plugins that only register worker or nanny plugins when they start (``Client.upload_file``,
+``InstallPlugin`` as ``PipInstall`` uses it, ``UploadDirectory``), which rask runs in a
+graph helper.
 
 A plugin reaches the workers (nannies) there are when it is registered and those that join
 later; unregistering runs its ``teardown``. Plugin names carry a fresh uuid where the module's
 shared cluster is used, so tests never see each other's plugins.
 """
 
+import importlib
 import logging
+import os
+import sys
 import time
 import uuid
 
 import pytest
-from distributed.diagnostics.plugin import Environ
+from distributed.diagnostics.plugin import Environ, InstallPlugin, UploadDirectory
 
 from conftest import RESULT_TIMEOUT, wait_until
 from e2e_remote_plugins import (
     FailingSetup,
+    InstallMarker,
+    call_uploaded,
+    nanny_has,
     MarkNanny,
     MarkWorker,
     env_in_task,
@@ -172,3 +181,65 @@ def test_rask_worker_takes_worker_plugins_and_refuses_nanny_plugins(cluster_fact
             c.register_plugin(MarkNanny(str(tmp_path / "never-written")))
         assert not (tmp_path / "never-written").exists()
         assert c.submit(sum, [1, 2], pure=False).result(timeout=RESULT_TIMEOUT) == 3
+
+
+def test_upload_file(cluster_factory, tmp_path):
+    cluster = cluster_factory()
+    cluster.add_workers(1)
+    module = unique("uploaded").replace("-", "_")
+    source = tmp_path / f"{module}.py"
+    source.write_text("def answer(x):\n    return x + 41\n")
+    with cluster.client() as c:
+        responses = c.upload_file(str(source))
+        assert responses == {a: {"status": "OK"} for a in cluster.worker_addresses().values()}
+        assert c.submit(call_uploaded, module, 1, pure=False).result(timeout=RESULT_TIMEOUT) == 42
+
+        # the scheduler has it too: a graph naming the module's function by reference
+        # unpickles there
+        sys.path.insert(0, str(tmp_path))
+        try:
+            uploaded = importlib.import_module(module)
+            assert c.submit(uploaded.answer, 2, pure=False).result(timeout=RESULT_TIMEOUT) == 43
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop(module, None)
+
+        # a worker that joins later gets the file too
+        [late] = cluster.add_workers(1)
+        late_address = cluster.worker_addresses()[late]
+        seen = c.submit(call_uploaded, module, 3, workers=[late_address], pure=False)
+        assert seen.result(timeout=RESULT_TIMEOUT) == 44
+
+
+def test_install_plugin_runs_on_the_scheduler_and_every_worker(client, tmp_path):
+    marks = tmp_path / "installed.log"
+    plugin = InstallPlugin(InstallMarker(str(marks)), restart_workers=False)
+    try:
+        assert client.register_plugin(plugin) is None
+        pids = {line.split()[1] for line in marks.read_text().splitlines()}
+        # the scheduler's process (rask: a graph helper) and the two workers'
+        assert len(pids) == 3
+        worker_pids = set(map(str, client.run(os.getpid).values()))
+        assert worker_pids < pids
+    finally:
+        client.unregister_worker_plugin(plugin.name)
+    with pytest.raises(ValueError, match="Could not find plugin 'never-started'"):
+        client.unregister_scheduler_plugin("never-started")
+    client.unregister_scheduler_plugin(plugin.name)
+
+
+def test_upload_directory_reaches_the_nannies(cluster_factory, tmp_path):
+    cluster = cluster_factory()
+    cluster.add_workers(1, nanny=True)
+    tree = tmp_path / "e2e_tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "data.txt").write_text("uploaded")
+    with cluster.client() as c:
+        c.register_plugin(UploadDirectory(str(tree)))
+        found = c.run(nanny_has, os.path.join("e2e_tree", "sub", "data.txt"), nanny=True)
+        assert list(found.values()) == ["uploaded"]
+
+        # a nanny starting later gets it at registration
+        cluster.add_workers(1, nanny=True)
+        found = c.run(nanny_has, os.path.join("e2e_tree", "sub", "data.txt"), nanny=True)
+        assert list(found.values()) == ["uploaded", "uploaded"]

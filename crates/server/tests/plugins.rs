@@ -2,6 +2,7 @@
 //! `register_nanny_plugin`, `unregister_nanny_plugin` and the plugins a later worker
 //! (`register-worker`) or nanny (`register_nanny`) gets, compared with
 //! `distributed/scheduler.py:8130-8190, 4787, 4806`.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -334,5 +335,60 @@ async fn register_nanny_plugin_waits_for_a_nanny_that_is_starting() {
         .await
         .unwrap();
     assert_eq!(pending.answer().await, Value::Map(Vec::new()));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_scheduler_plugin_a_graph_helper_starts_is_registered_until_unregistered() {
+    let server = TestServer::start().await;
+    // `Client.upload_file`'s `SchedulerUploadFile`, say: the helper runs its `start`
+    let started = rpc(
+        &server.address,
+        register(
+            "register_scheduler_plugin",
+            "upload_file",
+            b"startable",
+            false,
+        ),
+    )
+    .await;
+    assert_eq!(started, Value::Nil);
+    // scheduler.py:6256: already there and idempotent: nothing to do
+    let again = rpc(
+        &server.address,
+        register("register_scheduler_plugin", "upload_file", b"other", true),
+    )
+    .await;
+    assert_eq!(again, Value::Nil);
+
+    // any other plugin: rask has no Scheduler object whose hooks it could call
+    let refused = rpc(
+        &server.address,
+        register("register_scheduler_plugin", "hooks", b"other", false),
+    )
+    .await;
+    assert_eq!(
+        refused.get("status"),
+        Some(&s("uncaught-error")),
+        "{refused:?}"
+    );
+    assert!(error_text(&refused).contains("rask does not run scheduler plugins"));
+
+    // scheduler.py:6267: removed without calling it; then unknown
+    let removed = rpc(
+        &server.address,
+        unregister("unregister_scheduler_plugin", "upload_file"),
+    )
+    .await;
+    assert_eq!(removed, Value::Nil);
+    let unknown = rpc(
+        &server.address,
+        unregister("unregister_scheduler_plugin", "upload_file"),
+    )
+    .await;
+    assert_eq!(
+        error_text(&unknown),
+        "ValueError('Could not find plugin 'upload_file' among the current scheduler plugins')"
+    );
     server.stop().await.unwrap();
 }

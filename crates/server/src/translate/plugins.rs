@@ -97,3 +97,43 @@ pub fn unknown_plugin(kind: Kind, name: &str) -> Value {
         &format!("The {kind} plugin {name} does not exist"),
     )
 }
+
+/// The graph helper's `scheduler_plugin_start` request (see `rask_graph_helper.py`).
+pub fn scheduler_plugin_start(plugin: Value, name: Option<Arc<str>>, scheduler: &str) -> Value {
+    Value::map([
+        ("op", Value::from("scheduler_plugin_start")),
+        ("plugin", plugin),
+        ("name", name.map_or(Value::Nil, Value::Str)),
+        ("scheduler", Value::from(scheduler)),
+    ])
+}
+
+/// What became of a scheduler plugin's `start` in a graph helper.
+pub enum Started {
+    /// it ran; the plugin's name
+    Ok(Arc<str>),
+    /// not one of the plugins rask starts
+    Unsupported,
+    /// `start` (or unpickling the plugin) raised: the error reply for the client
+    Failed(Value),
+}
+
+/// Reads the helper's `scheduler_plugin_start` reply.
+pub fn scheduler_plugin_started(mut reply: Value) -> Result<Started, RequestError> {
+    reply.take("id");
+    match reply.get("status").and_then(Value::as_str) {
+        Some("OK") => match reply.get("name") {
+            Some(Value::Str(name)) => Ok(Started::Ok(name.clone())),
+            _ => Err(crate::error::HelperError::Protocol(
+                "scheduler_plugin_start reply without the plugin's name",
+            )
+            .into()),
+        },
+        Some("unsupported") => Ok(Started::Unsupported),
+        // the stock handler raised: `send_recv` re-raises an "uncaught-error"
+        _ => {
+            reply.set("status", Value::from("uncaught-error"));
+            Ok(Started::Failed(reply))
+        }
+    }
+}
