@@ -742,7 +742,9 @@ def run_serve() -> int:
 
     try:
         # distributed.core.Server puts its local_directory on sys.path (core.py:261)
-        sys.path.insert(0, scheduler_local_directory())
+        local_directory = scheduler_local_directory()
+        purge_stale_local_directories(local_directory)
+        sys.path.insert(0, local_directory)
         server.helper = GraphHelper()
         import distributed.versions
 
@@ -771,6 +773,12 @@ def run_serve() -> int:
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
+    finally:
+        # The scheduler is gone (it closed our stdin): its local directory goes with it,
+        # as the stock scheduler's does. Every helper ends at once, so any may remove it.
+        import shutil
+
+        shutil.rmtree(local_directory, ignore_errors=True)
 
 
 def shuffle_create_run(req: dict) -> dict:
@@ -815,6 +823,25 @@ def scheduler_local_directory() -> str:
     path = os.path.join(base, "dask-scratch-space", f"scheduler-rask-{os.getppid()}")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def purge_stale_local_directories(path: str) -> None:
+    """Removes the local directories of rask schedulers that are gone (their helpers
+    were killed before they could remove it), as ``distributed.diskutils.WorkSpace``
+    purges stale work directories."""
+    import shutil
+
+    parent = os.path.dirname(path)
+    for entry in os.listdir(parent):
+        prefix, _, pid = entry.rpartition("-")
+        if prefix != "scheduler-rask" or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except OSError:
+            pass  # alive, another user's
 
 
 class _SchedulerForPlugin:

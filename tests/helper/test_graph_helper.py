@@ -954,3 +954,41 @@ def test_reply_schema(helper):
     (t,) = r["tasks"]
     assert set(t) == {"key", "deps", "run_spec", "kind", "order", "prefix", "group"}
     assert isinstance(t["run_spec"], bytes) and isinstance(t["order"], int)
+
+
+# ---------------------------------------------------------------------------
+# scheduler_plugin_start (register_scheduler_plugin)
+# ---------------------------------------------------------------------------
+
+
+def test_scheduler_plugin_start_runs_upload_file_and_refuses_other_plugins(fresh_helper, tmp_path):
+    import tempfile
+
+    from distributed.diagnostics.plugin import SchedulerPlugin, SchedulerUploadFile
+    from distributed.protocol.pickle import dumps
+
+    source = tmp_path / "e2e_helper_uploaded.py"
+    source.write_text("VALUE = 7\n")
+    reply = fresh_helper.call(
+        "scheduler_plugin_start",
+        plugin=dumps(SchedulerUploadFile(str(source), load=False)),
+        name=None,
+        scheduler="tcp://127.0.0.1:1",
+    )
+    assert reply["status"] == "OK", reply
+    assert reply["name"] == "upload_file"
+    # the scheduler's local directory, shared by the helpers of one scheduler (the
+    # helpers' parent process: here, this test)
+    base = dask.config.get("temporary-directory") or tempfile.gettempdir()
+    local = Path(base) / "dask-scratch-space" / f"scheduler-rask-{os.getpid()}"
+    assert (local / "e2e_helper_uploaded.py").read_text() == "VALUE = 7\n"
+
+    reply = fresh_helper.call(
+        "scheduler_plugin_start", plugin=dumps(SchedulerPlugin()), name="hooks",
+        scheduler="tcp://127.0.0.1:1",
+    )
+    assert reply["status"] == "unsupported"
+
+    # the scheduler (our stdin) is gone: its local directory goes too
+    assert fresh_helper.close() == 0
+    assert not local.exists()
