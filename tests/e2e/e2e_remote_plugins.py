@@ -96,3 +96,11 @@ def nanny_has(relpath: str, dask_worker=None):
         return None
     with open(path) as f:
         return f.read()
+
+
+def forwarding_handlers(logger_name: str) -> int:
+    """For ``Client.run``: how many handlers ``forward_logging`` left on the logger."""
+    from distributed.diagnostics.plugin import _ForwardingLogHandler
+
+    handlers = logging.getLogger(logger_name).handlers
+    return sum(isinstance(h, _ForwardingLogHandler) for h in handlers)
