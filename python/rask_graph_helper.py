@@ -640,6 +640,8 @@ class Server:
                 raise TypeError(f"request must be a map, got {type(req).__name__}")
             rid = req.get("id")
             op = req.get("op")
+            if op in ("update_graph", "run_function"):
+                uploaded_archives_on_path()
             if op == "update_graph":
                 reply = self.helper.update_graph(
                     req, emit=lambda records: self.write({"id": rid, "chunk": records})
@@ -690,6 +692,7 @@ class Server:
 
 
 def run_serve() -> int:
+    global LOCAL_DIRECTORY
     import signal
 
     # Rust owns our lifetime (EOF on stdin); a Ctrl-C sent to the whole process group
@@ -742,7 +745,7 @@ def run_serve() -> int:
 
     try:
         # distributed.core.Server puts its local_directory on sys.path (core.py:261)
-        local_directory = scheduler_local_directory()
+        local_directory = LOCAL_DIRECTORY = scheduler_local_directory()
         purge_stale_local_directories(local_directory)
         sys.path.insert(0, local_directory)
         server.helper = GraphHelper()
@@ -823,6 +826,27 @@ def scheduler_local_directory() -> str:
     path = os.path.join(base, "dask-scratch-space", f"scheduler-rask-{os.getppid()}")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+# The scheduler's local directory, once ``run_serve`` made it.
+LOCAL_DIRECTORY: str | None = None
+
+
+def uploaded_archives_on_path() -> None:
+    """``Client.upload_file`` of a ``.egg``/``.zip``/``.pyz`` puts the archive itself on
+    ``sys.path`` (``distributed.utils.import_file``), in the helper that ran the upload;
+    the others add it before they unpickle a graph or a function."""
+    directory = LOCAL_DIRECTORY
+    if directory is None:
+        return
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        if name.endswith((".egg", ".zip", ".pyz")) and path not in sys.path:
+            sys.path.insert(0, path)
 
 
 def purge_stale_local_directories(path: str) -> None:
