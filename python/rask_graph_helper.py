@@ -113,6 +113,18 @@ Modes
     Python ``Scheduler`` object to pass. Coroutine functions run to completion here, also
     with ``wait=False``. A failing function gives the error reply below.
 
+    ``{"op": "scheduler_plugin_start", "id": n, "plugin": bytes, "name": str|None,``
+    ``"scheduler": address}`` (``register_scheduler_plugin``) -> ``{"id": n, "status": "OK",
+    "name": str}`` once ``plugin.start(scheduler)`` returned, or ``{"id": n, "status":
+    "unsupported"}``. rask has no Python ``Scheduler`` whose hooks a plugin could use, so
+    only the stock plugins that do all their work in ``start`` are run:
+    ``SchedulerUploadFile`` (``Client.upload_file``), ``InstallPlugin`` / ``PipInstall`` /
+    ``CondaInstall`` and ``UploadDirectory``. Their ``start`` gets a stand-in with what
+    they use: ``local_directory`` (shared by all helpers of this scheduler and on their
+    ``sys.path``, as the stock scheduler's is), ``upload_file``, and
+    ``register_worker_plugin`` / ``register_nanny_plugin`` / ``unregister_*``, which are
+    RPCs to the rask scheduler at ``scheduler``.
+
     Errors (any failing request, unknown op, undecodable request) ->
     ``{"id": n, "status": "error", "exception": bytes, "traceback": bytes|None,
     "exception_text": str, "traceback_text": str}`` built with
@@ -628,6 +640,8 @@ class Server:
                 raise TypeError(f"request must be a map, got {type(req).__name__}")
             rid = req.get("id")
             op = req.get("op")
+            if op in ("update_graph", "run_function"):
+                uploaded_archives_on_path()
             if op == "update_graph":
                 reply = self.helper.update_graph(
                     req, emit=lambda records: self.write({"id": rid, "chunk": records})
@@ -636,6 +650,8 @@ class Server:
                 reply = {"status": "OK"}
             elif op == "run_function":
                 reply = run_function(req)
+            elif op == "scheduler_plugin_start":
+                reply = scheduler_plugin_start(req)
             elif op == "shuffle_create_run":
                 reply = shuffle_create_run(req)
             else:
@@ -676,6 +692,7 @@ class Server:
 
 
 def run_serve() -> int:
+    global LOCAL_DIRECTORY
     import signal
 
     # Rust owns our lifetime (EOF on stdin); a Ctrl-C sent to the whole process group
@@ -727,6 +744,10 @@ def run_serve() -> int:
             _log(f"pre-import of {mod} failed: {type(e).__name__}: {e}")
 
     try:
+        # distributed.core.Server puts its local_directory on sys.path (core.py:261)
+        local_directory = LOCAL_DIRECTORY = scheduler_local_directory()
+        purge_stale_local_directories(local_directory)
+        sys.path.insert(0, local_directory)
         server.helper = GraphHelper()
         import distributed.versions
 
@@ -755,6 +776,12 @@ def run_serve() -> int:
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
+    finally:
+        # The scheduler is gone (it closed our stdin): its local directory goes with it,
+        # as the stock scheduler's does. Every helper ends at once, so any may remove it.
+        import shutil
+
+        shutil.rmtree(local_directory, ignore_errors=True)
 
 
 def shuffle_create_run(req: dict) -> dict:
@@ -784,6 +811,149 @@ def shuffle_create_run(req: dict) -> dict:
     # run_id is init=False with a process-wide counter; the scheduler owns the numbering.
     object.__setattr__(run_spec, "run_id", int(req["run_id"]))
     return {"status": "OK", "run_spec": dumps(run_spec), "worker_for": worker_for}
+
+
+def scheduler_local_directory() -> str:
+    """The scheduler's ``local_directory``: one per rask scheduler (the helpers' parent
+    process), shared by its helpers and put on their ``sys.path`` at start, as
+    ``distributed.core.Server`` does with its own, so what ``Client.upload_file`` puts
+    there unpickles in any helper."""
+    import tempfile
+
+    import dask
+
+    base = dask.config.get("temporary-directory") or tempfile.gettempdir()
+    path = os.path.join(base, "dask-scratch-space", f"scheduler-rask-{os.getppid()}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# The scheduler's local directory, once ``run_serve`` made it.
+LOCAL_DIRECTORY: str | None = None
+
+
+def uploaded_archives_on_path() -> None:
+    """``Client.upload_file`` of a ``.egg``/``.zip``/``.pyz`` puts the archive itself on
+    ``sys.path`` (``distributed.utils.import_file``), in the helper that ran the upload;
+    the others add it before they unpickle a graph or a function."""
+    directory = LOCAL_DIRECTORY
+    if directory is None:
+        return
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        if name.endswith((".egg", ".zip", ".pyz")) and path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def purge_stale_local_directories(path: str) -> None:
+    """Removes the local directories of rask schedulers that are gone (their helpers
+    were killed before they could remove it), as ``distributed.diskutils.WorkSpace``
+    purges stale work directories."""
+    import shutil
+
+    parent = os.path.dirname(path)
+    for entry in os.listdir(parent):
+        prefix, _, pid = entry.rpartition("-")
+        if prefix != "scheduler-rask" or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except OSError:
+            pass  # alive, another user's
+
+
+class _SchedulerForPlugin:
+    """What the stock plugins run by ``scheduler_plugin_start`` use of the ``Scheduler``
+    passed to their ``start``; plugin registrations are RPCs to the rask scheduler."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.local_directory = scheduler_local_directory()
+
+    async def upload_file(self, filename, data, load: bool = True):
+        # distributed.core.Server.upload_file (core.py:382)
+        from distributed.utils import import_file
+
+        out_filename = os.path.join(self.local_directory, filename)
+        if isinstance(data, str):
+            data = data.encode()
+        with open(out_filename, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if load:
+            import_file(out_filename)
+        return {"status": "OK", "nbytes": len(data)}
+
+    async def _rpc(self, op: str, **kwargs):
+        from distributed.core import rpc
+        from distributed.security import Security
+
+        # deserialize=False: the workers' error replies stay ``Serialized``, as the
+        # stock scheduler's own broadcast gives them to the plugin.
+        args = Security().get_connection_args("client")
+        async with rpc(self.address, deserialize=False, connection_args=args) as r:
+            return await getattr(r, op)(**kwargs)
+
+    async def register_worker_plugin(self, comm, plugin, name, idempotent=False):
+        return await self._rpc(
+            "register_worker_plugin", plugin=plugin, name=name, idempotent=idempotent
+        )
+
+    async def register_nanny_plugin(self, comm, plugin, name, idempotent=False):
+        return await self._rpc(
+            "register_nanny_plugin", plugin=plugin, name=name, idempotent=idempotent
+        )
+
+    async def unregister_worker_plugin(self, comm, name):
+        return await self._rpc("unregister_worker_plugin", name=name)
+
+    async def unregister_nanny_plugin(self, comm, name):
+        return await self._rpc("unregister_nanny_plugin", name=name)
+
+
+def scheduler_plugin_start(req: dict) -> dict:
+    """``Scheduler.register_scheduler_plugin`` (scheduler.py:6242) for the stock plugins
+    whose work is all in ``start`` (see the module docstring)."""
+    import asyncio
+    import inspect
+
+    from distributed.diagnostics.plugin import (
+        CondaInstall,
+        InstallPlugin,
+        PipInstall,
+        SchedulerUploadFile,
+        UploadDirectory,
+        _get_plugin_name,
+    )
+    from distributed.protocol import pickle
+
+    plugin = pickle.loads(req["plugin"])
+    # exact types: a subclass may override hooks (transition, add_worker, ...) that
+    # only a Python scheduler would call
+    if type(plugin) not in (
+        SchedulerUploadFile,
+        InstallPlugin,
+        PipInstall,
+        CondaInstall,
+        UploadDirectory,
+    ):
+        return {"status": "unsupported"}
+    name = req.get("name") or _get_plugin_name(plugin)
+    result = plugin.start(_SchedulerForPlugin(req["scheduler"]))
+    if inspect.isawaitable(result):
+
+        async def wait():
+            return await result
+
+        asyncio.run(wait())
+    return {"status": "OK", "name": name}
 
 
 def worker_plugins() -> dict:

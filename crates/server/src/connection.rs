@@ -3,6 +3,7 @@
 //! `reply=False`; the registration ops turn it into a long-lived stream.
 
 use crate::error::{Invalid, RequestError};
+use crate::messages::{plugins, Rpc};
 use crate::ops::{self, ConnectionOp, Serve};
 use crate::session::{ConnectionError, Ctx};
 use crate::streams;
@@ -104,7 +105,12 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
             Serve::Connection(ConnectionOp::RegisterWorker) => {
                 return streams::worker_stream(comm, msg, ctx.clone()).await
             }
-            Serve::Connection(ConnectionOp::RegisterNanny) => return register_nanny(comm).await,
+            Serve::Connection(ConnectionOp::RegisterNanny) => {
+                match rask_comm::fields::str_field(&msg, "address") {
+                    Ok(address) => return register_nanny(comm, address, ctx).await,
+                    Err(e) => Err(e.into()),
+                }
+            }
             Serve::Connection(ConnectionOp::Close | ConnectionOp::CloseStream) => {
                 if wants_reply {
                     comm.writer.write(&Value::from("OK")).await?;
@@ -139,10 +145,29 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
     }
 }
 
-/// `register_nanny`: the nanny reads our reply, then sends one status message once its
-/// worker process started (scheduler.py:4802-4815). rask keeps no nanny plugins.
-async fn register_nanny(mut comm: Comm) -> Result<(), ConnectionError> {
-    comm.writer.write(&reply::nanny_registered()).await?;
-    let _ = tokio::time::timeout(Duration::from_secs(600), comm.reader.read()).await;
-    Ok(())
+/// `register_nanny` (`Scheduler.add_nanny`, scheduler.py:4802-4815): the nanny reads our
+/// reply with the nanny plugins, runs them, then sends one status message once its worker
+/// process started. Meanwhile it counts as starting, and `register_nanny_plugin` waits
+/// for it so that it does not miss a plugin registered in between.
+async fn register_nanny(
+    mut comm: Comm,
+    address: Arc<str>,
+    ctx: &Arc<Ctx>,
+) -> Result<(), ConnectionError> {
+    let starting = Rpc::Plugins(plugins::Rpc::NannyStarting {
+        address: address.clone(),
+    });
+    let answer = ctx.handle.rpc(starting).await;
+    let written = match answer {
+        Ok(reply) => comm.writer.write(&reply).await,
+        Err(e) => comm.writer.write(&reply::error(&e)).await,
+    };
+    if written.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(600), comm.reader.read()).await;
+    }
+    let _ = ctx
+        .handle
+        .rpc(Rpc::Plugins(plugins::Rpc::NannyStarted { address }))
+        .await;
+    written.map_err(Into::into)
 }

@@ -393,4 +393,9 @@ pub enum AfterHelper {
         /// the RPC
         reply: Replier,
     },
+    /// `scheduler_plugin_start`: `register_scheduler_plugin`.
+    SchedulerPlugin {
+        /// the RPC
+        reply: Replier,
+    },
 }

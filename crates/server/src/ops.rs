@@ -10,7 +10,7 @@
 use crate::error::RequestError;
 use crate::messages::{ClientMsg, Rpc, WorkerMsg};
 use crate::translate::worker::WorkerStream;
-use crate::translate::{client, coordination, events, rpc, shuffle, worker};
+use crate::translate::{client, coordination, events, plugins, rpc, shuffle, worker};
 use rask_protocol::Value;
 
 /// What rask does with an op.
@@ -36,7 +36,7 @@ pub enum ConnectionOp {
     RegisterClient,
     /// `register-worker`: the connection becomes the worker's stream.
     RegisterWorker,
-    /// `register_nanny`: a stock nanny announces itself; it gets no plugins.
+    /// `register_nanny`: a stock nanny announces itself and gets the nanny plugins.
     RegisterNanny,
     /// `close`: the peer is done with the connection (protocol-level, not a handler).
     Close,
@@ -105,8 +105,6 @@ const DUMPS: &str = "cluster state dumps are not served by rask yet";
 const LOGS: &str = "logs are not served through rask's scheduler yet; read the scheduler's \
     and the workers' log output";
 const METADATA: &str = "task metadata is not kept by rask yet";
-const PLUGINS: &str = "worker and nanny plugins (register_plugin(WorkerPlugin), \
-    forward_logging, PipInstall, UploadDirectory) are not served by rask yet";
 const PLACEMENT: &str = "moving data between workers on request (rebalance, replicate) is \
     not served by rask yet";
 const RECREATE: &str = "recreate_error_locally and recreate_task_locally are not served by \
@@ -195,9 +193,9 @@ pub static RPC: &[Op] = &[
     connection("register-client", ConnectionOp::RegisterClient),
     connection("register-worker", ConnectionOp::RegisterWorker),
     connection("register_nanny", ConnectionOp::RegisterNanny),
-    refused("register_nanny_plugin", PLUGINS),
+    rpc("register_nanny_plugin", plugins::register_nanny_plugin),
     rpc("register_scheduler_plugin", rpc::register_scheduler_plugin),
-    refused("register_worker_plugin", PLUGINS),
+    rpc("register_worker_plugin", plugins::register_worker_plugin),
     refused("replicate", PLACEMENT),
     rpc("restart", rpc::restart),
     rpc("restart_workers", rpc::restart_workers),
@@ -235,12 +233,15 @@ pub static RPC: &[Op] = &[
         "Client.shutdown() is not supported by rask scheduler: stop it with SIGTERM (or Ctrl-C)",
     ),
     rpc("unregister", rpc::unregister),
-    refused("unregister_nanny_plugin", PLUGINS),
+    rpc("unregister_nanny_plugin", plugins::unregister_nanny_plugin),
     rpc(
         "unregister_scheduler_plugin",
         rpc::unregister_scheduler_plugin,
     ),
-    refused("unregister_worker_plugin", PLUGINS),
+    rpc(
+        "unregister_worker_plugin",
+        plugins::unregister_worker_plugin,
+    ),
     rpc("update_data", rpc::update_data),
     rpc("variable_get", coordination::variable_get),
     rpc("variable_set", coordination::variable_set),

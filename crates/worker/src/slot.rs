@@ -7,7 +7,7 @@
 //! one task reading one channel, so a restart and an exit can never race.
 
 use crate::launcher::{Child, ChildEvent, Probe};
-use rask_comm::reply::raised;
+use rask_comm::reply::{error_message, pickled_exception, raised};
 use rask_comm::{Comm, CommConfig};
 use rask_protocol::Value;
 use serde_json::{json, Value as Json};
@@ -309,18 +309,25 @@ impl Slot {
             "plugin_remove" => {
                 let _ = reply.send(Value::map([("status", Value::from("OK"))]));
             }
-            "run" | "plugin_add" => {
+            "run" => {
                 let _ = reply.send(raised(
                     "RuntimeError",
-                    &format!(
-                        "rask worker's nanny runs no Python, so it cannot {}; \
-                         run it on the workers instead",
-                        if op == "run" {
-                            "run functions (Client.run(..., nanny=True))"
-                        } else {
-                            "run nanny plugins"
-                        }
-                    ),
+                    "rask worker's nanny runs no Python, so it cannot run functions \
+                     (Client.run(..., nanny=True)); run it on the workers instead",
+                ));
+            }
+            // The scheduler sends a `NannyPlugin` to every worker's nanny; its `setup` gets
+            // the Python `Nanny` object, which rask worker does not have. Answered as
+            // `Nanny.plugin_add` answers a failed setup (nanny.py:463, status "error"), which
+            // either scheduler passes on and the client raises.
+            "plugin_add" => {
+                let text = "rask worker's nanny runs no Python, so it cannot run nanny plugins \
+                     (NannyPlugin, Environ, UploadDirectory, PipInstall(restart_workers=True)); \
+                     use a WorkerPlugin, or start the workers with `dask worker --nanny`";
+                let _ = reply.send(error_message(
+                    "error",
+                    pickled_exception("RuntimeError", text),
+                    format!("RuntimeError('{text}')"),
                 ));
             }
             other => {

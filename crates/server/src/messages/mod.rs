@@ -6,6 +6,7 @@
 
 pub mod coordination;
 pub mod events;
+pub mod plugins;
 pub mod shuffle;
 
 use rask_core::{Stimulus, ToClient, ToWorker};
@@ -150,10 +151,19 @@ pub enum Rpc {
         /// the pickled function, logged as an event as the stock scheduler does
         function: bytes::Bytes,
     },
-    /// `register_scheduler_plugin`: refused with `NotImplementedError` (no Python runs
-    /// inside rask's scheduler).
-    RegisterSchedulerPlugin,
-    /// `unregister_scheduler_plugin {name}`: no plugin is ever registered.
+    /// `register_scheduler_plugin {plugin, name, idempotent}`: the stock plugins that do
+    /// all their work in `start` (`upload_file`'s, `PipInstall`, `UploadDirectory`, ...)
+    /// are started in a graph helper; any other is refused with `NotImplementedError` (no
+    /// Python runs inside rask's scheduler to call its hooks).
+    RegisterSchedulerPlugin {
+        /// the pickled plugin
+        plugin: Value,
+        /// its name, if the client gave one
+        name: Option<Arc<str>>,
+        /// keep an already started plugin of that name
+        idempotent: bool,
+    },
+    /// `unregister_scheduler_plugin {name}`
     UnregisterSchedulerPlugin {
         /// the plugin's name
         name: Option<Arc<str>>,
@@ -164,6 +174,8 @@ pub enum Rpc {
     Coordination(coordination::Rpc),
     /// The P2P shuffle's scheduler side.
     Shuffle(shuffle::Rpc),
+    /// Worker and nanny plugins.
+    Plugins(plugins::Rpc),
 }
 
 /// `scatter`'s arguments.

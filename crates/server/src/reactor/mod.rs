@@ -11,6 +11,7 @@
 
 mod admin;
 mod peers;
+mod plugins;
 mod requests;
 mod run;
 
@@ -62,7 +63,8 @@ pub struct Identity {
     pub dashboard_port: Option<u16>,
     /// the Python environment report from the graph helper (`versions` RPC)
     pub versions: Value,
-    /// `{name: pickled WorkerPlugin}` for every `register-worker` reply (the P2P shuffle's)
+    /// `{name: pickled WorkerPlugin}` registered at start (the P2P shuffle's); users add
+    /// theirs with `register_worker_plugin`
     pub worker_plugins: Value,
 }
 
@@ -94,6 +96,8 @@ pub struct Scheduler {
     admin: admin::Admin,
     /// ids for waits and timers
     next_id: u64,
+    /// worker and nanny plugins
+    plugins: plugins::Plugins,
 }
 
 /// How often worker heartbeats are checked against `worker-ttl`.
@@ -119,6 +123,7 @@ impl Scheduler {
         client_ids.insert(Arc::from("fire-and-forget"), rask_core::FIRE_AND_FORGET);
         let mut ext = Extensions::default();
         ext.events.max_events = config.low_level_log_length.max(1);
+        let plugins = plugins::Plugins::new(&identity.worker_plugins);
         Scheduler {
             core,
             workers: FxHashMap::default(),
@@ -134,6 +139,7 @@ impl Scheduler {
             ext,
             admin: admin::Admin::default(),
             next_id: 0,
+            plugins,
             config,
         }
     }

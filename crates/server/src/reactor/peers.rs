@@ -246,7 +246,7 @@ impl Scheduler {
                 last_seen: now,
             },
         );
-        let reply = registered(self.heartbeat_interval(), &self.identity.worker_plugins);
+        let reply = registered(self.heartbeat_interval(), self.plugins.worker_plugins());
         self.stimulus(now, Stimulus::AddWorker { id, spec }, out);
         self.worker_arrived(now, out);
         Joined::Accepted { worker: id, reply }

@@ -134,21 +134,13 @@ impl Scheduler {
                 });
                 return;
             }
-            Rpc::RegisterSchedulerPlugin => Ok(rask_comm::reply::raised(
-                "NotImplementedError",
-                NO_SCHEDULER_PLUGINS,
-            )),
-            // No plugin is ever registered, so this is the stock "not found" error
-            // (`Scheduler.remove_plugin`, scheduler.py:6238).
+            Rpc::RegisterSchedulerPlugin {
+                plugin,
+                name,
+                idempotent,
+            } => return self.register_scheduler_plugin(plugin, name, idempotent, to, out),
             Rpc::UnregisterSchedulerPlugin { name } => {
-                let name = match name {
-                    Some(n) => format!("'{n}'"),
-                    None => "None".to_string(),
-                };
-                Ok(rask_comm::reply::raised(
-                    "ValueError",
-                    &format!("Could not find plugin {name} among the current scheduler plugins"),
-                ))
+                Ok(self.unregister_scheduler_plugin(name.as_deref()))
             }
             Rpc::Events(r) => {
                 return self.with_ext(now, out, |ext, cx| ext.events.rpc(cx, r, to));
@@ -159,6 +151,7 @@ impl Scheduler {
             Rpc::Shuffle(r) => {
                 return self.with_ext(now, out, |ext, cx| ext.shuffle.rpc(cx, r, to));
             }
+            Rpc::Plugins(r) => return self.plugins_rpc(r, to, out),
         };
         out.reply(to, answer);
     }
@@ -481,6 +474,10 @@ impl Scheduler {
                     .and_then(reply::run_function);
                 out.reply(to, answer);
             }
+            AfterHelper::SchedulerPlugin { reply: to } => {
+                let answer = self.scheduler_plugin_started(result);
+                out.reply(to, answer);
+            }
             AfterHelper::ShuffleRun {
                 id,
                 run_id,
@@ -500,10 +497,3 @@ fn gather_reply(data: Vec<(Value, Value)>, missing: &[Key]) -> Value {
         reply::gather_missing(missing)
     }
 }
-
-/// Why rask cannot take scheduler plugins; the client raises this as `NotImplementedError`.
-const NO_SCHEDULER_PLUGINS: &str = "rask does not run scheduler plugins: it is a Rust scheduler \
-     with no Python Scheduler object whose hooks (transition, add_worker, update_graph, ...) a \
-     SchedulerPlugin could observe or change. Use a WorkerPlugin \
-     (client.register_plugin(WorkerPlugin())) or the event log (client.subscribe_topic / \
-     get_events) instead, or run the stock `dask scheduler` if you need scheduler plugins.";

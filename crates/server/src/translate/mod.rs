@@ -10,11 +10,13 @@
 //! - [`rpc`]: the scheduler's own RPCs; [`reply`]: their replies.
 //! - [`client`], [`worker`]: the two kinds of stream, both ways.
 //! - [`events`], [`coordination`], [`shuffle`]: the extensions' messages.
+//! - [`plugins`]: worker and nanny plugins.
 //! - [`records`]: a graph helper's task records -> the core's `NewTask`s.
 
 pub mod client;
 pub mod coordination;
 pub mod events;
+pub mod plugins;
 pub mod records;
 pub mod reply;
 pub mod rpc;

@@ -80,11 +80,12 @@ pub fn identity(s: SchedulerIdentity<'_>) -> Value {
     ])
 }
 
-/// `register_nanny`'s reply: accepted, with no nanny plugins to run.
-pub fn nanny_registered() -> Value {
+/// `register_nanny`'s reply (scheduler.py:4806): accepted, with the nanny plugins to run
+/// (`{name: pickled NannyPlugin}`).
+pub fn nanny_registered(nanny_plugins: Value) -> Value {
     Value::map([
         ("status", Value::from("OK")),
-        ("nanny-plugins", Value::Map(Vec::new())),
+        ("nanny-plugins", nanny_plugins),
     ])
 }
 

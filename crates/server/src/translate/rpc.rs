@@ -233,9 +233,13 @@ pub fn run_function(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::RunFunction { request, function })
 }
 
-/// `register_scheduler_plugin` (scheduler.py:6242)
-pub fn register_scheduler_plugin(_msg: &Value) -> Result<Rpc, RequestError> {
-    Ok(Rpc::RegisterSchedulerPlugin)
+/// `register_scheduler_plugin {plugin, name, idempotent}` (scheduler.py:6242)
+pub fn register_scheduler_plugin(msg: &Value) -> Result<Rpc, RequestError> {
+    Ok(Rpc::RegisterSchedulerPlugin {
+        plugin: rask_comm::fields::field(msg, "plugin")?.clone(),
+        name: opt_str(msg, "name")?,
+        idempotent: flag(msg, "idempotent", false),
+    })
 }
 
 /// `unregister_scheduler_plugin {name}` (scheduler.py:6267)

@@ -64,12 +64,12 @@ pub fn registration(msg: &Value) -> Result<Registration, RequestError> {
 }
 
 /// The reply to an accepted `register-worker`.
-pub fn registered(heartbeat_interval: f64, worker_plugins: &Value) -> Value {
+pub fn registered(heartbeat_interval: f64, worker_plugins: Value) -> Value {
     Value::map([
         ("status", Value::from("OK")),
         ("time", Value::Float(now())),
         ("heartbeat-interval", Value::Float(heartbeat_interval)),
-        ("worker-plugins", worker_plugins.clone()),
+        ("worker-plugins", worker_plugins),
         ("warning", Value::from("")),
         ("error", Value::from("")),
     ])

@@ -195,7 +195,8 @@ fn helper_error(text: &str) -> Value {
 
 /// The in-process graph helper: `update_graph` from the test graph in the expression,
 /// `run_function` echoes the function's bytes as the pickled result, `shuffle_create_run`
-/// makes a run owned by the first worker.
+/// makes a run owned by the first worker, `scheduler_plugin_start` starts a plugin whose
+/// pickle is `startable` (named by the request) and calls any other unsupported.
 pub fn fake_helper(request: Value) -> Result<Value, HelperError> {
     let op = request.get("op").and_then(Value::as_str).unwrap_or("");
     Ok(match op {
@@ -213,6 +214,13 @@ pub fn fake_helper(request: Value) -> Result<Value, HelperError> {
                 request.get("function").cloned().unwrap_or(Value::Nil),
             ),
         ]),
+        "scheduler_plugin_start" => match request.get("plugin").and_then(Value::as_bin) {
+            Some(b) if &b[..] == b"startable" => Value::map([
+                ("status", Value::from("OK")),
+                ("name", request.get("name").cloned().unwrap_or(Value::Nil)),
+            ]),
+            _ => Value::map([("status", Value::from("unsupported"))]),
+        },
         "shuffle_create_run" => {
             let first = request
                 .get("workers")
