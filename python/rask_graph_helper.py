@@ -40,7 +40,8 @@ Modes
     ``dask.config`` in this environment, so YAML files and ``DASK_*`` variables count):
     ``allowed-failures`` (``distributed.scheduler.allowed-failures``) and
     ``lease-validation-interval`` in seconds (``distributed.scheduler.locks.*``), and
-    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic).
+    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic),
+    ``log-length`` (``distributed.admin.log-length``, the scheduler's log lines kept).
 
     If dask/distributed cannot be imported it writes
     ``{"op": "fatal", "pid": int, "error": "<ExceptionType>: <message>"}`` instead and
@@ -827,6 +828,9 @@ def scheduler_config() -> dict:
             raise ValueError("expected a whole number >= 0")
         return int(v)
 
+    def optional_count(v):
+        return None if v is None else count(v)
+
     def boolean(v):
         if not isinstance(v, bool):
             raise ValueError("expected True or False")
@@ -864,6 +868,8 @@ def scheduler_config() -> dict:
     return {
         "allowed-failures": get("distributed.scheduler.allowed-failures", count),
         "low-level-log-length": get("distributed.admin.low-level-log-length", count),
+        # None (an unbounded deque in Dask) is sent as None: rask keeps its default then
+        "log-length": get("distributed.admin.log-length", optional_count),
         "lease-validation-interval": get(
             "distributed.scheduler.locks.lease-validation-interval", seconds
         ),

@@ -253,6 +253,14 @@ pub enum Job {
         /// what the answer is for
         then: AfterHelper,
     },
+    /// An inspection RPC's requests to workers (profile, call_stack, benchmarks, cluster
+    /// state, proxy); answered as it is.
+    Inspect {
+        /// what to ask
+        ask: crate::messages::inspect::Ask,
+        /// the RPC
+        reply: Replier,
+    },
     /// `shuffle_barrier`: `shuffle_inputs_done` to every participant.
     InputsDone {
         /// the shuffle

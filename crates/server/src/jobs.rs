@@ -15,6 +15,8 @@ use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod inspect;
+
 /// How long the scheduler waits to reach a worker for `get_data`/`update_data`/`run`.
 const WORKER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -66,6 +68,10 @@ pub async fn run(job: Job, cx: &JobContext) -> Done {
         Job::Helper { request, then } => Done::Helper {
             result: cx.helpers.call(request).await,
             then,
+        },
+        Job::Inspect { ask, reply } => Done::Reply {
+            result: inspect::run(ask, cx).await,
+            reply,
         },
         Job::InputsDone {
             shuffle_id,

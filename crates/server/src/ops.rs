@@ -10,7 +10,7 @@
 use crate::error::RequestError;
 use crate::messages::{ClientMsg, Rpc, WorkerMsg};
 use crate::translate::worker::WorkerStream;
-use crate::translate::{client, coordination, events, rpc, shuffle, worker};
+use crate::translate::{client, coordination, events, inspect, rpc, shuffle, worker};
 use rask_protocol::Value;
 
 /// What rask does with an op.
@@ -100,10 +100,7 @@ const fn refused(name: &'static str, reason: &'static str) -> Op {
 
 const ADAPTIVE: &str = "adaptive scaling and cluster managers (Cluster.adapt, \
     workers_to_close, check_idle) are not served by rask yet";
-const DIAGNOSTICS: &str = "rask does not record task streams, stories or profiles yet";
-const DUMPS: &str = "cluster state dumps are not served by rask yet";
-const LOGS: &str = "logs are not served through rask's scheduler yet; read the scheduler's \
-    and the workers' log output";
+const DIAGNOSTICS: &str = "rask does not record task streams or stories yet";
 const METADATA: &str = "task metadata is not kept by rask yet";
 const PLUGINS: &str = "worker and nanny plugins (register_plugin(WorkerPlugin), \
     forward_logging, PipInstall, UploadDirectory) are not served by rask yet";
@@ -123,19 +120,22 @@ pub static RPC: &[Op] = &[
         "amm_handler",
         "the active memory manager is not part of rask yet",
     ),
-    refused(
-        "benchmark_hardware",
-        "hardware benchmarks are not served by rask yet",
-    ),
+    rpc("benchmark_hardware", inspect::benchmark_hardware),
     rpc("broadcast", rpc::broadcast),
-    refused("call_stack", DIAGNOSTICS),
+    rpc("call_stack", inspect::call_stack),
     refused("check_idle", ADAPTIVE),
     refused(
         "connection_stream",
         "bare connection streams are not served by rask",
     ),
-    refused("dump_cluster_state_to_url", DUMPS),
-    refused("dump_state", DUMPS),
+    refused(
+        "dump_cluster_state_to_url",
+        "writing a cluster dump from the scheduler to a URL needs fsspec inside the \
+         scheduler; give Client.dump_cluster_state a local path (or \
+         write_from_scheduler=False): the client then fetches get_cluster_state and writes \
+         the file itself",
+    ),
+    rpc("dump_state", inspect::dump_state),
     rpc("echo", rpc::echo),
     rpc("event_clear", coordination::event_clear),
     rpc("event_is_set", coordination::event_is_set),
@@ -148,9 +148,9 @@ pub static RPC: &[Op] = &[
          serve yet",
     ),
     rpc("gather", rpc::gather),
-    refused("get_cluster_state", DUMPS),
+    rpc("get_cluster_state", inspect::get_cluster_state),
     refused("get_error_cause", RECREATE),
-    refused("get_logs", LOGS),
+    rpc("get_logs", inspect::get_logs),
     refused("get_metadata", METADATA),
     refused("get_runspec", RECREATE),
     refused("get_story", DIAGNOSTICS),
@@ -162,7 +162,7 @@ pub static RPC: &[Op] = &[
     rpc("heartbeat_worker", rpc::heartbeat_worker),
     rpc("identity", rpc::identity),
     rpc("log_event", events::log_event),
-    refused("logs", LOGS),
+    rpc("logs", inspect::get_logs),
     refused(
         "memory_sampler_start",
         "the memory sampler is not served by rask yet",
@@ -181,11 +181,8 @@ pub static RPC: &[Op] = &[
         "performance reports need the task stream and profiles, which rask does not record yet",
     ),
     rpc("processing", rpc::processing),
-    refused("profile", DIAGNOSTICS),
-    refused(
-        "proxy",
-        "proxying requests to workers is not served by rask yet",
-    ),
+    rpc("profile", inspect::profile),
+    rpc("proxy", inspect::proxy),
     rpc("publish_delete", coordination::publish_delete),
     rpc("publish_get", coordination::publish_get),
     rpc("publish_list", coordination::publish_list),
@@ -249,7 +246,7 @@ pub static RPC: &[Op] = &[
     rpc("variable_set", coordination::variable_set),
     rpc("versions", rpc::versions),
     rpc("who_has", rpc::who_has),
-    refused("worker_logs", LOGS),
+    rpc("worker_logs", inspect::worker_logs),
     refused("workers_to_close", ADAPTIVE),
 ];
 

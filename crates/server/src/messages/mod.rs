@@ -6,6 +6,7 @@
 
 pub mod coordination;
 pub mod events;
+pub mod inspect;
 pub mod shuffle;
 
 use rask_core::{Stimulus, ToClient, ToWorker};
@@ -157,6 +158,8 @@ pub enum Rpc {
     Coordination(coordination::Rpc),
     /// The P2P shuffle's scheduler side.
     Shuffle(shuffle::Rpc),
+    /// Logs, profiles, call stacks, benchmarks, state dumps, proxy.
+    Inspect(inspect::Rpc),
 }
 
 /// `scatter`'s arguments.

@@ -10,11 +10,13 @@
 //! - [`rpc`]: the scheduler's own RPCs; [`reply`]: their replies.
 //! - [`client`], [`worker`]: the two kinds of stream, both ways.
 //! - [`events`], [`coordination`], [`shuffle`]: the extensions' messages.
+//! - [`inspect`]: logs, profiles, call stacks, benchmarks, state dumps, proxy.
 //! - [`records`]: a graph helper's task records -> the core's `NewTask`s.
 
 pub mod client;
 pub mod coordination;
 pub mod events;
+pub mod inspect;
 pub mod records;
 pub mod reply;
 pub mod rpc;
