@@ -248,7 +248,7 @@ impl Scheduler {
         };
 
         let mut tasks = Vec::new();
-        let mut groups: Vec<(Arc<str>, Arc<str>, FxHashMap<&'static str, i64>, i64)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut group_index: FxHashMap<Arc<str>, usize> = FxHashMap::default();
         for (_, t) in self.core.tasks() {
             let gi = *group_index.entry(t.group.clone()).or_insert_with(|| {
@@ -290,7 +290,7 @@ impl Scheduler {
                     "processing_on",
                     t.processing_on.as_ref().map_or(Value::Nil, worker_repr),
                 ),
-                ("run_id", t.run_id.map_or(Value::Nil, |r| Value::from(r))),
+                ("run_id", t.run_id.map_or(Value::Nil, Value::from)),
                 ("nbytes", Value::Int(t.nbytes)),
                 (
                     "exception_blame",
@@ -401,6 +401,9 @@ impl Scheduler {
         ])
     }
 }
+
+/// A task group in a dump: name, prefix, tasks per state, bytes in memory.
+type Group = (Arc<str>, Arc<str>, FxHashMap<&'static str, i64>, i64);
 
 /// A request as `broadcast` sends it (`reply` and `close` set).
 fn request_with_close(op: &str, fields: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
