@@ -58,6 +58,15 @@ def test_scheduler_logs_are_level_text_pairs_and_show_a_worker_arriving(cluster_
             assert abs(created - time.time()) < 3600
 
 
+def test_scheduler_logs_keep_at_most_log_length_lines(cluster_factory, monkeypatch):
+    monkeypatch.setenv("DASK_DISTRIBUTED__ADMIN__LOG_LENGTH", "3")
+    cluster = cluster_factory()
+    cluster.add_workers(1)
+    with cluster.client() as client:
+        # the start, the worker's registration and two clients' connections were logged
+        assert len(client.get_scheduler_logs()) == 3
+
+
 def test_worker_logs_have_an_entry_per_worker(client, cluster):
     addresses = set(cluster.worker_addresses().values())
     logs = client.get_worker_logs()

@@ -178,7 +178,7 @@ pub static RPC: &[Op] = &[
     rpc("ncores_running", rpc::ncores_running),
     refused(
         "performance_report",
-        "performance reports need the task stream and profiles, which rask does not record yet",
+        "performance reports need the task stream, which rask does not record yet",
     ),
     rpc("processing", rpc::processing),
     rpc("profile", inspect::profile),
