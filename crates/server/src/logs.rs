@@ -131,13 +131,12 @@ impl RecentLogs {
     }
 
     /// `get_logs {start, n, timestamps}` (node.py:104): newest first, at most `n` (all
-    /// when `None` or 0, as Python's `if n and count >= n`), none older than `start`;
-    /// `[level, text]` or `[created, level, text]`.
+    /// when `None`), none older than `start`; `[level, text]` or `[created, level, text]`.
     pub fn get_logs(&self, start: f64, n: Option<usize>, timestamps: bool) -> Value {
         let r = self.lock();
         let mut out = Vec::new();
         for (count, line) in r.lines.iter().rev().enumerate() {
-            if n.is_some_and(|n| n > 0 && count >= n) || line.created < start {
+            if n.is_some_and(|n| count >= n) || line.created < start {
                 break;
             }
             let text = Value::from(line.format());

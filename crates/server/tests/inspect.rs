@@ -233,6 +233,12 @@ async fn get_logs_has_the_scheduler_log_lines_newest_first() {
     )
     .await;
     assert!(lines(&none).is_empty());
+    // Python's `if n and count >= n`: 0 is all, a negative n nothing
+    let all = lines(&rpc(&server.address, msg("get_logs", [])).await).len();
+    let zero = rpc(&server.address, msg("get_logs", [("n", Value::Int(0))])).await;
+    assert!(lines(&zero).len() >= all);
+    let negative = rpc(&server.address, msg("get_logs", [("n", Value::Int(-1))])).await;
+    assert!(lines(&negative).is_empty());
     let bad = rpc(&server.address, msg("get_logs", [("n", s("many"))])).await;
     assert!(is_error(&bad), "{bad:?}");
     server.stop().await.unwrap();

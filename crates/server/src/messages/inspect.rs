@@ -13,7 +13,7 @@ pub enum Rpc {
     Logs {
         /// no line older than this (seconds since the epoch)
         start: f64,
-        /// at most this many (all when `None`)
+        /// at most this many (all when `None`, which a request's 0 also means)
         n: Option<usize>,
         /// `[created, level, text]` rather than `[level, text]`
         timestamps: bool,

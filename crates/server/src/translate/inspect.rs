@@ -23,13 +23,12 @@ pub fn get_logs(msg: &Value) -> Result<Any, RequestError> {
     };
     let n = match msg.get("n") {
         None | Some(Value::Nil) => None,
-        Some(v) => Some(
-            // Python's `count >= n` with a negative n stops at once, as n = 0 would not:
-            // a negative count reads as 1 (the first line is always appended first).
-            v.as_i64()
-                .map(|n| usize::try_from(n).unwrap_or(1))
-                .ok_or_else(|| wrong("n", "an int", v))?,
-        ),
+        // Python's `if n and count >= n`: 0 means all, a negative n stops before the
+        // first line
+        Some(v) => match v.as_i64().ok_or_else(|| wrong("n", "an int", v))? {
+            0 => None,
+            n => Some(usize::try_from(n).unwrap_or(0)),
+        },
     };
     inspect(Rpc::Logs {
         start,
