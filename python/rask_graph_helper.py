@@ -114,6 +114,11 @@ Modes
     Python ``Scheduler`` object to pass. Coroutine functions run to completion here, also
     with ``wait=False``. A failing function gives the error reply below.
 
+    ``{"op": "write_cluster_dump", "id": n, "state": {...}, "url": str, "format": str,``
+    ``"storage_options": {...}}`` (``Client.dump_cluster_state`` to a URL: rask gathered
+    the ``get_cluster_state`` dict) -> ``{"id": n, "status": "OK"}`` once
+    ``distributed.cluster_dump.write_state`` wrote it with fsspec.
+
     Errors (any failing request, unknown op, undecodable request) ->
     ``{"id": n, "status": "error", "exception": bytes, "traceback": bytes|None,
     "exception_text": str, "traceback_text": str}`` built with
@@ -570,6 +575,27 @@ def run_function(req: dict) -> dict:
     return {"status": "OK", "result": pickle.dumps(result)}
 
 
+def write_cluster_dump(req: dict) -> dict:
+    """``Scheduler.dump_cluster_state_to_url`` (scheduler.py:4364): rask gathers the state
+    (``get_cluster_state``) and this writes it with ``cluster_dump.write_state``, so URLs,
+    ``storage_options`` and formats are fsspec's and distributed's own."""
+    import asyncio
+
+    from distributed import cluster_dump
+
+    state = req["state"]
+
+    async def get_state():
+        return state
+
+    asyncio.run(
+        cluster_dump.write_state(
+            get_state, req["url"], req["format"], **dict(req.get("storage_options") or {})
+        )
+    )
+    return {"status": "OK"}
+
+
 def _pack_default(obj):
     """Last resort for reply values msgpack does not know (only parsed restrictions
     can contain them; annotations are checked and pickled if needed)."""
@@ -639,6 +665,8 @@ class Server:
                 reply = run_function(req)
             elif op == "shuffle_create_run":
                 reply = shuffle_create_run(req)
+            elif op == "write_cluster_dump":
+                reply = write_cluster_dump(req)
             else:
                 raise ValueError(f"unknown op {op!r}")
         except KeyboardInterrupt:

@@ -202,6 +202,17 @@ def test_dump_cluster_state_as_yaml(client, cluster, tmp_path):
     assert task["state"] == "memory" and "run_spec" not in task
 
 
+def test_dump_cluster_state_to_a_url_is_written_by_the_scheduler(client, cluster, tmp_path):
+    # a URL (with "://") is written from the scheduler (dump_cluster_state_to_url)
+    client.dump_cluster_state(f"file://{tmp_path}/remote-dump")
+    with gzip.open(tmp_path / "remote-dump.msgpack.gz") as f:
+        state = msgpack.unpack(f, strict_map_key=False)
+    assert set(state) == {"scheduler", "workers", "versions"}
+    assert set(state["workers"]) == set(cluster.worker_addresses().values())
+    with pytest.raises(ValueError, match="Unsupported format"):
+        client.dump_cluster_state(f"file://{tmp_path}/bad", format="json")
+
+
 def test_scheduler_dump_state(client):
     state = client.sync(client.scheduler.dump_state)
     assert state["type"] == "Scheduler" and state["status"] == "running"

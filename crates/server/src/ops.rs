@@ -128,12 +128,9 @@ pub static RPC: &[Op] = &[
         "connection_stream",
         "bare connection streams are not served by rask",
     ),
-    refused(
+    rpc(
         "dump_cluster_state_to_url",
-        "writing a cluster dump from the scheduler to a URL needs fsspec inside the \
-         scheduler; give Client.dump_cluster_state a local path (or \
-         write_from_scheduler=False): the client then fetches get_cluster_state and writes \
-         the file itself",
+        inspect::dump_cluster_state_to_url,
     ),
     rpc("dump_state", inspect::dump_state),
     rpc("echo", rpc::echo),

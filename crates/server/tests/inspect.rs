@@ -605,6 +605,99 @@ async fn get_cluster_state_has_the_scheduler_the_workers_and_versions() {
     server.stop().await.unwrap();
 }
 
+/// The `write_cluster_dump` requests the graph helper got.
+static WRITTEN: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+
+/// A graph helper that takes `write_cluster_dump` (and fails it for a bad format, as
+/// `cluster_dump.write_state` raises ValueError).
+fn dumping_helper(request: Value) -> Result<Value, rask_server::error::HelperError> {
+    if op_of(&request) != "write_cluster_dump" {
+        return fake_helper(request);
+    }
+    let bad = request.get("format") != Some(&s("msgpack"));
+    WRITTEN.lock().unwrap().push(request);
+    Ok(if bad {
+        // the helper's error replies say "error" (`run_on_scheduler` reads them)
+        let mut e = rask_comm::reply::raised("ValueError", "Unsupported format");
+        e.set("status", s("error"));
+        e
+    } else {
+        Value::map([("status", s("OK"))])
+    })
+}
+
+#[tokio::test]
+async fn dump_cluster_state_to_url_has_a_graph_helper_write_the_state() {
+    let server = TestServer::with(Settings {
+        helper: dumping_helper,
+        ..Settings::default()
+    })
+    .await;
+    let w0 = FakeWorker::join(
+        &server.address,
+        "w0",
+        answering("dump_state", Value::map([("id", s("W"))])),
+    )
+    .await;
+    let url = format!("memory://dump-{}", w0.address);
+    let reply = rpc(
+        &server.address,
+        msg(
+            "dump_cluster_state_to_url",
+            [
+                ("url", s(&url)),
+                ("exclude", keys(&["run_spec"])),
+                ("format", s("msgpack")),
+                ("anon", Value::Bool(true)),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(reply, Value::Nil);
+    let written = WRITTEN
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.get("url") == Some(&s(&url)))
+        .cloned()
+        .expect("the helper was asked to write");
+    assert_eq!(written.get("format"), Some(&s("msgpack")));
+    // every other field is a storage option for fsspec
+    assert_eq!(
+        written.get("storage_options"),
+        Some(&Value::map([("anon", Value::Bool(true))]))
+    );
+    let state = written.get("state").unwrap();
+    assert_eq!(
+        state.get("workers").and_then(|w| w.get(&w0.address)),
+        Some(&Value::map([("id", s("W"))]))
+    );
+    assert_eq!(
+        state.get("scheduler").and_then(|s| s.get("type")),
+        Some(&s("Scheduler"))
+    );
+
+    let bad = rpc(
+        &server.address,
+        msg(
+            "dump_cluster_state_to_url",
+            [
+                ("url", s(&format!("{url}-2"))),
+                ("exclude", Value::Array(Vec::new())),
+                ("format", s("json")),
+            ],
+        ),
+    )
+    .await;
+    assert!(error_text(&bad).contains("Unsupported format"), "{bad:?}");
+    assert_eq!(
+        bad.get("status"),
+        Some(&s("uncaught-error")),
+        "raised by the client"
+    );
+    server.stop().await.unwrap();
+}
+
 // ---- proxy -----------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -28,7 +28,28 @@ pub async fn run(ask: Ask, cx: &JobContext) -> RpcResult {
             exclude,
             scheduler,
             versions,
-        } => cluster_state(workers, exclude, scheduler, versions, cx).await,
+            write,
+        } => {
+            let state = cluster_state(workers, exclude, scheduler, versions, cx).await;
+            match write {
+                None => state,
+                Some(mut write) => {
+                    write.set("state", state);
+                    let mut reply = cx.helpers.call(write).await?;
+                    reply.take("id");
+                    // `dump_cluster_state_to_url` returns None; the helper's error (fsspec,
+                    // a bad format) is raised by the client, as the handler's exception
+                    // is in `send_recv` ("uncaught-error", core.py)
+                    match reply.get("status").and_then(Value::as_str) {
+                        Some("OK") => Value::Nil,
+                        _ => {
+                            reply.set("status", Value::from("uncaught-error"));
+                            reply
+                        }
+                    }
+                }
+            }
+        }
         Ask::Proxy { worker, msg } => ask_one(&worker, &msg, cx).await.unwrap_or_else(|e| e),
     })
 }

@@ -41,6 +41,18 @@ pub enum Rpc {
         /// attribute names left out
         exclude: Vec<Arc<str>>,
     },
+    /// `dump_cluster_state_to_url {url, exclude, format, **storage_options}`: the same
+    /// state, written by a graph helper with `cluster_dump.write_state` (fsspec).
+    DumpToUrl {
+        /// where to
+        url: Arc<str>,
+        /// attribute names left out
+        exclude: Vec<Arc<str>>,
+        /// `"msgpack"` or `"yaml"` (checked by `write_state`)
+        format: Value,
+        /// passed on to `fsspec.open`
+        storage_options: Vec<(Value, Value)>,
+    },
     /// `dump_state {exclude}`: the scheduler's state alone.
     DumpState {
         /// attribute names left out
@@ -108,6 +120,9 @@ pub enum Ask {
         scheduler: Value,
         /// the scheduler's `versions()`
         versions: Value,
+        /// `dump_cluster_state_to_url`: the graph helper request that writes the state
+        /// (its `state` filled in by the job); the reply is then `None`
+        write: Option<Value>,
     },
     /// One request to one address.
     Proxy {

@@ -9,7 +9,7 @@ use crate::event::{Job, Replier};
 use crate::messages::inspect::{Ask, Profile, Rpc};
 use crate::messages::{Broadcast, OnError};
 use crate::outbox::Outbox;
-use crate::translate::inspect::{request, to_plain};
+use crate::translate::inspect::{request, to_plain, write_cluster_dump};
 use rask_comm::reply::raised;
 use rask_core::{TaskId, TaskStatus, WorkerId};
 use rask_protocol::{Key, Value};
@@ -52,12 +52,19 @@ impl Scheduler {
                 });
             }
             Rpc::ClusterState { exclude } => {
-                let ask = Ask::ClusterState {
-                    workers: self.worker_addresses(),
-                    exclude: Value::Array(exclude.iter().map(|e| Value::Str(e.clone())).collect()),
-                    scheduler: self.state_dict(&exclude),
-                    versions: self.identity.versions.clone(),
-                };
+                let ask = self.cluster_state(&exclude, None);
+                return out.start(Job::Inspect { ask, reply: to });
+            }
+            // scheduler.py:4364: `cluster_dump.write_state` of `get_cluster_state`, run in
+            // a graph helper (the Python with fsspec).
+            Rpc::DumpToUrl {
+                url,
+                exclude,
+                format,
+                storage_options,
+            } => {
+                let write = write_cluster_dump(&url, format, storage_options);
+                let ask = self.cluster_state(&exclude, Some(write));
                 return out.start(Job::Inspect { ask, reply: to });
             }
             Rpc::DumpState { exclude } => Ok(self.state_dict(&exclude)),
@@ -71,6 +78,18 @@ impl Scheduler {
             }
         };
         out.reply(to, answer);
+    }
+
+    /// `get_cluster_state` (scheduler.py:4327): the scheduler's part now, the workers' by
+    /// the job.
+    fn cluster_state(&self, exclude: &[Arc<str>], write: Option<Value>) -> Ask {
+        Ask::ClusterState {
+            workers: self.worker_addresses(),
+            exclude: Value::Array(exclude.iter().map(|e| Value::Str(e.clone())).collect()),
+            scheduler: self.state_dict(exclude),
+            versions: self.identity.versions.clone(),
+            write,
+        }
     }
 
     /// Every worker's address, sorted.

@@ -90,6 +90,39 @@ pub fn get_cluster_state(msg: &Value) -> Result<Any, RequestError> {
     })
 }
 
+/// `dump_cluster_state_to_url {url, exclude, format, **storage_options}`
+/// (scheduler.py:4364): every other field is a storage option.
+pub fn dump_cluster_state_to_url(msg: &Value) -> Result<Any, RequestError> {
+    let storage_options = msg
+        .as_map()
+        .unwrap_or_default()
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                Some("op" | "reply" | "close" | "serializers" | "url" | "exclude" | "format")
+            )
+        })
+        .cloned()
+        .collect();
+    inspect(Rpc::DumpToUrl {
+        url: str_field(msg, "url")?,
+        exclude: exclude(msg, true)?,
+        format: field(msg, "format")?.clone(),
+        storage_options,
+    })
+}
+
+/// The graph helper's `write_cluster_dump` request, without its `state`.
+pub fn write_cluster_dump(url: &str, format: Value, storage_options: Vec<(Value, Value)>) -> Value {
+    Value::map([
+        ("op", Value::from("write_cluster_dump")),
+        ("url", Value::from(url)),
+        ("format", format),
+        ("storage_options", Value::Map(storage_options)),
+    ])
+}
+
 /// `dump_state {exclude=()}` (scheduler.py:4300)
 pub fn dump_state(msg: &Value) -> Result<Any, RequestError> {
     inspect(Rpc::DumpState {
