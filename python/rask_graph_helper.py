@@ -40,7 +40,8 @@ Modes
     ``dask.config`` in this environment, so YAML files and ``DASK_*`` variables count):
     ``allowed-failures`` (``distributed.scheduler.allowed-failures``) and
     ``lease-validation-interval`` in seconds (``distributed.scheduler.locks.*``), and
-    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic).
+    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic),
+    ``log-length`` (``distributed.admin.log-length``, the scheduler's log lines kept).
 
     If dask/distributed cannot be imported it writes
     ``{"op": "fatal", "pid": int, "error": "<ExceptionType>: <message>"}`` instead and
@@ -124,6 +125,11 @@ Modes
     ``sys.path``, as the stock scheduler's is), ``upload_file``, and
     ``register_worker_plugin`` / ``register_nanny_plugin`` / ``unregister_*``, which are
     RPCs to the rask scheduler at ``scheduler``.
+
+    ``{"op": "write_cluster_dump", "id": n, "state": {...}, "url": str, "format": str,``
+    ``"storage_options": {...}}`` (``Client.dump_cluster_state`` to a URL: rask gathered
+    the ``get_cluster_state`` dict) -> ``{"id": n, "status": "OK"}`` once
+    ``distributed.cluster_dump.write_state`` wrote it with fsspec.
 
     Errors (any failing request, unknown op, undecodable request) ->
     ``{"id": n, "status": "error", "exception": bytes, "traceback": bytes|None,
@@ -581,6 +587,27 @@ def run_function(req: dict) -> dict:
     return {"status": "OK", "result": pickle.dumps(result)}
 
 
+def write_cluster_dump(req: dict) -> dict:
+    """``Scheduler.dump_cluster_state_to_url`` (scheduler.py:4364): rask gathers the state
+    (``get_cluster_state``) and this writes it with ``cluster_dump.write_state``, so URLs,
+    ``storage_options`` and formats are fsspec's and distributed's own."""
+    import asyncio
+
+    from distributed import cluster_dump
+
+    state = req["state"]
+
+    async def get_state():
+        return state
+
+    asyncio.run(
+        cluster_dump.write_state(
+            get_state, req["url"], req["format"], **dict(req.get("storage_options") or {})
+        )
+    )
+    return {"status": "OK"}
+
+
 def _pack_default(obj):
     """Last resort for reply values msgpack does not know (only parsed restrictions
     can contain them; annotations are checked and pickled if needed)."""
@@ -654,6 +681,8 @@ class Server:
                 reply = scheduler_plugin_start(req)
             elif op == "shuffle_create_run":
                 reply = shuffle_create_run(req)
+            elif op == "write_cluster_dump":
+                reply = write_cluster_dump(req)
             else:
                 raise ValueError(f"unknown op {op!r}")
         except KeyboardInterrupt:
@@ -997,6 +1026,9 @@ def scheduler_config() -> dict:
             raise ValueError("expected a whole number >= 0")
         return int(v)
 
+    def optional_count(v):
+        return None if v is None else count(v)
+
     def boolean(v):
         if not isinstance(v, bool):
             raise ValueError("expected True or False")
@@ -1034,6 +1066,8 @@ def scheduler_config() -> dict:
     return {
         "allowed-failures": get("distributed.scheduler.allowed-failures", count),
         "low-level-log-length": get("distributed.admin.low-level-log-length", count),
+        # None (an unbounded deque in Dask) is sent as None: rask keeps its default then
+        "log-length": get("distributed.admin.log-length", optional_count),
         "lease-validation-interval": get(
             "distributed.scheduler.locks.lease-validation-interval", seconds
         ),

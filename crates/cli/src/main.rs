@@ -41,14 +41,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    // stderr, and the last lines in memory for `Client.get_scheduler_logs()` (the stock
+    // scheduler's `DequeHandler`, rask_server::logs), both after the `RASK_LOG` filter.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_env("RASK_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_target(false),
+        )
+        .with(rask_server::logs::recent().layer())
         .init();
     let result = match cli.command {
         Command::Scheduler(args) => scheduler::main(args),

@@ -19,6 +19,8 @@ pub struct DaskConfig {
     pub allowed_failures: u32,
     /// `distributed.admin.low-level-log-length`: events kept per topic
     pub low_level_log_length: usize,
+    /// `distributed.admin.log-length`: the scheduler's log lines kept for `get_logs`
+    pub log_length: usize,
     /// `distributed.scheduler.locks.lease-validation-interval`
     pub lease_validation_interval: Duration,
     /// `distributed.scheduler.worker-ttl`: a worker silent this long is removed
@@ -46,6 +48,7 @@ impl Default for DaskConfig {
         DaskConfig {
             allowed_failures: 3,
             low_level_log_length: 1000,
+            log_length: crate::logs::DEFAULT_LENGTH,
             lease_validation_interval: Duration::from_secs(10),
             worker_ttl: Some(Duration::from_secs(300)),
             worker_saturation: 1.1,
@@ -73,6 +76,11 @@ impl DaskConfig {
                 .map_err(|_| bad("allowed-failures", "too large"))?,
             low_level_log_length: usize::try_from(int(c, "low-level-log-length")?)
                 .map_err(|_| bad("low-level-log-length", "too large"))?,
+            // absent from an older helper's map: distributed's default
+            log_length: match optional(c, "log-length", int)? {
+                None => crate::logs::DEFAULT_LENGTH,
+                Some(n) => usize::try_from(n).map_err(|_| bad("log-length", "too large"))?,
+            },
             lease_validation_interval: interval(c, "lease-validation-interval")?,
             worker_ttl: optional(c, "worker-ttl", seconds)?,
             worker_saturation: float(c, "worker-saturation")?,
@@ -113,6 +121,7 @@ impl DaskConfig {
                 "low-level-log-length",
                 Value::from(self.low_level_log_length),
             ),
+            ("log-length", Value::from(self.log_length)),
             (
                 "lease-validation-interval",
                 secs(self.lease_validation_interval),

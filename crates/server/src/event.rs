@@ -235,15 +235,6 @@ pub enum Job {
         /// the RPC
         reply: Replier,
     },
-    /// `proxy`: one request to one worker, its reply passed back.
-    Proxy {
-        /// the worker
-        worker: Arc<str>,
-        /// the request
-        msg: Value,
-        /// the RPC
-        reply: Replier,
-    },
     /// Kill workers through their nannies (which start new ones).
     KillNannies {
         /// (worker address, nanny address)
@@ -261,6 +252,14 @@ pub enum Job {
         request: Value,
         /// what the answer is for
         then: AfterHelper,
+    },
+    /// An inspection RPC's requests to workers (profile, call_stack, benchmarks, cluster
+    /// state, proxy); answered as it is.
+    Inspect {
+        /// what to ask
+        ask: crate::messages::inspect::Ask,
+        /// the RPC
+        reply: Replier,
     },
     /// `shuffle_barrier`: `shuffle_inputs_done` to every participant.
     InputsDone {

@@ -15,6 +15,8 @@ use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod inspect;
+
 /// How long the scheduler waits to reach a worker for `get_data`/`update_data`/`run`.
 const WORKER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,10 +56,6 @@ pub async fn run(job: Job, cx: &JobContext) -> Done {
             result: broadcast(targets, msg, on_error, cx).await,
             reply,
         },
-        Job::Proxy { worker, msg, reply } => Done::Reply {
-            result: request(&worker, &msg, cx).await,
-            reply,
-        },
         Job::KillNannies {
             nannies,
             timeout,
@@ -70,6 +68,10 @@ pub async fn run(job: Job, cx: &JobContext) -> Done {
         Job::Helper { request, then } => Done::Helper {
             result: cx.helpers.call(request).await,
             then,
+        },
+        Job::Inspect { ask, reply } => Done::Reply {
+            result: inspect::run(ask, cx).await,
+            reply,
         },
         Job::InputsDone {
             shuffle_id,

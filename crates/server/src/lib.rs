@@ -17,7 +17,8 @@
 //!   [`graph`]: materializing a client's graph with a [`helper`] and [`ordering`].
 //! - [`http`]: `/health` and a status page on the dashboard port.
 //! - [`config`], [`dask_config`]: the flags and the user's Dask configuration;
-//!   [`error`]: the errors of each boundary.
+//!   [`error`]: the errors of each boundary; [`logs`]: the recent log lines `get_logs`
+//!   serves.
 
 pub mod channels;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod graph;
 pub mod helper;
 pub mod http;
 pub mod jobs;
+pub mod logs;
 pub mod messages;
 pub mod ops;
 pub mod ordering;

@@ -10,7 +10,7 @@
 use crate::error::RequestError;
 use crate::messages::{ClientMsg, Rpc, WorkerMsg};
 use crate::translate::worker::WorkerStream;
-use crate::translate::{client, coordination, events, plugins, rpc, shuffle, worker};
+use crate::translate::{client, coordination, events, inspect, plugins, rpc, shuffle, worker};
 use rask_protocol::Value;
 
 /// What rask does with an op.
@@ -100,10 +100,7 @@ const fn refused(name: &'static str, reason: &'static str) -> Op {
 
 const ADAPTIVE: &str = "adaptive scaling and cluster managers (Cluster.adapt, \
     workers_to_close, check_idle) are not served by rask yet";
-const DIAGNOSTICS: &str = "rask does not record task streams, stories or profiles yet";
-const DUMPS: &str = "cluster state dumps are not served by rask yet";
-const LOGS: &str = "logs are not served through rask's scheduler yet; read the scheduler's \
-    and the workers' log output";
+const DIAGNOSTICS: &str = "rask does not record task streams or stories yet";
 const METADATA: &str = "task metadata is not kept by rask yet";
 const PLACEMENT: &str = "moving data between workers on request (rebalance, replicate) is \
     not served by rask yet";
@@ -121,19 +118,19 @@ pub static RPC: &[Op] = &[
         "amm_handler",
         "the active memory manager is not part of rask yet",
     ),
-    refused(
-        "benchmark_hardware",
-        "hardware benchmarks are not served by rask yet",
-    ),
+    rpc("benchmark_hardware", inspect::benchmark_hardware),
     rpc("broadcast", rpc::broadcast),
-    refused("call_stack", DIAGNOSTICS),
+    rpc("call_stack", inspect::call_stack),
     refused("check_idle", ADAPTIVE),
     refused(
         "connection_stream",
         "bare connection streams are not served by rask",
     ),
-    refused("dump_cluster_state_to_url", DUMPS),
-    refused("dump_state", DUMPS),
+    rpc(
+        "dump_cluster_state_to_url",
+        inspect::dump_cluster_state_to_url,
+    ),
+    rpc("dump_state", inspect::dump_state),
     rpc("echo", rpc::echo),
     rpc("event_clear", coordination::event_clear),
     rpc("event_is_set", coordination::event_is_set),
@@ -146,9 +143,9 @@ pub static RPC: &[Op] = &[
          serve yet",
     ),
     rpc("gather", rpc::gather),
-    refused("get_cluster_state", DUMPS),
+    rpc("get_cluster_state", inspect::get_cluster_state),
     refused("get_error_cause", RECREATE),
-    refused("get_logs", LOGS),
+    rpc("get_logs", inspect::get_logs),
     refused("get_metadata", METADATA),
     refused("get_runspec", RECREATE),
     refused("get_story", DIAGNOSTICS),
@@ -160,7 +157,7 @@ pub static RPC: &[Op] = &[
     rpc("heartbeat_worker", rpc::heartbeat_worker),
     rpc("identity", rpc::identity),
     rpc("log_event", events::log_event),
-    refused("logs", LOGS),
+    rpc("logs", inspect::get_logs),
     refused(
         "memory_sampler_start",
         "the memory sampler is not served by rask yet",
@@ -176,11 +173,11 @@ pub static RPC: &[Op] = &[
     rpc("ncores_running", rpc::ncores_running),
     refused(
         "performance_report",
-        "performance reports need the task stream and profiles, which rask does not record yet",
+        "performance reports need the task stream, which rask does not record yet",
     ),
     rpc("processing", rpc::processing),
-    refused("profile", DIAGNOSTICS),
-    rpc("proxy", rpc::proxy),
+    rpc("profile", inspect::profile),
+    rpc("proxy", inspect::proxy),
     rpc("publish_delete", coordination::publish_delete),
     rpc("publish_get", coordination::publish_get),
     rpc("publish_list", coordination::publish_list),
@@ -247,7 +244,7 @@ pub static RPC: &[Op] = &[
     rpc("variable_set", coordination::variable_set),
     rpc("versions", rpc::versions),
     rpc("who_has", rpc::who_has),
-    refused("worker_logs", LOGS),
+    rpc("worker_logs", inspect::worker_logs),
     refused("workers_to_close", ADAPTIVE),
 ];
 

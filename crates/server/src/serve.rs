@@ -90,6 +90,7 @@ pub async fn serve(
         .port();
     let dashboard_port = http.local_addr().map_err(StartupError::LocalAddr)?.port();
     let dask_config = DaskConfig::from_helper(&ready)?;
+    crate::logs::recent().set_capacity(dask_config.log_length);
     let security =
         rask_comm::tls::resolve(config.protocol.as_deref(), &config.tls, &dask_config.tls)?;
     let address = format!("{}://{}:{}", security.scheme, config.advertise_host, port);

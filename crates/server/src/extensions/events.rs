@@ -59,7 +59,7 @@ impl Events {
     }
 
     /// `get_events()`: every topic that has events.
-    fn all_events(&self) -> Value {
+    pub fn all_events(&self) -> Value {
         let mut names: Vec<&Arc<str>> = self
             .topics
             .iter()

@@ -7,6 +7,7 @@
 pub mod coordination;
 pub mod events;
 pub mod plugins;
+pub mod inspect;
 pub mod shuffle;
 
 use rask_core::{Stimulus, ToClient, ToWorker};
@@ -96,13 +97,6 @@ pub enum Rpc {
     },
     /// `broadcast {msg, workers, hosts, nanny, on_error}`: one message to many workers.
     Broadcast(Box<Broadcast>),
-    /// `proxy {msg, worker}`: `msg` sent on to one worker, its reply returned.
-    Proxy {
-        /// the worker's address (it need not be registered, as in Dask)
-        worker: Arc<str>,
-        /// the request it gets
-        msg: Value,
-    },
     /// `echo {data}`
     Echo {
         /// echoed back
@@ -176,6 +170,8 @@ pub enum Rpc {
     Shuffle(shuffle::Rpc),
     /// Worker and nanny plugins.
     Plugins(plugins::Rpc),
+    /// Logs, profiles, call stacks, benchmarks, state dumps, proxy.
+    Inspect(inspect::Rpc),
 }
 
 /// `scatter`'s arguments.

@@ -10,6 +10,7 @@
 //! - [`run`]: the tokio task around it.
 
 mod admin;
+mod inspect;
 mod peers;
 mod plugins;
 mod requests;

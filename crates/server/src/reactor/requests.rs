@@ -80,14 +80,6 @@ impl Scheduler {
                 Ok(reply::keys(&touched))
             }
             Rpc::Broadcast(b) => return self.broadcast(*b, to, out),
-            Rpc::Proxy { worker, msg } => {
-                out.start(Job::Proxy {
-                    worker,
-                    msg,
-                    reply: to,
-                });
-                return;
-            }
             Rpc::Echo { data } => Ok(data),
             Rpc::Restart {
                 timeout,
@@ -152,6 +144,7 @@ impl Scheduler {
                 return self.with_ext(now, out, |ext, cx| ext.shuffle.rpc(cx, r, to));
             }
             Rpc::Plugins(r) => return self.plugins_rpc(r, to, out),
+            Rpc::Inspect(r) => return self.inspect(r, to, out),
         };
         out.reply(to, answer);
     }
@@ -431,22 +424,23 @@ impl Scheduler {
 
     /// `broadcast` (scheduler.py:6657): one message to many workers (or their nannies),
     /// `{address: reply}`. `Client.run` uses it.
-    fn broadcast(&mut self, b: Broadcast, to: Replier, out: &mut dyn Outbox) {
+    pub(super) fn broadcast(&mut self, b: Broadcast, to: Replier, out: &mut dyn Outbox) {
         let mut targets: Vec<(Arc<str>, Arc<str>)> = self
             .core
             .workers()
             .filter(|(_, w)| b.workers.as_ref().is_none_or(|o| o.contains(&w.address)))
             .filter(|(_, w)| b.hosts.as_ref().is_none_or(|h| h.contains(&w.host)))
-            .map(|(id, w)| {
+            // With `nanny`, a worker without one is not asked (scheduler.py:6679 keeps
+            // only the nannies that exist).
+            .filter_map(|(id, w)| {
+                if !b.nanny {
+                    return Some((w.address.clone(), w.address.clone()));
+                }
                 let nanny = self
                     .workers
                     .get(&id)
-                    .and_then(|i| i.registration.nanny.as_str().map(Arc::from));
-                let dest = match nanny {
-                    Some(n) if b.nanny => n,
-                    _ => w.address.clone(),
-                };
-                (w.address.clone(), dest)
+                    .and_then(|i| i.registration.nanny.as_str().map(Arc::from))?;
+                Some((w.address.clone(), nanny))
             })
             .collect();
         targets.sort();

@@ -11,12 +11,14 @@
 //! - [`client`], [`worker`]: the two kinds of stream, both ways.
 //! - [`events`], [`coordination`], [`shuffle`]: the extensions' messages.
 //! - [`plugins`]: worker and nanny plugins.
+//! - [`inspect`]: logs, profiles, call stacks, benchmarks, state dumps, proxy.
 //! - [`records`]: a graph helper's task records -> the core's `NewTask`s.
 
 pub mod client;
 pub mod coordination;
 pub mod events;
 pub mod plugins;
+pub mod inspect;
 pub mod records;
 pub mod reply;
 pub mod rpc;

@@ -137,7 +137,9 @@ pub fn retry(msg: &Value) -> Result<Rpc, RequestError> {
 
 /// `broadcast {msg, workers, hosts, nanny, on_error}` (scheduler.py:6657)
 pub fn broadcast(msg: &Value) -> Result<Rpc, RequestError> {
-    let inner = relayed(msg)?;
+    let mut inner = Value::Map(map_field(msg, "msg")?.to_vec());
+    inner.set("close", Value::Bool(false));
+    inner.set("reply", Value::Bool(true));
     let on_error = match opt_str(msg, "on_error")?.as_deref() {
         Some("ignore") => OnError::Ignore,
         Some("return" | "return_pickle") => OnError::Return,
@@ -150,23 +152,6 @@ pub fn broadcast(msg: &Value) -> Result<Rpc, RequestError> {
         nanny: flag(msg, "nanny", false),
         on_error,
     })))
-}
-
-/// `proxy {msg, worker}` (scheduler.py:6723): one worker's reply to `msg`, through the
-/// scheduler. Actors use it for every call and attribute read from a client.
-pub fn proxy(msg: &Value) -> Result<Rpc, RequestError> {
-    Ok(Rpc::Proxy {
-        worker: str_field(msg, "worker")?,
-        msg: relayed(msg)?,
-    })
-}
-
-/// The request `broadcast` and `proxy` send on: `msg`, answered on its own connection.
-fn relayed(msg: &Value) -> Result<Value, RequestError> {
-    let mut inner = Value::Map(map_field(msg, "msg")?.to_vec());
-    inner.set("close", Value::Bool(false));
-    inner.set("reply", Value::Bool(true));
-    Ok(inner)
 }
 
 /// `echo {data}` (core.py:676)
