@@ -40,7 +40,8 @@ Modes
     ``dask.config`` in this environment, so YAML files and ``DASK_*`` variables count):
     ``allowed-failures`` (``distributed.scheduler.allowed-failures``) and
     ``lease-validation-interval`` in seconds (``distributed.scheduler.locks.*``), and
-    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic).
+    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic
+    and transitions in the transition log; None: no limit) and ``task-stream-length``.
 
     If dask/distributed cannot be imported it writes
     ``{"op": "fatal", "pid": int, "error": "<ExceptionType>: <message>"}`` instead and
@@ -827,6 +828,18 @@ def scheduler_config() -> dict:
             raise ValueError("expected a whole number >= 0")
         return int(v)
 
+    def optional_count(v):
+        # a deque's maxlen: None is no limit
+        return None if v is None else count(v)
+
+    def task_stream_length(_):
+        # TaskStreamPlugin: the larger of the two dashboards' lengths (None: no limit)
+        lengths = [
+            get(f"distributed.scheduler.dashboard.{page}.task-stream-length", optional_count)
+            for page in ("status", "tasks")
+        ]
+        return None if None in lengths else max(lengths)
+
     def boolean(v):
         if not isinstance(v, bool):
             raise ValueError("expected True or False")
@@ -863,7 +876,8 @@ def scheduler_config() -> dict:
     tls = "distributed.comm.tls"
     return {
         "allowed-failures": get("distributed.scheduler.allowed-failures", count),
-        "low-level-log-length": get("distributed.admin.low-level-log-length", count),
+        "low-level-log-length": get("distributed.admin.low-level-log-length", optional_count),
+        "task-stream-length": task_stream_length(None),
         "lease-validation-interval": get(
             "distributed.scheduler.locks.lease-validation-interval", seconds
         ),

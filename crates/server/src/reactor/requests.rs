@@ -151,6 +151,7 @@ impl Scheduler {
             Rpc::Shuffle(r) => {
                 return self.with_ext(now, out, |ext, cx| ext.shuffle.rpc(cx, r, to));
             }
+            Rpc::Diagnostics(r) => return self.diagnostics_rpc(now, r, to, out),
         };
         out.reply(to, answer);
     }

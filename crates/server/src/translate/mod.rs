@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod coordination;
+pub mod diagnostics;
 pub mod events;
 pub mod records;
 pub mod reply;
