@@ -878,6 +878,7 @@ def scheduler_config() -> dict:
         "allowed-failures": get("distributed.scheduler.allowed-failures", count),
         "low-level-log-length": get("distributed.admin.low-level-log-length", optional_count),
         "task-stream-length": task_stream_length(None),
+        "recent-to-old-time": get("distributed.worker.memory.recent-to-old-time", seconds),
         "lease-validation-interval": get(
             "distributed.scheduler.locks.lease-validation-interval", seconds
         ),

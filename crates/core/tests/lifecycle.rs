@@ -619,7 +619,11 @@ fn transition_log_records_each_transition_with_its_recommendations() {
     };
     assert_eq!(
         story(&env, "a"),
-        vec![(Released, Waiting), (Waiting, Processing), (Processing, Memory)]
+        vec![
+            (Released, Waiting),
+            (Waiting, Processing),
+            (Processing, Memory)
+        ]
     );
     let done = env
         .state
@@ -668,7 +672,11 @@ fn done_is_reported_only_when_asked() {
     let mut out = env.submit(c, vec![task("a"), task("b")], &["a", "b"]);
     let cs = out.take_computes(w);
     out.assert_empty();
-    let (ca, cb) = if cs[0].key == k("a") { (&cs[0], &cs[1]) } else { (&cs[1], &cs[0]) };
+    let (ca, cb) = if cs[0].key == k("a") {
+        (&cs[0], &cs[1])
+    } else {
+        (&cs[1], &cs[0])
+    };
     let mut out = env.finish(w, ca);
     out.take_client(c);
     out.assert_empty();

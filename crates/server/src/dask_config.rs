@@ -24,6 +24,9 @@ pub struct DaskConfig {
     /// the larger of `distributed.scheduler.dashboard.{status,tasks}.task-stream-length`:
     /// records the task stream keeps (`None`: no limit)
     pub task_stream_length: Option<usize>,
+    /// `distributed.worker.memory.recent-to-old-time`: unmanaged memory older than this is
+    /// "old" (the memory sampler's `unmanaged_old` and `optimistic` measures)
+    pub recent_to_old_time: Duration,
     /// `distributed.scheduler.locks.lease-validation-interval`
     pub lease_validation_interval: Duration,
     /// `distributed.scheduler.worker-ttl`: a worker silent this long is removed
@@ -52,6 +55,7 @@ impl Default for DaskConfig {
             allowed_failures: 3,
             low_level_log_length: Some(1000),
             task_stream_length: Some(100_000),
+            recent_to_old_time: Duration::from_secs(30),
             lease_validation_interval: Duration::from_secs(10),
             worker_ttl: Some(Duration::from_secs(300)),
             worker_saturation: 1.1,
@@ -79,6 +83,8 @@ impl DaskConfig {
                 .map_err(|_| bad("allowed-failures", "too large"))?,
             low_level_log_length: optional(c, "low-level-log-length", length)?,
             task_stream_length: optional(c, "task-stream-length", length)?,
+            recent_to_old_time: optional(c, "recent-to-old-time", seconds)?
+                .unwrap_or(DaskConfig::default().recent_to_old_time),
             lease_validation_interval: interval(c, "lease-validation-interval")?,
             worker_ttl: optional(c, "worker-ttl", seconds)?,
             worker_saturation: float(c, "worker-saturation")?,
@@ -123,6 +129,7 @@ impl DaskConfig {
                 "task-stream-length",
                 self.task_stream_length.map_or(Value::Nil, Value::from),
             ),
+            ("recent-to-old-time", secs(self.recent_to_old_time)),
             (
                 "lease-validation-interval",
                 secs(self.lease_validation_interval),

@@ -152,7 +152,10 @@ pub static RPC: &[Op] = &[
     refused("get_metadata", METADATA),
     rpc("get_runspec", diagnostics::get_runspec),
     rpc("get_story", diagnostics::get_story),
-    rpc("get_task_prefix_states", diagnostics::get_task_prefix_states),
+    rpc(
+        "get_task_prefix_states",
+        diagnostics::get_task_prefix_states,
+    ),
     rpc("get_task_status", rpc::get_task_status),
     rpc("get_task_stream", diagnostics::get_task_stream),
     rpc("get_task_stream_index", diagnostics::get_task_stream_index),

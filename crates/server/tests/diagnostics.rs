@@ -333,7 +333,9 @@ async fn task_metadata_collects_the_requested_keys_until_stopped() {
         .await;
     let ct = w.compute_task().await;
     let meta = Value::map([("rows", Value::Int(3))]);
-    w.stream.send(vec![finished(&ct, 2.0, 3.0, meta.clone())]).await;
+    w.stream
+        .send(vec![finished(&ct, 2.0, 3.0, meta.clone())])
+        .await;
     c.outcome("b").await;
     let got = rpc(
         &server.address,
@@ -410,7 +412,10 @@ async fn the_memory_sampler_sums_the_workers_heartbeats() {
         &server.address,
         msg(
             "heartbeat_worker",
-            [("address", Value::from(w.address.as_str())), ("metrics", metrics)],
+            [
+                ("address", Value::from(w.address.as_str())),
+                ("metrics", metrics),
+            ],
         ),
     )
     .await;
@@ -437,11 +442,57 @@ async fn the_memory_sampler_sums_the_workers_heartbeats() {
     }
     let key = rpc(&server.address, start("spilled")).await;
     let samples = rpc(&server.address, msg("memory_sampler_stop", [("key", key)])).await;
-    assert_eq!(samples.as_array().unwrap()[0].as_array().unwrap()[1], Value::Int(7));
+    assert_eq!(
+        samples.as_array().unwrap()[0].as_array().unwrap()[1],
+        Value::Int(7)
+    );
+    // unmanaged memory (process - managed) seen at the one heartbeat is the "old" one
+    for (measure, expected) in [
+        ("optimistic", 1_000_000),
+        ("unmanaged_old", 1_000_000),
+        ("unmanaged_recent", 0),
+        ("managed_total", 7),
+    ] {
+        let key = rpc(&server.address, start(measure)).await;
+        let samples = rpc(&server.address, msg("memory_sampler_stop", [("key", key)])).await;
+        let first = &samples.as_array().unwrap()[0].as_array().unwrap()[1];
+        assert_eq!(first, &Value::Int(expected), "{measure}");
+    }
     // stock: `getattr(MemoryState, measure)` and its AttributeError
     let bad = rpc(&server.address, start("nonsense")).await;
     assert!(error_text(&bad).contains("AttributeError"), "{bad:?}");
     // an unknown sampler: `self.samples.pop(key)`
-    let gone = rpc(&server.address, msg("memory_sampler_stop", [("key", s("nope"))])).await;
+    let gone = rpc(
+        &server.address,
+        msg("memory_sampler_stop", [("key", s("nope"))]),
+    )
+    .await;
+    assert!(error_text(&gone).contains("KeyError"), "{gone:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sampler_samples_every_interval_and_stops_when_its_client_leaves() {
+    let server = TestServer::start().await;
+    let c = Client::connect(&server.address).await;
+    let _w = Worker::join(&server.address, "w0", 1).await;
+    let start = msg(
+        "memory_sampler_start",
+        [
+            ("client", Value::from(c.name.as_str())),
+            ("measure", s("process")),
+            ("interval", Value::Float(1.0)),
+        ],
+    );
+    let key = rpc(&server.address, start.clone()).await;
+    advance(std::time::Duration::from_millis(3500)).await;
+    let samples = rpc(&server.address, msg("memory_sampler_stop", [("key", key)])).await;
+    // one at start, then one a second
+    assert_eq!(samples.as_array().unwrap().len(), 4, "{samples:?}");
+
+    let key = rpc(&server.address, start).await;
+    c.close().await;
+    advance(std::time::Duration::from_secs(2)).await;
+    // the next sample found the client gone and dropped the sampler (`self.stop(key)`)
+    let gone = rpc(&server.address, msg("memory_sampler_stop", [("key", key)])).await;
     assert!(error_text(&gone).contains("KeyError"), "{gone:?}");
 }

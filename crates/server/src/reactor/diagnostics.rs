@@ -59,6 +59,9 @@ enum Measure {
     Spilled,
     ManagedTotal,
     Unmanaged,
+    UnmanagedOld,
+    UnmanagedRecent,
+    Optimistic,
 }
 
 impl Measure {
@@ -69,19 +72,12 @@ impl Measure {
             "spilled" => Measure::Spilled,
             "managed_total" => Measure::ManagedTotal,
             "unmanaged" => Measure::Unmanaged,
+            "unmanaged_old" => Measure::UnmanagedOld,
+            "unmanaged_recent" => Measure::UnmanagedRecent,
+            "optimistic" => Measure::Optimistic,
             // `assert not measure.startswith("_")`
             _ if name.starts_with('_') => {
                 return Err(rask_comm::reply::raised("AssertionError", ""));
-            }
-            "unmanaged_old" | "unmanaged_recent" | "optimistic" => {
-                return Err(rask_comm::reply::raised(
-                    "ValueError",
-                    &format!(
-                        "rask does not keep the history of unmanaged memory that the \
-                         memory sampler's {name:?} measure needs; use 'process', 'managed', \
-                         'unmanaged', 'spilled' or 'managed_total'"
-                    ),
-                ));
             }
             _ => {
                 return Err(rask_comm::reply::raised(
@@ -91,6 +87,25 @@ impl Measure {
             }
         })
     }
+}
+
+/// A worker's unmanaged memory over the last `recent-to-old-time`
+/// (`WorkerState._memory_unmanaged_history` and `_memory_unmanaged_old`).
+#[derive(Default)]
+struct Unmanaged {
+    history: VecDeque<(f64, i64)>,
+    old: i64,
+}
+
+/// `metrics["memory"]` and `metrics["spilled_bytes"]["memory"|"disk"]` of a heartbeat.
+fn memory_metrics(m: &Value) -> (i64, i64, i64) {
+    let int = |v: Option<&Value>| v.and_then(Value::as_i64).unwrap_or(0);
+    let sb = m.get("spilled_bytes");
+    (
+        int(m.get("memory")).max(0),
+        int(sb.and_then(|s| s.get("memory"))),
+        int(sb.and_then(|s| s.get("disk"))),
+    )
 }
 
 /// The `task-finished`/`task-erred` being handled, for the records its `Done` makes.
@@ -111,18 +126,60 @@ pub(super) struct Diagnostics {
     collectors: Vec<Collector>,
     samplers: FxHashMap<Arc<str>, Sampler>,
     current: Option<Current>,
+    /// per worker, for the memory measures that tell old from recent unmanaged memory
+    unmanaged: FxHashMap<WorkerId, Unmanaged>,
+    /// `distributed.worker.memory.recent-to-old-time`, seconds
+    recent_to_old: f64,
 }
 
 impl Diagnostics {
     /// Nothing running yet; the task stream will keep `stream_length` records.
-    pub(super) fn new(stream_length: Option<usize>) -> Self {
+    pub(super) fn new(stream_length: Option<usize>, recent_to_old: Duration) -> Self {
         Diagnostics {
             stream: None,
             stream_length,
             collectors: Vec::new(),
             samplers: FxHashMap::default(),
             current: None,
+            unmanaged: FxHashMap::default(),
+            recent_to_old: recent_to_old.as_secs_f64(),
         }
+    }
+
+    /// A worker's heartbeat: its unmanaged memory joins the history, and its old unmanaged
+    /// memory is the least of the last `recent-to-old-time` (scheduler.py:4615-4641).
+    pub(super) fn on_heartbeat(
+        &mut self,
+        worker: WorkerId,
+        now: f64,
+        metrics: &Value,
+        nbytes: i64,
+    ) {
+        let u = self.unmanaged.entry(worker).or_default();
+        let oldest_kept = now - self.recent_to_old;
+        let mut old = u.old;
+        while let Some(&(t, size)) = u.history.front() {
+            if t >= oldest_kept {
+                break;
+            }
+            u.history.pop_front();
+            if size == old {
+                old = 0; // recalculate the minimum
+            }
+        }
+        let (process, spilled_memory, _) = memory_metrics(metrics);
+        let size = (process - nbytes + spilled_memory).max(0);
+        u.history.push_back((now, size));
+        if old == 0 {
+            u.old = u.history.iter().map(|(_, s)| *s).min().unwrap_or(0);
+        } else if size < old {
+            u.old = size;
+        }
+    }
+
+    /// A worker left.
+    pub(super) fn worker_removed(&mut self, worker: WorkerId) {
+        self.unmanaged.remove(&worker);
     }
 }
 
@@ -441,17 +498,17 @@ impl Scheduler {
     /// scheduler.py:587): process memory and spilled bytes from the latest heartbeat,
     /// managed memory from the results the scheduler knows the worker holds.
     fn cluster_memory(&self, measure: Measure) -> i64 {
-        let (mut process, mut managed, mut spilled) = (0i64, 0i64, 0i64);
+        let (mut process, mut managed, mut spilled, mut unmanaged_old) = (0i64, 0i64, 0, 0);
         for (id, info) in &self.workers {
-            let m = &info.metrics;
-            let int = |v: Option<&Value>| v.and_then(Value::as_i64).unwrap_or(0);
-            let p = int(m.get("memory")).max(0);
-            let sb = m.get("spilled_bytes");
-            let spilled_memory = int(sb.and_then(|s| s.get("memory")));
+            let (p, spilled_memory, disk) = memory_metrics(&info.metrics);
             let nbytes = self.core.worker(*id).map_or(0, |w| w.nbytes);
+            // `MemoryState.__init__`: the parts never exceed the whole
+            let m = (nbytes - spilled_memory).max(0).min(p);
+            let old = self.diag.unmanaged.get(id).map_or(0, |u| u.old);
             process += p;
-            managed += (nbytes - spilled_memory).max(0).min(p);
-            spilled += int(sb.and_then(|s| s.get("disk")));
+            managed += m;
+            spilled += disk;
+            unmanaged_old += old.min(p - m);
         }
         match measure {
             Measure::Process => process,
@@ -459,6 +516,9 @@ impl Scheduler {
             Measure::Spilled => spilled,
             Measure::ManagedTotal => managed + spilled,
             Measure::Unmanaged => process - managed,
+            Measure::UnmanagedOld => unmanaged_old,
+            Measure::UnmanagedRecent => process - managed - unmanaged_old,
+            Measure::Optimistic => managed + unmanaged_old,
         }
     }
 }

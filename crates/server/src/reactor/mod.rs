@@ -123,7 +123,8 @@ impl Scheduler {
         client_ids.insert(Arc::from("fire-and-forget"), rask_core::FIRE_AND_FORGET);
         let mut ext = Extensions::default();
         ext.events.max_events = config.low_level_log_length.map(|n| n.max(1));
-        let diag = diagnostics::Diagnostics::new(config.task_stream_length);
+        let diag =
+            diagnostics::Diagnostics::new(config.task_stream_length, config.recent_to_old_time);
         Scheduler {
             core,
             workers: FxHashMap::default(),

@@ -293,6 +293,7 @@ impl Scheduler {
         };
         self.stimulus(now, s, out);
         self.workers.remove(&worker);
+        self.diag.worker_removed(worker);
         out.close_worker(worker);
         tracing::info!(%address, "Remove worker");
         self.with_ext(now, out, |ext, cx| {

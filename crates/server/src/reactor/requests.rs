@@ -216,6 +216,8 @@ impl Scheduler {
         if let Some(info) = self.workers.get_mut(&w) {
             info.last_seen = now;
             if let Some(m) = metrics {
+                let nbytes = self.core.worker(w).map_or(0, |ws| ws.nbytes);
+                self.diag.on_heartbeat(w, now, &m, nbytes);
                 info.metrics = m;
             }
         }

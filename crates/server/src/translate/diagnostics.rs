@@ -177,7 +177,12 @@ pub fn task_metadata(metadata: Vec<(Key, Value)>, state: Vec<(Key, TaskStatus)>)
     Value::map([
         (
             "metadata",
-            Value::Map(metadata.into_iter().map(|(k, v)| (k.to_value(), v)).collect()),
+            Value::Map(
+                metadata
+                    .into_iter()
+                    .map(|(k, v)| (k.to_value(), v))
+                    .collect(),
+            ),
         ),
         (
             "state",
