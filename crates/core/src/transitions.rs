@@ -1066,6 +1066,26 @@ mod tests {
     }
 
     #[test]
+    fn two_hops_via_released_are_logged_as_dask_logs_them() {
+        let (mut s, id) = state(false);
+        let sid: Arc<str> = "test".into();
+        s.expect_task_mut(id).state = TaskStatus::Waiting;
+        s.transitions(vec![(id, TaskStatus::Forgotten)], &sid);
+        assert!(s.task_by_id(id).is_none());
+        let log: Vec<_> = s
+            .transition_log()
+            .map(|t| (t.start, t.finish, t.recommendations.clone()))
+            .collect();
+        assert_eq!(
+            log,
+            vec![
+                (TaskStatus::Waiting, TaskStatus::Released, vec![]),
+                (TaskStatus::Released, TaskStatus::Forgotten, vec![]),
+            ]
+        );
+    }
+
+    #[test]
     fn a_missing_edge_is_reported_and_not_made() {
         let (mut s, id) = state(false);
         let sid: Arc<str> = "test".into();

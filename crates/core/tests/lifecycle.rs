@@ -692,3 +692,31 @@ fn done_is_reported_only_when_asked() {
         "{cmds:#?}"
     );
 }
+
+/// A transition with no edge of its own goes via released; Dask logs both hops, the second
+/// as starting from released (`_transition`: `start = "released"`).
+#[test]
+fn a_transition_via_released_is_logged_as_two() {
+    let mut env = TestEnv::new();
+    let w = env.worker_at(A);
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a")], &["a"]);
+    out.take_compute(w);
+    out.assert_empty();
+    env.cancel(c, &["a"], true).take_all();
+    let moves: Vec<_> = env
+        .state
+        .transition_log()
+        .filter(|t| t.key == k("a"))
+        .map(|t| (t.start, t.finish))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Released, Waiting),
+            (Waiting, Processing),
+            (Processing, Released),
+            (Released, Forgotten)
+        ]
+    );
+}
