@@ -33,7 +33,9 @@ pub(crate) struct Recs {
     target: rustc_hash::FxHashMap<TaskId, TaskStatus>,
     /// While a transition is logged: every recommendation it made, in order (Dask's
     /// per-transition `recommendations` dict, which the transition log keeps).
-    journal: Option<Vec<(TaskId, TaskStatus)>>,
+    journal: Vec<(TaskId, TaskStatus)>,
+    /// whether `push` journals (the buffer is reused from one transition to the next)
+    journaling: bool,
 }
 
 impl Recs {
@@ -44,8 +46,8 @@ impl Recs {
     /// `recommendations[key] = finish`, except that a pending `forgotten` is never
     /// replaced: nothing can make a task needed again within one stimulus.
     pub(crate) fn push(&mut self, (id, finish): (TaskId, TaskStatus)) {
-        if let Some(j) = &mut self.journal {
-            j.push((id, finish));
+        if self.journaling {
+            self.journal.push((id, finish));
         }
         match self.target.get_mut(&id) {
             Some(TaskStatus::Forgotten) => {}
@@ -78,12 +80,14 @@ impl Recs {
 
     /// Starts journaling the recommendations of one transition (transitions never nest).
     fn journal_start(&mut self) {
-        self.journal = Some(Vec::new());
+        self.journal.clear();
+        self.journaling = true;
     }
 
     /// The recommendations journaled since [`Self::journal_start`]; journaling stops.
-    fn journal_take(&mut self) -> Vec<(TaskId, TaskStatus)> {
-        self.journal.take().unwrap_or_default()
+    fn journal_stop(&mut self) -> &[(TaskId, TaskStatus)] {
+        self.journaling = false;
+        &self.journal
     }
 
     /// Moves the pending recommendations into `other`, oldest first, so `other` sees
@@ -222,7 +226,7 @@ impl SchedulerState {
             _ => TaskStatus::Forgotten,
         };
         if log {
-            let made = recs.journal_take();
+            let made = recs.journal_stop();
             if let Some(start) = logged_start {
                 self.log_transition(key.clone(), start, now, made, sid);
             }
@@ -340,7 +344,7 @@ impl SchedulerState {
                 }
                 self.transition_inner(id, Released, None, &mut sub, sid);
                 if let Some(key) = key {
-                    let made = sub.journal_take();
+                    let made = sub.journal_stop();
                     let now = match self.tasks.get(id.0 as usize) {
                         Some(Some(t)) => t.state,
                         _ => Forgotten,
@@ -365,25 +369,35 @@ impl SchedulerState {
         key: Key,
         start: TaskStatus,
         finish: TaskStatus,
-        made: Vec<(TaskId, TaskStatus)>,
+        made: &[(TaskId, TaskStatus)],
         sid: &Arc<str>,
     ) {
         // Dask's recommendations are a dict: one entry per task, its last target, in the
-        // order the tasks were first recommended.
-        let mut recommendations: Vec<(Key, TaskStatus)> = Vec::with_capacity(made.len());
+        // order the tasks were first recommended. Most transitions recommend a task or two,
+        // so duplicates are looked for by scanning unless there are many.
+        const SCAN: usize = 8;
+        let mut recommendations: Vec<(TaskId, TaskStatus)> = Vec::with_capacity(made.len());
         let mut seen: rustc_hash::FxHashMap<TaskId, usize> = Default::default();
-        for (rid, target) in made {
-            let Some(rk) = self.task_by_id(rid).map(|t| &t.key) else {
-                continue;
+        for &(rid, target) in made {
+            let at = if made.len() <= SCAN {
+                recommendations.iter().position(|(r, _)| *r == rid)
+            } else {
+                seen.get(&rid).copied()
             };
-            match seen.get(&rid) {
-                Some(&i) => recommendations[i].1 = target,
+            match at {
+                Some(i) => recommendations[i].1 = target,
                 None => {
-                    seen.insert(rid, recommendations.len());
-                    recommendations.push((rk.clone(), target));
+                    if made.len() > SCAN {
+                        seen.insert(rid, recommendations.len());
+                    }
+                    recommendations.push((rid, target));
                 }
             }
         }
+        let recommendations = recommendations
+            .into_iter()
+            .filter_map(|(rid, target)| Some((self.task_by_id(rid)?.key.clone(), target)))
+            .collect();
         if let Some(max) = self.config.transition_log_length {
             while self.transition_log.len() >= max {
                 self.transition_log.pop_front();
