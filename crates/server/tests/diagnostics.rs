@@ -173,6 +173,15 @@ async fn the_task_stream_records_each_task_a_worker_finished_once_it_was_asked_f
         Vec::<&str>::new()
     );
     assert_eq!(keys_of(&stream(&server, vec![]).await), o);
+    // absurd numbers are empty or everything, never a failure
+    for (k, v) in [
+        ("count", i64::MIN),
+        ("count", i64::MAX),
+        ("start_index", i64::MIN),
+    ] {
+        let r = stream(&server, vec![(k, Value::Int(v))]).await;
+        assert!(r.as_array().is_some(), "{k}={v}: {r:?}");
+    }
 }
 
 #[tokio::test]

@@ -271,7 +271,7 @@ impl Diagnostics {
             )
         };
         if let Some(i) = start_index {
-            let from = (i - (stream.index - len)).clamp(0, len);
+            let from = i.saturating_sub(stream.index - len).clamp(0, len);
             return take(from, len);
         }
         // the first record whose last stop is not before `target` (a bisection, as Dask's)
@@ -297,10 +297,10 @@ impl Diagnostics {
             match (start, stop) {
                 (None, None) => {
                     stop = Some(len);
-                    start = Some(len - count);
+                    start = Some(len.saturating_sub(count));
                 }
-                (None, Some(s)) => start = Some(s - count),
-                (Some(s), None) => stop = Some(s + count),
+                (None, Some(s)) => start = Some(s.saturating_sub(count)),
+                (Some(s), None) => stop = Some(s.saturating_add(count)),
                 (Some(_), Some(_)) => {}
             }
         }
