@@ -39,5 +39,5 @@ pub use command::{Command, ComputeTask, ToClient, ToWorker};
 pub use error::CoreError;
 pub use state::{CoreConfig, SchedulerState, Task, Worker};
 pub use stimulus::{NewTask, Stimulus, WorkerSpec};
-pub use transitions::{Transition, FIRE_AND_FORGET};
-pub use types::{ClientId, Exception, TaskId, TaskStatus, WorkerId, WorkerStatus};
+pub use transitions::FIRE_AND_FORGET;
+pub use types::{ClientId, Exception, TaskId, TaskStatus, Transition, WorkerId, WorkerStatus};

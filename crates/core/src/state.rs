@@ -246,7 +246,7 @@ pub struct SchedulerState {
     /// current time, set at the start of each stimulus
     pub(crate) now: f64,
     /// the latest transitions (`transition_log`), at most `transition_log_length`
-    pub(crate) transition_log: std::collections::VecDeque<crate::transitions::Transition>,
+    pub(crate) transition_log: std::collections::VecDeque<crate::types::Transition>,
     /// emit [`Command::Done`] when a task reaches memory or erred
     pub(crate) report_done: bool,
 }
@@ -299,7 +299,7 @@ impl SchedulerState {
     }
 
     /// The transition log, oldest first (`SchedulerState.transition_log`).
-    pub fn transition_log(&self) -> impl Iterator<Item = &crate::transitions::Transition> {
+    pub fn transition_log(&self) -> impl Iterator<Item = &crate::types::Transition> {
         self.transition_log.iter()
     }
 

@@ -20,7 +20,7 @@
 use crate::command::{Command, ComputeTask, ToClient, ToWorker};
 use crate::error::CoreError;
 use crate::state::SchedulerState;
-use crate::types::{ClientId, Exception, TaskId, TaskStatus, WorkerId};
+use crate::types::{ClientId, Exception, TaskId, TaskStatus, Transition, WorkerId};
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
 
@@ -158,24 +158,6 @@ pub(crate) enum Report {
         /// its size
         nbytes: i64,
     },
-}
-
-/// An entry of the transition log (`Transition`, scheduler.py:1569): what `get_story`
-/// answers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    /// the task
-    pub key: Key,
-    /// its state before (`released` for the second of two hops via released)
-    pub start: TaskStatus,
-    /// its state after
-    pub finish: TaskStatus,
-    /// what the transition recommended, per task
-    pub recommendations: Vec<(Key, TaskStatus)>,
-    /// the stimulus it was part of
-    pub stimulus_id: Arc<str>,
-    /// when (the core's clock)
-    pub timestamp: f64,
 }
 
 /// The client id reserved for `fire_and_forget` futures (`scheduler.py:1739`).
