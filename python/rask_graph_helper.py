@@ -40,7 +40,8 @@ Modes
     ``dask.config`` in this environment, so YAML files and ``DASK_*`` variables count):
     ``allowed-failures`` (``distributed.scheduler.allowed-failures``) and
     ``lease-validation-interval`` in seconds (``distributed.scheduler.locks.*``), and
-    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic),
+    ``low-level-log-length`` (``distributed.admin.low-level-log-length``, events per topic
+    and transitions in the transition log; None: no limit), ``task-stream-length`` and
     ``log-length`` (``distributed.admin.log-length``, the scheduler's log lines kept).
 
     If dask/distributed cannot be imported it writes
@@ -1027,7 +1028,16 @@ def scheduler_config() -> dict:
         return int(v)
 
     def optional_count(v):
+        # a deque's maxlen: None is no limit
         return None if v is None else count(v)
+
+    def task_stream_length(_):
+        # TaskStreamPlugin: the larger of the two dashboards' lengths (None: no limit)
+        lengths = [
+            get(f"distributed.scheduler.dashboard.{page}.task-stream-length", optional_count)
+            for page in ("status", "tasks")
+        ]
+        return None if None in lengths else max(lengths)
 
     def boolean(v):
         if not isinstance(v, bool):
@@ -1065,7 +1075,9 @@ def scheduler_config() -> dict:
     tls = "distributed.comm.tls"
     return {
         "allowed-failures": get("distributed.scheduler.allowed-failures", count),
-        "low-level-log-length": get("distributed.admin.low-level-log-length", count),
+        "low-level-log-length": get("distributed.admin.low-level-log-length", optional_count),
+        "task-stream-length": task_stream_length(None),
+        "recent-to-old-time": get("distributed.worker.memory.recent-to-old-time", seconds),
         # None (an unbounded deque in Dask) is sent as None: rask keeps its default then
         "log-length": get("distributed.admin.log-length", optional_count),
         "lease-validation-interval": get(

@@ -25,6 +25,20 @@ pub enum Command {
         /// the stimulus that caused it
         stimulus_id: Arc<str>,
     },
+    /// A task reached `memory` or `erred` (only while
+    /// [`crate::SchedulerState::set_report_done`] is on): what Dask's `TaskStreamPlugin` and
+    /// `CollectTaskMetaDataPlugin` see of `SchedulerPlugin.transition`.
+    Done {
+        /// the task
+        key: Key,
+        /// its state before, as the transition log has it (`processing` for a task a
+        /// worker finished or failed)
+        start: crate::types::TaskStatus,
+        /// `memory` or `erred`
+        finish: crate::types::TaskStatus,
+        /// the stimulus that caused it
+        stimulus_id: Arc<str>,
+    },
     /// A bug in the core: a change its transition table does not allow was refused and not
     /// made. Nothing to send; for the server to log (Dask raises it in the handler).
     Error(crate::error::CoreError),

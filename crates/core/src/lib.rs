@@ -40,4 +40,4 @@ pub use error::CoreError;
 pub use state::{CoreConfig, SchedulerState, Task, Worker};
 pub use stimulus::{NewTask, Stimulus, WorkerSpec};
 pub use transitions::FIRE_AND_FORGET;
-pub use types::{ClientId, Exception, TaskId, TaskStatus, WorkerId, WorkerStatus};
+pub use types::{ClientId, Exception, TaskId, TaskStatus, Transition, WorkerId, WorkerStatus};

@@ -188,6 +188,9 @@ pub struct CoreConfig {
     /// only while it runs fewer than `ceil(saturation * nthreads)`; the rest wait in the
     /// scheduler's queue. Infinite turns queuing off.
     pub worker_saturation: f64,
+    /// `distributed.admin.low-level-log-length`: transitions kept in the transition log
+    /// (`get_story`); `None`: no limit, `Some(0)`: none.
+    pub transition_log_length: Option<usize>,
 }
 
 impl Default for CoreConfig {
@@ -199,6 +202,7 @@ impl Default for CoreConfig {
             validate: cfg!(debug_assertions),
             worker_saturation: 1.1,
             work_stealing: true,
+            transition_log_length: Some(1000),
         }
     }
 }
@@ -246,6 +250,10 @@ pub struct SchedulerState {
     pub(crate) out: Vec<Command>,
     /// current time, set at the start of each stimulus
     pub(crate) now: f64,
+    /// the latest transitions (`transition_log`), at most `transition_log_length`
+    pub(crate) transition_log: std::collections::VecDeque<crate::types::Transition>,
+    /// emit [`Command::Done`] when a task reaches memory or erred
+    pub(crate) report_done: bool,
 }
 
 impl SchedulerState {
@@ -277,6 +285,8 @@ impl SchedulerState {
             steals: FxHashMap::default(),
             out: Vec::new(),
             now: 0.0,
+            transition_log: Default::default(),
+            report_done: false,
         }
     }
 
@@ -284,6 +294,18 @@ impl SchedulerState {
     /// above, which build the state with the server's settings).
     pub fn set_validate(&mut self, on: bool) {
         self.config.validate = on;
+    }
+
+    /// Turns [`Command::Done`] on or off: the server's task stream and task-metadata
+    /// collectors (Dask's `TaskStreamPlugin`, `CollectTaskMetaDataPlugin`) need it while
+    /// they run, and nothing else does.
+    pub fn set_report_done(&mut self, on: bool) {
+        self.report_done = on;
+    }
+
+    /// The transition log, oldest first (`SchedulerState.transition_log`).
+    pub fn transition_log(&self) -> impl Iterator<Item = &crate::types::Transition> {
+        self.transition_log.iter()
     }
 
     /// Reserves an id for a worker about to register.

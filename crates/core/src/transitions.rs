@@ -20,7 +20,7 @@
 use crate::command::{Command, ComputeTask, ToClient, ToWorker};
 use crate::error::CoreError;
 use crate::state::SchedulerState;
-use crate::types::{ClientId, Exception, TaskId, TaskStatus, WorkerId};
+use crate::types::{ClientId, Exception, TaskId, TaskStatus, Transition, WorkerId};
 use rask_protocol::{Key, Value};
 use std::sync::Arc;
 
@@ -31,6 +31,11 @@ use std::sync::Arc;
 pub(crate) struct Recs {
     order: Vec<TaskId>,
     target: rustc_hash::FxHashMap<TaskId, TaskStatus>,
+    /// While a transition is logged: every recommendation it made, in order (Dask's
+    /// per-transition `recommendations` dict, which the transition log keeps).
+    journal: Vec<(TaskId, TaskStatus)>,
+    /// whether `push` journals (the buffer is reused from one transition to the next)
+    journaling: bool,
 }
 
 impl Recs {
@@ -41,6 +46,9 @@ impl Recs {
     /// `recommendations[key] = finish`, except that a pending `forgotten` is never
     /// replaced: nothing can make a task needed again within one stimulus.
     pub(crate) fn push(&mut self, (id, finish): (TaskId, TaskStatus)) {
+        if self.journaling {
+            self.journal.push((id, finish));
+        }
         match self.target.get_mut(&id) {
             Some(TaskStatus::Forgotten) => {}
             Some(pending) => *pending = finish,
@@ -68,6 +76,18 @@ impl Recs {
             self.order.remove(p);
         }
         Some(finish)
+    }
+
+    /// Starts journaling the recommendations of one transition (transitions never nest).
+    fn journal_start(&mut self) {
+        self.journal.clear();
+        self.journaling = true;
+    }
+
+    /// The recommendations journaled since [`Self::journal_start`]; journaling stops.
+    fn journal_stop(&mut self) -> &[(TaskId, TaskStatus)] {
+        self.journaling = false;
+        &self.journal
     }
 
     /// Moves the pending recommendations into `other`, oldest first, so `other` sees
@@ -171,20 +191,44 @@ impl SchedulerState {
         if ts.state == finish {
             return;
         }
-        if !ts.watch {
-            return self.transition_inner(id, finish, report, recs, sid);
+        let log = self.config.transition_log_length != Some(0);
+        let watch = ts.watch;
+        if !watch && !log && !self.report_done {
+            self.transition_inner(id, finish, report, recs, sid);
+            return;
         }
         let key = ts.key.clone();
         let mark = self.out.len();
-        self.transition_inner(id, finish, report, recs, sid);
+        if log {
+            recs.journal_start();
+        }
+        let logged_start = self.transition_inner(id, finish, report, recs, sid);
         let now = match self.tasks.get(id.0 as usize) {
             Some(Some(t)) => t.state,
             _ => TaskStatus::Forgotten,
         };
-        if matches!(
-            now,
-            TaskStatus::Released | TaskStatus::Erred | TaskStatus::Forgotten
-        ) {
+        if log {
+            let made = recs.journal_stop();
+            if let Some(start) = logged_start {
+                self.log_transition(key.clone(), start, now, made, sid);
+            }
+        }
+        if self.report_done && logged_start.is_some_and(|s| s != now) {
+            if let TaskStatus::Memory | TaskStatus::Erred = now {
+                self.emit(Command::Done {
+                    key: key.clone(),
+                    start: logged_start.unwrap_or(now),
+                    finish: now,
+                    stimulus_id: sid.clone(),
+                });
+            }
+        }
+        if watch
+            && matches!(
+                now,
+                TaskStatus::Released | TaskStatus::Erred | TaskStatus::Forgotten
+            )
+        {
             // Dask's plugin hook sends its messages before the transition's own.
             let note = Command::Transitioned {
                 key,
@@ -196,6 +240,8 @@ impl SchedulerState {
     }
 
     /// The table (`_TRANSITIONS_TABLE`): the edge for `start -> finish` with this report.
+    /// Returns the start state as Dask's transition log records it (`released` after two
+    /// hops via released, whose first hop is logged here), or `None` if nothing was done.
     fn transition_inner(
         &mut self,
         id: TaskId,
@@ -203,11 +249,11 @@ impl SchedulerState {
         report: Option<Report>,
         recs: &mut Recs,
         sid: &Arc<str>,
-    ) {
+    ) -> Option<TaskStatus> {
         use TaskStatus::*;
         let start = self.expect_task(id).state;
         if start == finish {
-            return;
+            return None;
         }
         match (start, finish, report) {
             (Released, Waiting, None) => self.released_waiting(id, recs),
@@ -266,19 +312,88 @@ impl SchedulerState {
                     finish,
                     stimulus_id: sid.clone(),
                 });
+                return None;
             }
             (_, _, None) => {
                 // Via released; if that hop recommends something for this task, that wins
                 // over `finish` (`scheduler.py` `_transition`: `a_recs.get(key, finish)`).
+                // Dask logs the first hop as a transition of its own, and the second as
+                // starting from released.
+                let log = self.config.transition_log_length != Some(0);
+                let key = log.then(|| self.expect_task(id).key.clone());
                 let mut sub = Recs::new();
+                if log {
+                    sub.journal_start();
+                }
                 self.transition_inner(id, Released, None, &mut sub, sid);
+                if let Some(key) = key {
+                    let made = sub.journal_stop();
+                    let now = match self.tasks.get(id.0 as usize) {
+                        Some(Some(t)) => t.state,
+                        _ => Forgotten,
+                    };
+                    self.log_transition(key, start, now, made, sid);
+                }
                 let next = sub.take(id).unwrap_or(finish);
                 sub.drain_into(recs);
                 if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if t.state == Released) {
                     self.transition_inner(id, next, None, recs, sid);
                 }
+                return Some(Released);
             }
         }
+        Some(start)
+    }
+
+    /// Appends to the transition log (`SchedulerState.transition_log`, scheduler.py:2039),
+    /// dropping the oldest entry past `transition_log_length`.
+    fn log_transition(
+        &mut self,
+        key: Key,
+        start: TaskStatus,
+        finish: TaskStatus,
+        made: &[(TaskId, TaskStatus)],
+        sid: &Arc<str>,
+    ) {
+        // Dask's recommendations are a dict: one entry per task, its last target, in the
+        // order the tasks were first recommended. Most transitions recommend a task or two,
+        // so duplicates are looked for by scanning unless there are many.
+        const SCAN: usize = 8;
+        let mut recommendations: Vec<(TaskId, TaskStatus)> = Vec::with_capacity(made.len());
+        let mut seen: rustc_hash::FxHashMap<TaskId, usize> = Default::default();
+        for &(rid, target) in made {
+            let at = if made.len() <= SCAN {
+                recommendations.iter().position(|(r, _)| *r == rid)
+            } else {
+                seen.get(&rid).copied()
+            };
+            match at {
+                Some(i) => recommendations[i].1 = target,
+                None => {
+                    if made.len() > SCAN {
+                        seen.insert(rid, recommendations.len());
+                    }
+                    recommendations.push((rid, target));
+                }
+            }
+        }
+        let recommendations = recommendations
+            .into_iter()
+            .filter_map(|(rid, target)| Some((self.task_by_id(rid)?.key.clone(), target)))
+            .collect();
+        if let Some(max) = self.config.transition_log_length {
+            while self.transition_log.len() >= max {
+                self.transition_log.pop_front();
+            }
+        }
+        self.transition_log.push_back(Transition {
+            key,
+            start,
+            finish,
+            recommendations,
+            stimulus_id: sid.clone(),
+            timestamp: self.now,
+        });
     }
 
     fn released_waiting(&mut self, id: TaskId, recs: &mut Recs) {
@@ -985,6 +1100,26 @@ mod tests {
         });
         let id = s.insert_task(Task::new(Key::str("x"), "x".into(), Some("spec".into())));
         (s, id)
+    }
+
+    #[test]
+    fn two_hops_via_released_are_logged_as_dask_logs_them() {
+        let (mut s, id) = state(false);
+        let sid: Arc<str> = "test".into();
+        s.expect_task_mut(id).state = TaskStatus::Waiting;
+        s.transitions(vec![(id, TaskStatus::Forgotten)], &sid);
+        assert!(s.task_by_id(id).is_none());
+        let log: Vec<_> = s
+            .transition_log()
+            .map(|t| (t.start, t.finish, t.recommendations.clone()))
+            .collect();
+        assert_eq!(
+            log,
+            vec![
+                (TaskStatus::Waiting, TaskStatus::Released, vec![]),
+                (TaskStatus::Released, TaskStatus::Forgotten, vec![]),
+            ]
+        );
     }
 
     #[test]

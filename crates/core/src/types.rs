@@ -161,3 +161,21 @@ impl From<&str> for WorkerStatus {
         WorkerStatus::from_name(name).unwrap_or(WorkerStatus::Undefined)
     }
 }
+
+/// An entry of the transition log (`Transition`, scheduler.py:1569): what `get_story`
+/// answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// the task
+    pub key: Key,
+    /// its state before (`released` for the second of two hops via released)
+    pub start: TaskStatus,
+    /// its state after
+    pub finish: TaskStatus,
+    /// what the transition recommended, per task
+    pub recommendations: Vec<(Key, TaskStatus)>,
+    /// the stimulus it was part of
+    pub stimulus_id: Arc<str>,
+    /// when (the core's clock)
+    pub timestamp: f64,
+}

@@ -597,3 +597,126 @@ fn clear_tasks_forgets_everything_and_the_next_graph_runs() {
     assert_eq!(out.take_client(c).len(), 1);
     out.assert_empty();
 }
+
+/// The transition log (`get_story`) has one entry per transition with what it recommended.
+#[test]
+fn transition_log_records_each_transition_with_its_recommendations() {
+    let mut env = TestEnv::new();
+    let w = env.worker_at(A);
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a"), task("b").deps(&["a"])], &["b"]);
+    let ca = out.take_compute(w);
+    out.assert_empty();
+    let mut out = env.finish(w, &ca);
+    let cb = out.take_compute(w);
+    out.assert_empty();
+    let story = |env: &TestEnv, key: &str| -> Vec<(rask_core::TaskStatus, rask_core::TaskStatus)> {
+        env.state
+            .transition_log()
+            .filter(|t| t.key == k(key))
+            .map(|t| (t.start, t.finish))
+            .collect()
+    };
+    assert_eq!(
+        story(&env, "a"),
+        vec![
+            (Released, Waiting),
+            (Waiting, Processing),
+            (Processing, Memory)
+        ]
+    );
+    let done = env
+        .state
+        .transition_log()
+        .find(|t| t.key == k("a") && t.finish == Memory)
+        .unwrap();
+    assert_eq!(done.recommendations, vec![(k("b"), Processing)]);
+    assert_eq!(&*done.stimulus_id, "task-finished");
+    env.err(w, &cb).take_all();
+    assert_eq!(
+        story(&env, "b"),
+        vec![
+            (Released, Waiting),
+            (Waiting, Processing),
+            (Processing, Erred)
+        ]
+    );
+}
+
+#[test]
+fn transition_log_is_bounded_and_can_be_off() {
+    for (length, kept) in [(Some(2), 2), (Some(0), 0), (None, 5)] {
+        let mut env = TestEnv::with_config(rask_core::CoreConfig {
+            transition_log_length: length,
+            ..rask_core::CoreConfig::default()
+        });
+        let w = env.worker_at(A);
+        let c = env.client();
+        let mut out = env.submit(c, vec![task("a"), task("b").deps(&["a"])], &["b"]);
+        let ca = out.take_compute(w);
+        out.assert_empty();
+        let mut out = env.finish(w, &ca);
+        out.take_compute(w);
+        out.assert_empty();
+        assert_eq!(env.state.transition_log().count(), kept, "{length:?}");
+    }
+}
+
+/// With `report_done`, a task reaching memory or erred is reported once, with the state it
+/// came from (what the task stream and task metadata record).
+#[test]
+fn done_is_reported_only_when_asked() {
+    let mut env = TestEnv::new();
+    let w = env.worker_at(A);
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a"), task("b")], &["a", "b"]);
+    let cs = out.take_computes(w);
+    out.assert_empty();
+    let (ca, cb) = if cs[0].key == k("a") {
+        (&cs[0], &cs[1])
+    } else {
+        (&cs[1], &cs[0])
+    };
+    let mut out = env.finish(w, ca);
+    out.take_client(c);
+    out.assert_empty();
+    env.state.set_report_done(true);
+    let cmds = env.err(w, cb).take_all();
+    assert!(
+        cmds.contains(&Command::Done {
+            key: k("b"),
+            start: Processing,
+            finish: Erred,
+            stimulus_id: "task-erred".into(),
+        }),
+        "{cmds:#?}"
+    );
+}
+
+/// A transition with no edge of its own goes via released; Dask logs both hops, the second
+/// as starting from released (`_transition`: `start = "released"`).
+#[test]
+fn a_transition_via_released_is_logged_as_two() {
+    let mut env = TestEnv::new();
+    let w = env.worker_at(A);
+    let c = env.client();
+    let mut out = env.submit(c, vec![task("a")], &["a"]);
+    out.take_compute(w);
+    out.assert_empty();
+    env.cancel(c, &["a"], true).take_all();
+    let moves: Vec<_> = env
+        .state
+        .transition_log()
+        .filter(|t| t.key == k("a"))
+        .map(|t| (t.start, t.finish))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Released, Waiting),
+            (Waiting, Processing),
+            (Processing, Released),
+            (Released, Forgotten)
+        ]
+    );
+}

@@ -132,6 +132,8 @@ impl Sim {
     fn new(seed: u64, features: Features) -> Sim {
         let mut env = TestEnv::new();
         env.state.ensure_fire_and_forget();
+        // the server's task stream turns these on; they must not change any decision
+        env.state.set_report_done(true);
         Sim {
             env,
             rng: Rng(seed),
@@ -249,6 +251,15 @@ impl Sim {
                 Command::Client(c, msg) => self.hear(c, msg),
                 // nothing in these graphs is watched
                 Command::Transitioned { key, .. } => panic!("unexpected transition note for {key}"),
+                Command::Done { key, finish, .. } => {
+                    let now = self.env.state.task(&key).map(|t| t.state);
+                    assert!(
+                        matches!(finish, TaskStatus::Memory | TaskStatus::Erred),
+                        "{key} done as {finish:?}"
+                    );
+                    // it may have moved on within the stimulus, never to processing
+                    assert_ne!(now, Some(TaskStatus::Processing), "{key}");
+                }
                 // validate panics first; kept so a core error can never pass unnoticed
                 Command::Error(e) => panic!("core error: {e}"),
                 Command::AllClients(msg) => {

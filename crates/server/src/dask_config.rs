@@ -17,8 +17,16 @@ use std::time::Duration;
 pub struct DaskConfig {
     /// `distributed.scheduler.allowed-failures`
     pub allowed_failures: u32,
-    /// `distributed.admin.low-level-log-length`: events kept per topic
-    pub low_level_log_length: usize,
+    /// `distributed.admin.low-level-log-length`: events kept per topic, transitions kept
+    /// in the transition log; `None` (a `null` in the config) is no limit, as Dask's
+    /// `deque(maxlen=None)`
+    pub low_level_log_length: Option<usize>,
+    /// the larger of `distributed.scheduler.dashboard.{status,tasks}.task-stream-length`:
+    /// records the task stream keeps (`None`: no limit)
+    pub task_stream_length: Option<usize>,
+    /// `distributed.worker.memory.recent-to-old-time`: unmanaged memory older than this is
+    /// "old" (the memory sampler's `unmanaged_old` and `optimistic` measures)
+    pub recent_to_old_time: Duration,
     /// `distributed.admin.log-length`: the scheduler's log lines kept for `get_logs`
     pub log_length: usize,
     /// `distributed.scheduler.locks.lease-validation-interval`
@@ -47,7 +55,9 @@ impl Default for DaskConfig {
     fn default() -> Self {
         DaskConfig {
             allowed_failures: 3,
-            low_level_log_length: 1000,
+            low_level_log_length: Some(1000),
+            task_stream_length: Some(100_000),
+            recent_to_old_time: Duration::from_secs(30),
             log_length: crate::logs::DEFAULT_LENGTH,
             lease_validation_interval: Duration::from_secs(10),
             worker_ttl: Some(Duration::from_secs(300)),
@@ -74,13 +84,15 @@ impl DaskConfig {
         Ok(DaskConfig {
             allowed_failures: u32::try_from(int(c, "allowed-failures")?)
                 .map_err(|_| bad("allowed-failures", "too large"))?,
-            low_level_log_length: usize::try_from(int(c, "low-level-log-length")?)
-                .map_err(|_| bad("low-level-log-length", "too large"))?,
+            low_level_log_length: optional(c, "low-level-log-length", length)?,
             // absent from an older helper's map: distributed's default
             log_length: match optional(c, "log-length", int)? {
                 None => crate::logs::DEFAULT_LENGTH,
                 Some(n) => usize::try_from(n).map_err(|_| bad("log-length", "too large"))?,
             },
+            task_stream_length: optional(c, "task-stream-length", length)?,
+            recent_to_old_time: optional(c, "recent-to-old-time", seconds)?
+                .unwrap_or(DaskConfig::default().recent_to_old_time),
             lease_validation_interval: interval(c, "lease-validation-interval")?,
             worker_ttl: optional(c, "worker-ttl", seconds)?,
             worker_saturation: float(c, "worker-saturation")?,
@@ -119,9 +131,14 @@ impl DaskConfig {
             ),
             (
                 "low-level-log-length",
-                Value::from(self.low_level_log_length),
+                self.low_level_log_length.map_or(Value::Nil, Value::from),
             ),
             ("log-length", Value::from(self.log_length)),
+            (
+                "task-stream-length",
+                self.task_stream_length.map_or(Value::Nil, Value::from),
+            ),
+            ("recent-to-old-time", secs(self.recent_to_old_time)),
             (
                 "lease-validation-interval",
                 secs(self.lease_validation_interval),
@@ -181,6 +198,10 @@ fn int(c: &Value, key: &str) -> Result<u64, ConfigError> {
         .as_i64()
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| bad(key, "expected a whole number >= 0"))
+}
+
+fn length(c: &Value, key: &str) -> Result<usize, ConfigError> {
+    usize::try_from(int(c, key)?).map_err(|_| bad(key, "too large"))
 }
 
 fn float(c: &Value, key: &str) -> Result<f64, ConfigError> {
@@ -247,6 +268,11 @@ mod tests {
         assert_eq!(c.worker_ttl, Some(Duration::from_millis(2500)));
         let c = DaskConfig::from_helper(&with("worker-ttl", Value::Nil)).unwrap();
         assert_eq!(c.worker_ttl, None);
+        // `low-level-log-length: null` is Dask's deque(maxlen=None): no limit, not an error
+        let c = DaskConfig::from_helper(&with("low-level-log-length", Value::Nil)).unwrap();
+        assert_eq!(c.low_level_log_length, None);
+        let c = DaskConfig::from_helper(&with("task-stream-length", Value::Int(5))).unwrap();
+        assert_eq!(c.task_stream_length, Some(5));
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub enum Timer {
     Retire(u64),
     /// Restarted workers had their time to come back.
     WorkersBack(u64),
+    /// A memory sampler's next sample is due.
+    MemorySample(Arc<str>),
 }
 
 /// Work that waits on other processes, run outside the state task.

@@ -10,7 +10,9 @@
 use crate::error::RequestError;
 use crate::messages::{ClientMsg, Rpc, WorkerMsg};
 use crate::translate::worker::WorkerStream;
-use crate::translate::{client, coordination, events, inspect, plugins, rpc, shuffle, worker};
+use crate::translate::{
+    client, coordination, diagnostics, events, inspect, plugins, rpc, shuffle, worker,
+};
 use rask_protocol::Value;
 
 /// What rask does with an op.
@@ -100,12 +102,9 @@ const fn refused(name: &'static str, reason: &'static str) -> Op {
 
 const ADAPTIVE: &str = "adaptive scaling and cluster managers (Cluster.adapt, \
     workers_to_close, check_idle) are not served by rask yet";
-const DIAGNOSTICS: &str = "rask does not record task streams or stories yet";
 const METADATA: &str = "task metadata is not kept by rask yet";
 const PLACEMENT: &str = "moving data between workers on request (rebalance, replicate) is \
     not served by rask yet";
-const RECREATE: &str = "recreate_error_locally and recreate_task_locally are not served by \
-    rask yet";
 
 /// `Scheduler.handlers` (with the extensions'), sorted by name.
 pub static RPC: &[Op] = &[
@@ -144,28 +143,25 @@ pub static RPC: &[Op] = &[
     ),
     rpc("gather", rpc::gather),
     rpc("get_cluster_state", inspect::get_cluster_state),
-    refused("get_error_cause", RECREATE),
+    rpc("get_error_cause", diagnostics::get_error_cause),
     rpc("get_logs", inspect::get_logs),
     refused("get_metadata", METADATA),
-    refused("get_runspec", RECREATE),
-    refused("get_story", DIAGNOSTICS),
-    refused("get_task_prefix_states", DIAGNOSTICS),
+    rpc("get_runspec", diagnostics::get_runspec),
+    rpc("get_story", diagnostics::get_story),
+    rpc(
+        "get_task_prefix_states",
+        diagnostics::get_task_prefix_states,
+    ),
     rpc("get_task_status", rpc::get_task_status),
-    refused("get_task_stream", DIAGNOSTICS),
-    refused("get_task_stream_index", DIAGNOSTICS),
+    rpc("get_task_stream", diagnostics::get_task_stream),
+    rpc("get_task_stream_index", diagnostics::get_task_stream_index),
     rpc("has_what", rpc::has_what),
     rpc("heartbeat_worker", rpc::heartbeat_worker),
     rpc("identity", rpc::identity),
     rpc("log_event", events::log_event),
     rpc("logs", inspect::get_logs),
-    refused(
-        "memory_sampler_start",
-        "the memory sampler is not served by rask yet",
-    ),
-    refused(
-        "memory_sampler_stop",
-        "the memory sampler is not served by rask yet",
-    ),
+    rpc("memory_sampler_start", diagnostics::memory_sampler_start),
+    rpc("memory_sampler_stop", diagnostics::memory_sampler_stop),
     rpc("multi_lock_acquire", coordination::multi_lock_acquire),
     rpc("multi_lock_release", coordination::multi_lock_release),
     rpc("nbytes", rpc::nbytes),
@@ -173,7 +169,9 @@ pub static RPC: &[Op] = &[
     rpc("ncores_running", rpc::ncores_running),
     refused(
         "performance_report",
-        "performance reports need the task stream, which rask does not record yet",
+        "performance reports are Bokeh HTML pages the stock scheduler renders in Python \
+         (task stream, worker profiles, bandwidth plots); rask's scheduler runs no Python \
+         and cannot render them. Use get_task_stream() for the task stream",
     ),
     rpc("processing", rpc::processing),
     rpc("profile", inspect::profile),
@@ -222,8 +220,8 @@ pub static RPC: &[Op] = &[
     rpc("shuffle_get", shuffle::get),
     rpc("shuffle_get_or_create", shuffle::get_or_create),
     rpc("shuffle_restrict_task", shuffle::restrict_task),
-    refused("start_task_metadata", METADATA),
-    refused("stop_task_metadata", METADATA),
+    rpc("start_task_metadata", diagnostics::start_task_metadata),
+    rpc("stop_task_metadata", diagnostics::stop_task_metadata),
     refused("subscribe_worker_status", ADAPTIVE),
     refused(
         "terminate",

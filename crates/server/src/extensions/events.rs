@@ -34,15 +34,15 @@ struct Topic {
 /// The event log.
 pub struct Events {
     topics: FxHashMap<Arc<str>, Topic>,
-    /// events kept per topic
-    pub max_events: usize,
+    /// events kept per topic (`None`: no limit)
+    pub max_events: Option<usize>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
             topics: FxHashMap::default(),
-            max_events: DEFAULT_MAX_EVENTS,
+            max_events: Some(DEFAULT_MAX_EVENTS),
         }
     }
 }
@@ -78,11 +78,12 @@ impl Events {
     /// `Broker.publish`: stores `msg` under each topic and sends it to their subscribers.
     pub fn publish(&mut self, cx: &mut Cx<'_>, topics: &[Arc<str>], msg: Value) {
         let event = translate::events::event(cx.now, msg);
-        let max = self.max_events.max(1);
         for name in topics {
             let topic = self.topics.entry(name.clone()).or_default();
-            if topic.events.len() >= max {
-                topic.events.pop_front();
+            if let Some(max) = self.max_events {
+                while topic.events.len() >= max.max(1) {
+                    topic.events.pop_front();
+                }
             }
             topic.events.push_back(event.clone());
             for client in &topic.subscribers {

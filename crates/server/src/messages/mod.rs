@@ -5,6 +5,7 @@
 //! which variant. Payloads only Python understands (pickles, user data) stay [`Value`]s.
 
 pub mod coordination;
+pub mod diagnostics;
 pub mod events;
 pub mod plugins;
 pub mod inspect;
@@ -172,6 +173,8 @@ pub enum Rpc {
     Plugins(plugins::Rpc),
     /// Logs, profiles, call stacks, benchmarks, state dumps, proxy.
     Inspect(inspect::Rpc),
+    /// Task stream, stories, task metadata, memory sampler, recreate_error_locally.
+    Diagnostics(diagnostics::Rpc),
 }
 
 /// `scatter`'s arguments.
@@ -292,8 +295,10 @@ pub struct GraphRequest {
 /// A message on a worker's stream (`Scheduler.stream_handlers`, worker side).
 #[derive(Debug, Clone)]
 pub enum WorkerMsg {
-    /// One of the core's stimuli (task-finished, task-erred, add-keys, ...).
+    /// One of the core's stimuli (add-keys, release-worker-data, ...).
     Core(Stimulus),
+    /// `task-finished` / `task-erred`: a stimulus the diagnostics record.
+    TaskDone(Box<diagnostics::TaskDone>),
     /// `keep-alive`: liveness is the stream itself.
     KeepAlive,
     /// The event log's stream ops (`log-event`).

@@ -11,6 +11,7 @@
 
 mod admin;
 mod inspect;
+mod diagnostics;
 mod peers;
 mod plugins;
 mod requests;
@@ -95,6 +96,8 @@ pub struct Scheduler {
     ext: Extensions,
     /// restarts and retirements in progress
     admin: admin::Admin,
+    /// task stream, task metadata collectors, memory samplers
+    diag: diagnostics::Diagnostics,
     /// ids for waits and timers
     next_id: u64,
     /// worker and nanny plugins
@@ -117,13 +120,16 @@ impl Scheduler {
             allowed_failures: config.allowed_failures,
             worker_saturation: config.worker_saturation,
             work_stealing: config.work_stealing,
+            transition_log_length: config.low_level_log_length,
             ..CoreConfig::default()
         });
         core.ensure_fire_and_forget();
         let mut client_ids = FxHashMap::default();
         client_ids.insert(Arc::from("fire-and-forget"), rask_core::FIRE_AND_FORGET);
         let mut ext = Extensions::default();
-        ext.events.max_events = config.low_level_log_length.max(1);
+        ext.events.max_events = config.low_level_log_length.map(|n| n.max(1));
+        let diag =
+            diagnostics::Diagnostics::new(config.task_stream_length, config.recent_to_old_time);
         let plugins = plugins::Plugins::new(&identity.worker_plugins);
         Scheduler {
             core,
@@ -139,6 +145,7 @@ impl Scheduler {
             next_ttl_check: 0.0,
             ext,
             admin: admin::Admin::default(),
+            diag,
             next_id: 0,
             plugins,
             config,
@@ -215,17 +222,22 @@ impl Scheduler {
         let handled = started.elapsed();
         let n = commands.len();
         for c in &commands {
-            if let Command::Transitioned {
-                key,
-                finish,
-                stimulus_id,
-            } = c
-            {
-                self.with_ext(now, out, |ext, cx| {
-                    for e in ext.all() {
-                        e.on_transition(cx, key, *finish, stimulus_id);
-                    }
-                });
+            match c {
+                Command::Transitioned {
+                    key,
+                    finish,
+                    stimulus_id,
+                } => {
+                    self.with_ext(now, out, |ext, cx| {
+                        for e in ext.all() {
+                            e.on_transition(cx, key, *finish, stimulus_id);
+                        }
+                    });
+                }
+                Command::Done {
+                    key, start, finish, ..
+                } => self.diag.on_done(key, *start, *finish),
+                _ => {}
             }
         }
         for c in commands {
@@ -237,7 +249,7 @@ impl Scheduler {
                         out.to_client(*c, msg.clone().into());
                     }
                 }
-                Command::Transitioned { .. } => {}
+                Command::Transitioned { .. } | Command::Done { .. } => {}
                 Command::Error(e) => tracing::error!("{e}"),
             }
         }
@@ -378,6 +390,7 @@ impl Scheduler {
             }
             Timer::Retire(id) => self.retire_step(now, id, out),
             Timer::WorkersBack(id) => self.workers_back_deadline(now, id, out),
+            Timer::MemorySample(key) => self.memory_sample(now, key, out),
         }
     }
 

@@ -136,6 +136,9 @@ impl Scheduler {
         stimulus: Stimulus,
         out: &mut dyn Outbox,
     ) {
+        if let Stimulus::UpdateGraph { keys, .. } = &stimulus {
+            self.diag.graph_keys(keys);
+        }
         self.stimulus(now, stimulus, out);
         let Some(held) = self.clients.get_mut(&client).and_then(|c| c.held.take()) else {
             return;
@@ -261,6 +264,7 @@ impl Scheduler {
     ) {
         match msg {
             WorkerMsg::Core(s) => self.stimulus(now, s, out),
+            WorkerMsg::TaskDone(d) => self.task_done(now, worker, *d, out),
             // liveness is the stream itself (and the heartbeats)
             WorkerMsg::KeepAlive => {}
             WorkerMsg::Events(op) => self.with_ext(now, out, |ext, cx| {
@@ -289,6 +293,7 @@ impl Scheduler {
         };
         self.stimulus(now, s, out);
         self.workers.remove(&worker);
+        self.diag.worker_removed(worker);
         out.close_worker(worker);
         tracing::info!(%address, "Remove worker");
         self.with_ext(now, out, |ext, cx| {

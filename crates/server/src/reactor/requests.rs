@@ -145,6 +145,7 @@ impl Scheduler {
             }
             Rpc::Plugins(r) => return self.plugins_rpc(r, to, out),
             Rpc::Inspect(r) => return self.inspect(r, to, out),
+            Rpc::Diagnostics(r) => return self.diagnostics_rpc(now, r, to, out),
         };
         out.reply(to, answer);
     }
@@ -209,6 +210,8 @@ impl Scheduler {
         if let Some(info) = self.workers.get_mut(&w) {
             info.last_seen = now;
             if let Some(m) = metrics {
+                let nbytes = self.core.worker(w).map_or(0, |ws| ws.nbytes);
+                self.diag.on_heartbeat(w, now, &m, nbytes);
                 info.metrics = m;
             }
         }

@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod coordination;
+pub mod diagnostics;
 pub mod events;
 pub mod plugins;
 pub mod inspect;

@@ -3,6 +3,7 @@
 
 use super::{keys_value, now, who_has_value};
 use crate::error::RequestError;
+use crate::messages::diagnostics::TaskDone;
 use crate::messages::events::{StreamOp, WorkerEvent};
 use crate::messages::{Registration, ToWorkerMsg, WorkerMsg};
 use rask_comm::fields::{field, int_field, key_field, keys_field, str_field};
@@ -148,26 +149,76 @@ fn run_id(msg: &Value) -> Result<u64, RequestError> {
 
 /// `task-finished`
 pub fn task_finished(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
-    Ok(WorkerMsg::Core(Stimulus::TaskFinished {
+    let key = key_field(msg, "key")?;
+    let type_ = s.types.detach(msg.get("type"));
+    let stimulus = Stimulus::TaskFinished {
         worker: s.worker,
-        key: key_field(msg, "key")?,
+        key: key.clone(),
         run_id: run_id(msg)?,
         nbytes: msg.get("nbytes").and_then(Value::as_i64).unwrap_or(0),
-        type_: s.types.detach(msg.get("type")),
+        type_: type_.clone(),
         compute_duration: compute_duration(msg),
         stimulus_id: sid(msg, "task-finished"),
-    }))
+    };
+    let metadata = msg
+        .get("metadata")
+        .filter(|m| !matches!(m, Value::Nil) && m.as_map().is_none_or(|m| !m.is_empty()))
+        .cloned();
+    Ok(task_done(msg, stimulus, key, Some(type_), metadata))
 }
 
 /// `task-erred`
 pub fn task_erred(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
-    Ok(WorkerMsg::Core(Stimulus::TaskErred {
+    let key = key_field(msg, "key")?;
+    let stimulus = Stimulus::TaskErred {
         worker: s.worker,
-        key: key_field(msg, "key")?,
+        key: key.clone(),
         run_id: run_id(msg)?,
         exception: msg.get("exception").cloned().unwrap_or(Value::Nil),
         traceback: msg.get("traceback").cloned().unwrap_or(Value::Nil),
         stimulus_id: sid(msg, "task-erred"),
+    };
+    Ok(task_done(msg, stimulus, key, None, None))
+}
+
+/// A `task-finished`/`task-erred` with the task stream's record of it: the message's fields
+/// as `TaskStreamPlugin.transition` gets them (scheduler.py:2065: everything but `op` and
+/// `run_id`; `stimulus_task_erred` adds `cause`, the task itself), with the result's type
+/// as its own buffer, not a slice that keeps the whole batch alive.
+fn task_done(
+    msg: &Value,
+    stimulus: Stimulus,
+    key: Key,
+    type_: Option<Value>,
+    metadata: Option<Value>,
+) -> WorkerMsg {
+    let erred = matches!(stimulus, Stimulus::TaskErred { .. });
+    let mut entries: Vec<(Value, Value)> = msg
+        .as_map()
+        .unwrap_or_default()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), Some("op" | "run_id")))
+        .map(|(k, v)| match (k.as_str(), &type_) {
+            (Some("type"), Some(t)) => (k.clone(), t.clone()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    if erred {
+        entries.push((Value::from("cause"), key.to_value()));
+    }
+    let last_stop = msg
+        .get("startstops")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.get("stop").and_then(Value::as_f64))
+        .fold(f64::NEG_INFINITY, f64::max);
+    WorkerMsg::TaskDone(Box::new(TaskDone {
+        stimulus,
+        key,
+        record: Value::Map(entries),
+        last_stop,
+        metadata,
     }))
 }
 
