@@ -171,6 +171,8 @@ impl SchedulerState {
         if ts.state == finish {
             return;
         }
+        self.transition_counter += 1;
+        let ts = self.expect_task(id);
         if !ts.watch {
             return self.transition_inner(id, finish, report, recs, sid);
         }

@@ -105,6 +105,9 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
                 return streams::worker_stream(comm, msg, ctx.clone()).await
             }
             Serve::Connection(ConnectionOp::RegisterNanny) => return register_nanny(comm).await,
+            Serve::Connection(ConnectionOp::SubscribeWorkerStatus) => {
+                return streams::worker_status_stream(comm, ctx.clone()).await
+            }
             Serve::Connection(ConnectionOp::Close | ConnectionOp::CloseStream) => {
                 if wants_reply {
                     comm.writer.write(&Value::from("OK")).await?;

@@ -10,7 +10,7 @@
 use crate::error::RequestError;
 use crate::messages::{ClientMsg, Rpc, WorkerMsg};
 use crate::translate::worker::WorkerStream;
-use crate::translate::{client, coordination, events, rpc, shuffle, worker};
+use crate::translate::{client, cluster, coordination, events, rpc, shuffle, worker};
 use rask_protocol::Value;
 
 /// What rask does with an op.
@@ -42,6 +42,9 @@ pub enum ConnectionOp {
     Close,
     /// `close-stream`: the peer ends its stream (protocol-level, not a handler).
     CloseStream,
+    /// `subscribe_worker_status`: answered with the identity, then the connection becomes
+    /// a feed of workers arriving and leaving (`WorkerStatusPlugin`).
+    SubscribeWorkerStatus,
 }
 
 /// One entry of a table.
@@ -98,30 +101,27 @@ const fn refused(name: &'static str, reason: &'static str) -> Op {
     }
 }
 
-const ADAPTIVE: &str = "adaptive scaling and cluster managers (Cluster.adapt, \
-    workers_to_close, check_idle) are not served by rask yet";
 const DIAGNOSTICS: &str = "rask does not record task streams, stories or profiles yet";
 const DUMPS: &str = "cluster state dumps are not served by rask yet";
 const LOGS: &str = "logs are not served through rask's scheduler yet; read the scheduler's \
     and the workers' log output";
-const METADATA: &str = "task metadata is not kept by rask yet";
+const METADATA: &str = "collecting task metadata (Client.get_task_metadata) is not served by \
+    rask yet";
 const PLUGINS: &str = "worker and nanny plugins (register_plugin(WorkerPlugin), \
     forward_logging, PipInstall, UploadDirectory) are not served by rask yet";
-const PLACEMENT: &str = "moving data between workers on request (rebalance, replicate) is \
-    not served by rask yet";
 const RECREATE: &str = "recreate_error_locally and recreate_task_locally are not served by \
     rask yet";
 
 /// `Scheduler.handlers` (with the extensions'), sorted by name.
 pub static RPC: &[Op] = &[
-    refused("adaptive_target", ADAPTIVE),
-    refused(
-        "add_keys",
-        "the RPC form of add_keys; workers send add-keys on their stream, which rask serves",
-    ),
+    rpc("adaptive_target", cluster::adaptive_target),
+    rpc("add_keys", cluster::add_keys),
     refused(
         "amm_handler",
-        "the active memory manager is not part of rask yet",
+        "the active memory manager is a framework of Python policy objects (ReduceReplicas, \
+         RetireWorker, user policies) run inside the stock scheduler against its Python \
+         TaskState/WorkerState objects; rask's scheduler is Rust and runs no Python policies. \
+         retire_workers moves data off retiring workers, and replicate makes copies",
     ),
     refused(
         "benchmark_hardware",
@@ -129,7 +129,7 @@ pub static RPC: &[Op] = &[
     ),
     rpc("broadcast", rpc::broadcast),
     refused("call_stack", DIAGNOSTICS),
-    refused("check_idle", ADAPTIVE),
+    rpc("check_idle", cluster::check_idle),
     refused(
         "connection_stream",
         "bare connection streams are not served by rask",
@@ -151,7 +151,7 @@ pub static RPC: &[Op] = &[
     refused("get_cluster_state", DUMPS),
     refused("get_error_cause", RECREATE),
     refused("get_logs", LOGS),
-    refused("get_metadata", METADATA),
+    rpc("get_metadata", cluster::get_metadata),
     refused("get_runspec", RECREATE),
     refused("get_story", DIAGNOSTICS),
     refused("get_task_prefix_states", DIAGNOSTICS),
@@ -194,14 +194,18 @@ pub static RPC: &[Op] = &[
     rpc("queue_get", coordination::queue_get),
     rpc("queue_put", coordination::queue_put),
     rpc("queue_qsize", coordination::queue_qsize),
-    refused("rebalance", PLACEMENT),
+    refused(
+        "rebalance",
+        "moving data between workers by memory use (rebalance) is not served by rask yet; \
+         replicate is",
+    ),
     connection("register-client", ConnectionOp::RegisterClient),
     connection("register-worker", ConnectionOp::RegisterWorker),
     connection("register_nanny", ConnectionOp::RegisterNanny),
     refused("register_nanny_plugin", PLUGINS),
     rpc("register_scheduler_plugin", rpc::register_scheduler_plugin),
     refused("register_worker_plugin", PLUGINS),
-    refused("replicate", PLACEMENT),
+    rpc("replicate", cluster::replicate),
     rpc("restart", rpc::restart),
     rpc("restart_workers", rpc::restart_workers),
     rpc("retire_workers", rpc::retire_workers),
@@ -217,26 +221,20 @@ pub static RPC: &[Op] = &[
     rpc("semaphore_register", coordination::semaphore_register),
     rpc("semaphore_release", coordination::semaphore_release),
     rpc("semaphore_value", coordination::semaphore_value),
-    refused("set_metadata", METADATA),
-    refused(
-        "set_resources",
-        "changing a worker's resources after it registered is not served by rask yet",
-    ),
-    refused(
-        "set_restrictions",
-        "changing a task's worker restrictions by RPC is not served by rask yet",
-    ),
+    rpc("set_metadata", cluster::set_metadata),
+    rpc("set_resources", cluster::set_resources),
+    rpc("set_restrictions", cluster::set_restrictions),
     rpc("shuffle_barrier", shuffle::barrier),
     rpc("shuffle_get", shuffle::get),
     rpc("shuffle_get_or_create", shuffle::get_or_create),
     rpc("shuffle_restrict_task", shuffle::restrict_task),
     refused("start_task_metadata", METADATA),
     refused("stop_task_metadata", METADATA),
-    refused("subscribe_worker_status", ADAPTIVE),
-    refused(
-        "terminate",
-        "Client.shutdown() is not supported by rask scheduler: stop it with SIGTERM (or Ctrl-C)",
+    connection(
+        "subscribe_worker_status",
+        ConnectionOp::SubscribeWorkerStatus,
     ),
+    rpc("terminate", cluster::terminate),
     rpc("unregister", rpc::unregister),
     refused("unregister_nanny_plugin", PLUGINS),
     rpc(
@@ -250,7 +248,7 @@ pub static RPC: &[Op] = &[
     rpc("versions", rpc::versions),
     rpc("who_has", rpc::who_has),
     refused("worker_logs", LOGS),
-    refused("workers_to_close", ADAPTIVE),
+    rpc("workers_to_close", cluster::workers_to_close),
 ];
 
 /// `Scheduler.stream_handlers` that clients use, sorted by name.

@@ -4,6 +4,7 @@
 //! that turns these into wire values or back; the op table (`ops.rs`) says which op becomes
 //! which variant. Payloads only Python understands (pickles, user data) stay [`Value`]s.
 
+pub mod cluster;
 pub mod coordination;
 pub mod events;
 pub mod shuffle;
@@ -157,6 +158,8 @@ pub enum Rpc {
     Coordination(coordination::Rpc),
     /// The P2P shuffle's scheduler side.
     Shuffle(shuffle::Rpc),
+    /// Cluster managers' requests and data placement.
+    Cluster(cluster::Rpc),
 }
 
 /// `scatter`'s arguments.

@@ -10,6 +10,7 @@
 //! - [`run`]: the tokio task around it.
 
 mod admin;
+mod cluster;
 mod peers;
 mod requests;
 mod run;
@@ -94,6 +95,8 @@ pub struct Scheduler {
     admin: admin::Admin,
     /// ids for waits and timers
     next_id: u64,
+    /// metadata, `check_idle`'s memory
+    cluster: cluster::ClusterState,
 }
 
 /// How often worker heartbeats are checked against `worker-ttl`.
@@ -134,6 +137,7 @@ impl Scheduler {
             ext,
             admin: admin::Admin::default(),
             next_id: 0,
+            cluster: cluster::ClusterState::default(),
             config,
         }
     }

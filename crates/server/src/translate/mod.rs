@@ -13,6 +13,7 @@
 //! - [`records`]: a graph helper's task records -> the core's `NewTask`s.
 
 pub mod client;
+pub mod cluster;
 pub mod coordination;
 pub mod events;
 pub mod records;
