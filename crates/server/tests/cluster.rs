@@ -78,6 +78,22 @@ async fn metadata_round_trips_through_nested_keys() {
     .await;
     assert!(is_error(&missing), "{missing:?}");
     assert!(error_text(&missing).starts_with("KeyError"), "{missing:?}");
+    // what `Client.get_metadata` sends without a default: `dask.typing.no_default`
+    let no_default = Value::map([
+        ("__Enum__", Value::Bool(true)),
+        ("name", s("no_default")),
+        ("__module__", s("dask.typing")),
+        ("__name__", s("_NoDefault")),
+    ]);
+    let raised = rpc(
+        &server.address,
+        msg(
+            "get_metadata",
+            [("keys", path(&["x"])), ("default", no_default)],
+        ),
+    )
+    .await;
+    assert!(error_text(&raised).starts_with("KeyError"), "{raised:?}");
     let defaulted = rpc(
         &server.address,
         msg(

@@ -72,11 +72,17 @@ pub fn set_metadata(msg: &Value) -> Result<AnyRpc, RequestError> {
     }))
 }
 
-/// `get_metadata {keys, default}`: a missing `default` means "raise `KeyError`".
+/// `get_metadata {keys, default}`: a missing `default`, or `dask.typing.no_default` (which
+/// msgpack carries as `{"__Enum__": True, "name": "no_default", ...}`), means "raise
+/// `KeyError`".
 pub fn get_metadata(msg: &Value) -> Result<AnyRpc, RequestError> {
+    let no_default = |d: &Value| {
+        d.get("__Enum__").is_some_and(Value::truthy)
+            && d.get("name").and_then(Value::as_str) == Some("no_default")
+    };
     Ok(AnyRpc::Cluster(Rpc::GetMetadata {
         keys: path(msg)?,
-        default: msg.get("default").cloned(),
+        default: msg.get("default").filter(|d| !no_default(d)).cloned(),
     }))
 }
 
