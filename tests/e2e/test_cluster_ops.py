@@ -191,3 +191,18 @@ def test_shutdown_stops_the_scheduler_and_its_workers(cluster_factory):
     for w in c.workers.values():
         w.popen.wait(timeout=CLIENT_TIMEOUT)
         assert not w.alive(), w.report()
+
+
+# --------------------------------------------------------------------------------------------
+# rebalance
+
+
+def test_rebalance_keeps_every_value_where_the_scheduler_says_it_is(client):
+    prefix = unique("cluster-ops-rebalance")
+    futures = client.map(e2e_remote.inc, range(10), key=[f"{prefix}-{i}" for i in range(10)])
+    wait(futures, timeout=RESULT_TIMEOUT)
+    client.rebalance(futures)
+    client.rebalance()
+    assert client.gather(futures) == [i + 1 for i in range(10)]
+    who_has = client.who_has(futures)
+    assert all(who_has[f.key] for f in futures), who_has

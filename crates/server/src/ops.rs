@@ -194,11 +194,7 @@ pub static RPC: &[Op] = &[
     rpc("queue_get", coordination::queue_get),
     rpc("queue_put", coordination::queue_put),
     rpc("queue_qsize", coordination::queue_qsize),
-    refused(
-        "rebalance",
-        "moving data between workers by memory use (rebalance) is not served by rask yet; \
-         replicate is",
-    ),
+    rpc("rebalance", cluster::rebalance),
     connection("register-client", ConnectionOp::RegisterClient),
     connection("register-worker", ConnectionOp::RegisterWorker),
     connection("register_nanny", ConnectionOp::RegisterNanny),

@@ -476,3 +476,79 @@ async fn replicate_reports_keys_without_data_and_refuses_unknown_ones() {
     .await;
     assert!(error_text(&none).starts_with("ValueError"), "{none:?}");
 }
+
+// ---- rebalance ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rebalance_moves_keys_to_the_emptier_worker_and_drops_the_senders_copies_after() {
+    let server = TestServer::start().await;
+    // 100-byte memory limits: four 8-byte keys are over the 30% a sender needs
+    let small = [("memory_limit", Value::Int(100))];
+    let mut w0 = Worker::join_with(&server.address, "w0", 1, &small).await;
+    let mut w1 = Worker::join_with(&server.address, "w1", 1, &small).await;
+    let mut c = Client::connect(&server.address).await;
+    let names = ["k0", "k1", "k2", "k3"];
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|k| task(k, &[]).on(&[&w0.address]))
+        .collect();
+    c.submit(&tasks, &names).await;
+    w0.run_tasks(4).await;
+    w0.barrier().await;
+
+    let rebalancing = Pending::send(&server.address, msg("rebalance", [])).await;
+    let ask = w1.stream.next_op("acquire-replicas").await;
+    let asked: Vec<Value> = ask
+        .get("who_has")
+        .and_then(Value::as_map)
+        .unwrap()
+        .iter()
+        .map(|(k, from)| {
+            assert_eq!(from, &Value::Array(vec![s(&w0.address)]));
+            k.clone()
+        })
+        .collect();
+    // to the mean: 16 bytes each
+    assert_eq!(asked.len(), 2, "{ask:?}");
+    assert!(!rebalancing.is_answered());
+    w1.stream
+        .send(vec![msg(
+            "add-keys",
+            [
+                ("keys", Value::Array(asked.clone())),
+                ("stimulus_id", s("fetched")),
+            ],
+        )])
+        .await;
+    let answer = bounded("rebalance's answer", rebalancing.answer()).await;
+    assert_eq!(answer, Value::map([("status", s("OK"))]));
+    let removal = w0.stream.next_op("remove-replicas").await;
+    assert_eq!(removal.get("keys"), Some(&Value::Array(asked)));
+    let has_what = rpc(&server.address, msg("has_what", [])).await;
+    for w in [&w0.address, &w1.address] {
+        let held = has_what
+            .get(w)
+            .and_then(Value::as_array)
+            .map_or(0, <[Value]>::len);
+        assert_eq!(held, 2, "{has_what:?}");
+    }
+
+    // balanced now: nothing moves
+    let again = rpc(&server.address, msg("rebalance", [])).await;
+    assert_eq!(again, Value::map([("status", s("OK"))]));
+    let unknown_key = rpc(
+        &server.address,
+        msg("rebalance", [("keys", keys(&["zzz"]))]),
+    )
+    .await;
+    assert_eq!(unknown_key.get("status"), Some(&s("partial-fail")));
+    let unknown_worker = rpc(
+        &server.address,
+        msg("rebalance", [("workers", keys(&["tcp://127.0.0.1:1"]))]),
+    )
+    .await;
+    assert!(
+        error_text(&unknown_worker).starts_with("KeyError"),
+        "{unknown_worker:?}"
+    );
+}

@@ -84,6 +84,8 @@ pub enum Rpc {
     },
     /// `replicate {keys, n, workers, branching_factor, delete}` (scheduler.py:7185)
     Replicate(Box<Replicate>),
+    /// `rebalance {keys, workers}` (scheduler.py:6832)
+    Rebalance(Box<Rebalance>),
 }
 
 /// `workers_to_close`'s arguments.
@@ -118,4 +120,30 @@ pub struct Replicate {
     pub stimulus_id: Arc<str>,
     /// set by the state task once it started: copies are being fetched
     pub started: bool,
+}
+
+/// `rebalance`'s arguments, and its moves once planned.
+#[derive(Debug, Clone)]
+pub struct Rebalance {
+    /// only these keys may move
+    pub keys: Option<Vec<Key>>,
+    /// only between these workers (addresses)
+    pub workers: Option<Vec<Arc<str>>>,
+    /// why
+    pub stimulus_id: Arc<str>,
+    /// set by the state task: the moves asked for, and when it stops waiting for them
+    pub moving: Option<Moving>,
+}
+
+/// The moves of a `rebalance` in progress.
+#[derive(Debug, Clone)]
+pub struct Moving {
+    /// (sender, recipient, key) still waiting for the recipient's copy
+    pub pending: Vec<(Arc<str>, Arc<str>, Key)>,
+    /// keys moved: the recipient has its copy and the sender's was dropped
+    pub moved: usize,
+    /// keys that could not move (a worker left, the key was forgotten, time ran out)
+    pub failed: Vec<Key>,
+    /// when to stop waiting (state-task clock)
+    pub deadline: f64,
 }

@@ -6,7 +6,9 @@
 
 use super::Scheduler;
 use crate::event::{Replier, RpcResult, Timer};
-use crate::messages::cluster::{Replicate, Rpc, WorkerStatusMsg, WorkersToClose};
+use crate::messages::cluster::{
+    Moving, Rebalance, Replicate, Rpc, WorkerStatusMsg, WorkersToClose,
+};
 use crate::messages::{Rpc as AnyRpc, ToWorkerMsg};
 use crate::outbox::Outbox;
 use crate::translate::cluster as wire;
@@ -24,6 +26,20 @@ const DEFAULT_TARGET_DURATION: f64 = 5.0;
 /// How often a `replicate` looks at where its keys are and asks for the copies still
 /// missing.
 const REPLICATE_POLL: Duration = Duration::from_millis(100);
+
+/// `distributed.worker.memory.rebalance.*` at their `distributed.yaml` defaults (rask does
+/// not read these keys): half of `sender-recipient-gap`, `sender-min`, `recipient-max`.
+const REBALANCE_HALF_GAP: f64 = 0.05;
+const REBALANCE_SENDER_MIN: f64 = 0.30;
+const REBALANCE_RECIPIENT_MAX: f64 = 0.60;
+
+/// How long a `rebalance` waits for recipients to fetch their copies before it reports the
+/// keys that did not move.
+const REBALANCE_TIMEOUT: f64 = 30.0;
+
+/// A sender's or recipient's place in `rebalance`'s heaps: (bytes max, bytes min, worker),
+/// smallest first.
+type Slot = std::cmp::Reverse<(i64, i64, WorkerId)>;
 
 /// This family's state in the scheduler.
 pub(super) struct ClusterState {
@@ -158,6 +174,7 @@ impl Scheduler {
                 }
             }
             Rpc::Replicate(r) => return self.replicate(now, *r, to, out),
+            Rpc::Rebalance(r) => return self.rebalance(now, *r, to, out),
         };
         out.reply(to, answer);
     }
@@ -612,22 +629,296 @@ impl Scheduler {
         let mut drops: Vec<_> = drops.into_iter().collect();
         drops.sort_by_key(|(w, _)| *w);
         for (w, keys) in drops {
-            for key in &keys {
-                let s = Stimulus::ReleaseWorkerData {
-                    worker: w,
-                    key: key.clone(),
-                    stimulus_id: sid.clone(),
-                };
-                self.stimulus(now, s, out);
+            self.drop_copies(now, w, keys, sid, out);
+        }
+    }
+
+    // ---- rebalance -------------------------------------------------------------------------
+
+    /// `rebalance` (scheduler.py:6832-7183): keys move from workers holding more than the
+    /// mean memory to workers holding less, until all are within 5% of it; nothing moves
+    /// while every worker is under 30% of its memory limit. A recipient fetches its copy
+    /// (`acquire-replicas`); only once the scheduler knows it holds it is the sender's copy
+    /// dropped (`remove-replicas`), so no key is ever left without a copy.
+    ///
+    /// Differences from the stock scheduler: memory is measured as the bytes of the keys a
+    /// worker holds (the `managed` measure of `distributed.worker.memory.rebalance.measure`;
+    /// the stock default, `optimistic`, adds unmanaged process memory older than 30 s, which
+    /// rask does not track), and keys are taken in rask's order, not least recently
+    /// inserted first.
+    fn rebalance(&mut self, now: f64, mut r: Rebalance, to: Replier, out: &mut dyn Outbox) {
+        if to.is_closed() {
+            return;
+        }
+        let Some(mut moving) = r.moving.take() else {
+            return self.rebalance_start(now, r, to, out);
+        };
+        let mut drops: FxHashMap<WorkerId, Vec<Key>> = FxHashMap::default();
+        let mut still = Vec::new();
+        for (sender, recipient, key) in std::mem::take(&mut moving.pending) {
+            let ids = (
+                self.core.worker_id(&sender),
+                self.core.worker_id(&recipient),
+                self.core.task(&key),
+            );
+            let (Some(s), Some(rw), Some(t)) = ids else {
+                moving.failed.push(key);
+                continue;
+            };
+            if t.who_has.contains(&rw) {
+                if t.who_has.contains(&s) {
+                    drops.entry(s).or_default().push(key);
+                }
+                moving.moved += 1;
+            } else if t.state != TaskStatus::Memory || now >= moving.deadline {
+                moving.failed.push(key);
+            } else {
+                still.push((sender, recipient, key));
             }
+        }
+        let mut drops: Vec<_> = drops.into_iter().collect();
+        drops.sort_by_key(|(w, _)| *w);
+        for (w, keys) in drops {
+            self.drop_copies(now, w, keys, &r.stimulus_id, out);
+        }
+        if !still.is_empty() {
+            moving.pending = still;
+            r.moving = Some(moving);
+            let request = AnyRpc::Cluster(Rpc::Rebalance(Box::new(r)));
+            return out.after(REPLICATE_POLL, Timer::Again { request, reply: to });
+        }
+        let event = wire::rebalance_event(moving.moved);
+        self.with_ext(now, out, |ext, cx| {
+            ext.events.publish(cx, &[Arc::from("all")], event)
+        });
+        // scheduler.py:6925: keys that did not move fail the request only when the
+        // caller named keys
+        let answer = if moving.failed.is_empty() || r.keys.is_none() {
+            wire::status_ok()
+        } else {
+            wire::partial_fail(&moving.failed)
+        };
+        out.reply(to, Ok(answer));
+    }
+
+    /// `rebalance`'s checks and plan (`_rebalance_find_msgs`), and the recipients asked to
+    /// fetch their copies.
+    fn rebalance_start(&mut self, now: f64, mut r: Rebalance, to: Replier, out: &mut dyn Outbox) {
+        let wss: Vec<WorkerId> = match &r.workers {
+            Some(addrs) => {
+                let mut ids = Vec::new();
+                for a in addrs {
+                    match self.core.worker_id(a) {
+                        Some(id) => ids.push(id),
+                        None => return out.reply(to, Ok(raised("KeyError", a))),
+                    }
+                }
+                ids
+            }
+            None => self
+                .workers_in_order()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        if wss.is_empty() {
+            return out.reply(to, Ok(wire::status_ok()));
+        }
+        if let Some(keys) = &r.keys {
+            if keys.is_empty() {
+                return out.reply(to, Ok(wire::status_ok()));
+            }
+            let missing: Vec<Key> = keys
+                .iter()
+                .filter(|k| self.core.task(k).is_none_or(|t| t.who_has.is_empty()))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                return out.reply(to, Ok(wire::partial_fail(&missing)));
+            }
+        }
+        let moves = self.rebalance_moves(r.keys.as_deref(), &wss);
+        if moves.is_empty() {
+            let event = wire::rebalance_event(0);
+            self.with_ext(now, out, |ext, cx| {
+                ext.events.publish(cx, &[Arc::from("all")], event)
+            });
+            return out.reply(to, Ok(wire::status_ok()));
+        }
+        let mut asks: FxHashMap<WorkerId, Ask> = FxHashMap::default();
+        let mut pending = Vec::with_capacity(moves.len());
+        for (sender, recipient, tid) in moves {
+            let (Some(t), Some(s), Some(rw)) = (
+                self.core.task_by_id(tid),
+                self.core.worker(sender),
+                self.core.worker(recipient),
+            ) else {
+                continue;
+            };
+            let entry = asks.entry(recipient).or_default();
+            entry.0.push((t.key.clone(), vec![s.address.clone()]));
+            entry.1.push((t.key.clone(), t.nbytes));
+            pending.push((s.address.clone(), rw.address.clone(), t.key.clone()));
+        }
+        let mut asks: Vec<_> = asks.into_iter().collect();
+        asks.sort_by_key(|(w, _)| *w);
+        for (w, (who_has, nbytes)) in asks {
             out.to_worker(
                 w,
-                ToWorkerMsg::Core(ToWorker::RemoveReplicas {
-                    keys,
-                    stimulus_id: sid.clone(),
-                }),
+                ToWorkerMsg::AcquireReplicas {
+                    who_has,
+                    nbytes,
+                    stimulus_id: r.stimulus_id.clone(),
+                },
             );
         }
+        r.moving = Some(Moving {
+            pending,
+            moved: 0,
+            failed: Vec::new(),
+            deadline: now + REBALANCE_TIMEOUT,
+        });
+        let request = AnyRpc::Cluster(Rpc::Rebalance(Box::new(r)));
+        out.after(REPLICATE_POLL, Timer::Again { request, reply: to });
+    }
+
+    /// `_rebalance_find_msgs` (scheduler.py:6936-7124): (sender, recipient, task) pairs. A
+    /// recipient that holds the key (or is already getting it) is skipped, so replication
+    /// never degrades.
+    fn rebalance_moves(
+        &self,
+        keys: Option<&[Key]>,
+        wss: &[WorkerId],
+    ) -> Vec<(WorkerId, WorkerId, rask_core::TaskId)> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let memory: Vec<(WorkerId, &rask_core::Worker)> = wss
+            .iter()
+            .filter_map(|id| self.core.worker(*id).map(|w| (*id, w)))
+            .collect();
+        if memory.is_empty() {
+            return Vec::new();
+        }
+        let mean = memory.iter().map(|(_, w)| w.nbytes).sum::<i64>() / memory.len() as i64;
+        let allowed: Option<FxHashSet<&Key>> = keys.map(|ks| ks.iter().collect());
+        let mut senders: BinaryHeap<Slot> = BinaryHeap::new();
+        let mut recipients: BinaryHeap<Slot> = BinaryHeap::new();
+        // each sender's keys, and how far it has been looked through
+        let mut holdings: FxHashMap<WorkerId, (Vec<rask_core::TaskId>, usize)> =
+            FxHashMap::default();
+        for (id, w) in &memory {
+            let m = w.nbytes;
+            let (half_gap, sender_min, recipient_max) = if w.memory_limit > 0 {
+                let limit = w.memory_limit as f64;
+                (
+                    (REBALANCE_HALF_GAP * limit) as i64,
+                    REBALANCE_SENDER_MIN * limit,
+                    REBALANCE_RECIPIENT_MAX * limit,
+                )
+            } else {
+                (0, 0.0, f64::INFINITY)
+            };
+            if !w.has_what.is_empty() && m >= mean + half_gap && m as f64 >= sender_min {
+                let max = mean - m;
+                senders.push(Reverse((max, max + half_gap, *id)));
+                let mut held: Vec<_> = w.has_what.iter().copied().collect();
+                held.sort();
+                holdings.insert(*id, (held, 0));
+            } else if m < mean - half_gap && (m as f64) < recipient_max {
+                let max = m - mean;
+                recipients.push(Reverse((max, max + half_gap, *id)));
+            }
+        }
+        let mut moves = Vec::new();
+        let mut planned: FxHashSet<(rask_core::TaskId, WorkerId)> = FxHashSet::default();
+        while let Some(&Reverse((mut smax, mut smin, sid))) = senders.peek() {
+            if recipients.is_empty() {
+                break;
+            }
+            let Some((held, cursor)) = holdings.get_mut(&sid) else {
+                senders.pop();
+                continue;
+            };
+            let mut moved = false;
+            while *cursor < held.len() {
+                let tid = held[*cursor];
+                *cursor += 1;
+                let Some(t) = self.core.task_by_id(tid) else {
+                    continue;
+                };
+                if allowed.as_ref().is_some_and(|a| !a.contains(&t.key)) {
+                    continue;
+                }
+                let nbytes = t.nbytes;
+                if nbytes + smax > 0 {
+                    continue;
+                }
+                let mut skipped = Vec::new();
+                let mut chosen = None;
+                while let Some(&Reverse((rmax, rmin, rid))) = recipients.peek() {
+                    if nbytes + rmax > 0 {
+                        break;
+                    }
+                    recipients.pop();
+                    if t.who_has.contains(&rid) || planned.contains(&(tid, rid)) {
+                        skipped.push(Reverse((rmax, rmin, rid)));
+                    } else {
+                        chosen = Some((rmax, rmin, rid));
+                        break;
+                    }
+                }
+                recipients.extend(skipped);
+                let Some((mut rmax, mut rmin, rid)) = chosen else {
+                    continue;
+                };
+                moves.push((sid, rid, tid));
+                planned.insert((tid, rid));
+                smax += nbytes;
+                smin += nbytes;
+                rmax += nbytes;
+                rmin += nbytes;
+                senders.pop();
+                if smin < 0 {
+                    senders.push(Reverse((smax, smin, sid)));
+                }
+                if rmin < 0 {
+                    recipients.push(Reverse((rmax, rmin, rid)));
+                }
+                moved = true;
+                break;
+            }
+            if !moved {
+                senders.pop();
+            }
+        }
+        moves
+    }
+
+    /// A worker's copies of `keys` are dropped: the scheduler forgets them now and the
+    /// worker is told (`remove-replicas`), as the active memory manager does.
+    fn drop_copies(
+        &mut self,
+        now: f64,
+        w: WorkerId,
+        keys: Vec<Key>,
+        sid: &Arc<str>,
+        out: &mut dyn Outbox,
+    ) {
+        for key in &keys {
+            let s = Stimulus::ReleaseWorkerData {
+                worker: w,
+                key: key.clone(),
+                stimulus_id: sid.clone(),
+            };
+            self.stimulus(now, s, out);
+        }
+        out.to_worker(
+            w,
+            ToWorkerMsg::Core(ToWorker::RemoveReplicas {
+                keys,
+                stimulus_id: sid.clone(),
+            }),
+        );
     }
 
     fn addresses(&self, ids: &[WorkerId]) -> Vec<Arc<str>> {

@@ -2,7 +2,7 @@
 //! and the data-placement RPCs) and the worker-status feed's wire shape.
 
 use crate::error::{Invalid, RequestError};
-use crate::messages::cluster::{Replicate, Rpc, WorkerStatusMsg, WorkersToClose};
+use crate::messages::cluster::{Rebalance, Replicate, Rpc, WorkerStatusMsg, WorkersToClose};
 use crate::messages::Rpc as AnyRpc;
 use rask_comm::fields::{field, flag, keys_field, list_field, opt_str, str_field};
 use rask_comm::FieldError;
@@ -214,6 +214,33 @@ pub fn replicate(msg: &Value) -> Result<AnyRpc, RequestError> {
         stimulus_id: super::stimulus_id(msg, "replicate"),
         started: false,
     }))))
+}
+
+/// `rebalance {keys, workers}`
+pub fn rebalance(msg: &Value) -> Result<AnyRpc, RequestError> {
+    let keys = match msg.get("keys") {
+        None | Some(Value::Nil) => None,
+        Some(v) => Some(rask_comm::fields::keys_of(v, "keys")?),
+    };
+    Ok(AnyRpc::Cluster(Rpc::Rebalance(Box::new(Rebalance {
+        keys,
+        workers: rask_comm::fields::opt_str_list(msg, "workers")?,
+        stimulus_id: super::stimulus_id(msg, "rebalance"),
+        moving: None,
+    }))))
+}
+
+/// `{"status": "OK"}`
+pub fn status_ok() -> Value {
+    Value::map([("status", Value::from("OK"))])
+}
+
+/// `rebalance`'s event on the `all` topic (scheduler.py:7172).
+pub fn rebalance_event(moved_keys: usize) -> Value {
+    Value::map([
+        ("action", Value::from("rebalance")),
+        ("moved_keys", Value::from(moved_keys)),
+    ])
 }
 
 /// A worker-status feed message on the wire: `[op, msg]`, as `Cluster._watch_worker_status`
