@@ -7,6 +7,8 @@
 //! - [`requests`]: the RPCs the scheduler serves itself (queries, `scatter`, `gather`, ...).
 //! - [`peers`]: clients and workers joining, their stream messages, leaving.
 //! - [`admin`]: restarting and retiring workers, the worker-ttl check.
+//! - [`cluster`]: cluster managers' requests (metadata, worker-status feeds, adaptive
+//!   scaling, `terminate`) and data placement (`replicate`, `rebalance`).
 //! - [`run`]: the tokio task around it.
 
 mod admin;
