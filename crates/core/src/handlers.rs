@@ -156,6 +156,19 @@ impl SchedulerState {
                     ts.loose_restrictions = false;
                 }
             }
+            Stimulus::SetResources { worker, resources } => {
+                // `add_resources` (scheduler.py:8270): `ws.resources.update(resources)`;
+                // resources only decide which workers a task may go to, at its next
+                // dispatch, as in Dask
+                if let Some(ws) = self.workers.get_mut(&worker) {
+                    for (name, amount) in resources {
+                        match ws.resources.iter_mut().find(|(n, _)| *n == name) {
+                            Some(slot) => slot.1 = amount,
+                            None => ws.resources.push((name, amount)),
+                        }
+                    }
+                }
+            }
             Stimulus::Release { keys, stimulus_id } => {
                 let recs: Recs = keys
                     .iter()

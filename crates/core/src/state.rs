@@ -254,6 +254,8 @@ pub struct SchedulerState {
     pub(crate) transition_log: std::collections::VecDeque<crate::types::Transition>,
     /// emit [`Command::Done`] when a task reaches memory or erred
     pub(crate) report_done: bool,
+    /// transitions made so far (`transition_counter`): `check_idle` compares it
+    pub(crate) transition_counter: u64,
 }
 
 impl SchedulerState {
@@ -287,6 +289,7 @@ impl SchedulerState {
             now: 0.0,
             transition_log: Default::default(),
             report_done: false,
+            transition_counter: 0,
         }
     }
 
@@ -376,6 +379,33 @@ impl SchedulerState {
     /// Tasks in `queued`.
     pub fn queued_len(&self) -> usize {
         self.queued.len()
+    }
+
+    /// Tasks in `no-worker`.
+    pub fn unrunnable_len(&self) -> usize {
+        self.unrunnable.len()
+    }
+
+    /// Up to `n` tasks waiting for a worker: `queued` by priority, then `no-worker`
+    /// (`concat([self.queued, self.unrunnable])` in `adaptive_target`).
+    pub fn waiting_for_workers(&self, n: usize) -> Vec<TaskId> {
+        self.queued
+            .iter()
+            .map(|(_, id)| *id)
+            .chain(self.unrunnable.iter().copied())
+            .take(n)
+            .collect()
+    }
+
+    /// Transitions made so far (`Scheduler.transition_counter`).
+    pub fn transition_counter(&self) -> u64 {
+        self.transition_counter
+    }
+
+    /// Expected duration of a task (`_get_prefix_duration`): its prefix's mean so far,
+    /// else `unknown-task-duration`.
+    pub fn task_duration(&self, id: TaskId) -> f64 {
+        self.expected_duration(id)
     }
 
     /// A worker by id.

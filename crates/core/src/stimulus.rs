@@ -240,6 +240,14 @@ pub enum Stimulus {
         /// allowed worker addresses
         workers: Option<Vec<Arc<str>>>,
     },
+    /// `set_resources` (`add_resources`, scheduler.py:8270): the worker's resources are
+    /// updated with these amounts (others it had stay).
+    SetResources {
+        /// the worker
+        worker: WorkerId,
+        /// resource -> amount
+        resources: Vec<(Arc<str>, f64)>,
+    },
     /// Recommends `released` for these keys (tasks still wanted go back to `waiting` and
     /// run again): how a P2P shuffle restarts.
     Release {

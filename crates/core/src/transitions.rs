@@ -193,11 +193,12 @@ impl SchedulerState {
         }
         let log = self.config.transition_log_length != Some(0);
         let watch = ts.watch;
+        self.transition_counter += 1;
         if !watch && !log && !self.report_done {
             self.transition_inner(id, finish, report, recs, sid);
             return;
         }
-        let key = ts.key.clone();
+        let key = self.expect_task(id).key.clone();
         let mark = self.out.len();
         if log {
             recs.journal_start();

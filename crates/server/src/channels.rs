@@ -3,6 +3,7 @@
 
 use crate::event::{ClientTx, Event, Job, Replier, RpcResult, Timer, WorkerTx};
 use crate::jobs::{self, JobContext};
+use crate::messages::cluster::{StatusTx, WorkerStatusMsg};
 use crate::messages::{ToClientMsg, ToWorkerMsg};
 use crate::outbox::Outbox;
 use rask_core::{ClientId, WorkerId};
@@ -15,6 +16,8 @@ use tokio::sync::{mpsc, watch};
 pub struct Channels {
     workers: FxHashMap<WorkerId, WorkerTx>,
     clients: FxHashMap<ClientId, ClientTx>,
+    /// `subscribe_worker_status` feeds
+    watchers: Vec<StatusTx>,
     /// back to the state task: job results and timers
     internal: mpsc::UnboundedSender<Event>,
     jobs: Arc<JobContext>,
@@ -33,6 +36,7 @@ impl Channels {
         Channels {
             workers: FxHashMap::default(),
             clients: FxHashMap::default(),
+            watchers: Vec::new(),
             internal,
             jobs,
             stop,
@@ -88,6 +92,15 @@ impl Outbox for Channels {
 
     fn close_client(&mut self, client: ClientId) {
         self.clients.remove(&client);
+    }
+
+    fn open_watcher(&mut self, stream: StatusTx) {
+        self.watchers.push(stream);
+    }
+
+    fn to_watchers(&mut self, msg: WorkerStatusMsg) {
+        // a feed whose connection closed is forgotten (`remove_plugin` on CommClosedError)
+        self.watchers.retain(|w| w.send(msg.clone()).is_ok());
     }
 
     fn stop(&mut self) {

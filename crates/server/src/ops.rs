@@ -11,7 +11,7 @@ use crate::error::RequestError;
 use crate::messages::{ClientMsg, Rpc, WorkerMsg};
 use crate::translate::worker::WorkerStream;
 use crate::translate::{
-    client, coordination, diagnostics, events, inspect, plugins, rpc, shuffle, worker,
+    client, cluster, coordination, diagnostics, events, inspect, plugins, rpc, shuffle, worker,
 };
 use rask_protocol::Value;
 
@@ -44,6 +44,9 @@ pub enum ConnectionOp {
     Close,
     /// `close-stream`: the peer ends its stream (protocol-level, not a handler).
     CloseStream,
+    /// `subscribe_worker_status`: answered with the identity, then the connection becomes
+    /// a feed of workers arriving and leaving (`WorkerStatusPlugin`).
+    SubscribeWorkerStatus,
 }
 
 /// One entry of a table.
@@ -100,27 +103,21 @@ const fn refused(name: &'static str, reason: &'static str) -> Op {
     }
 }
 
-const ADAPTIVE: &str = "adaptive scaling and cluster managers (Cluster.adapt, \
-    workers_to_close, check_idle) are not served by rask yet";
-const METADATA: &str = "task metadata is not kept by rask yet";
-const PLACEMENT: &str = "moving data between workers on request (rebalance, replicate) is \
-    not served by rask yet";
-
 /// `Scheduler.handlers` (with the extensions'), sorted by name.
 pub static RPC: &[Op] = &[
-    refused("adaptive_target", ADAPTIVE),
-    refused(
-        "add_keys",
-        "the RPC form of add_keys; workers send add-keys on their stream, which rask serves",
-    ),
+    rpc("adaptive_target", cluster::adaptive_target),
+    rpc("add_keys", cluster::add_keys),
     refused(
         "amm_handler",
-        "the active memory manager is not part of rask yet",
+        "the active memory manager is a framework of Python policy objects (ReduceReplicas, \
+         RetireWorker, user policies) run inside the stock scheduler against its Python \
+         TaskState/WorkerState objects; rask's scheduler is Rust and runs no Python policies. \
+         retire_workers moves data off retiring workers, and replicate makes copies",
     ),
     rpc("benchmark_hardware", inspect::benchmark_hardware),
     rpc("broadcast", rpc::broadcast),
     rpc("call_stack", inspect::call_stack),
-    refused("check_idle", ADAPTIVE),
+    rpc("check_idle", cluster::check_idle),
     refused(
         "connection_stream",
         "bare connection streams are not served by rask",
@@ -145,7 +142,7 @@ pub static RPC: &[Op] = &[
     rpc("get_cluster_state", inspect::get_cluster_state),
     rpc("get_error_cause", diagnostics::get_error_cause),
     rpc("get_logs", inspect::get_logs),
-    refused("get_metadata", METADATA),
+    rpc("get_metadata", cluster::get_metadata),
     rpc("get_runspec", diagnostics::get_runspec),
     rpc("get_story", diagnostics::get_story),
     rpc(
@@ -184,14 +181,14 @@ pub static RPC: &[Op] = &[
     rpc("queue_get", coordination::queue_get),
     rpc("queue_put", coordination::queue_put),
     rpc("queue_qsize", coordination::queue_qsize),
-    refused("rebalance", PLACEMENT),
+    rpc("rebalance", cluster::rebalance),
     connection("register-client", ConnectionOp::RegisterClient),
     connection("register-worker", ConnectionOp::RegisterWorker),
     connection("register_nanny", ConnectionOp::RegisterNanny),
     rpc("register_nanny_plugin", plugins::register_nanny_plugin),
     rpc("register_scheduler_plugin", rpc::register_scheduler_plugin),
     rpc("register_worker_plugin", plugins::register_worker_plugin),
-    refused("replicate", PLACEMENT),
+    rpc("replicate", cluster::replicate),
     rpc("restart", rpc::restart),
     rpc("restart_workers", rpc::restart_workers),
     rpc("retire_workers", rpc::retire_workers),
@@ -207,26 +204,20 @@ pub static RPC: &[Op] = &[
     rpc("semaphore_register", coordination::semaphore_register),
     rpc("semaphore_release", coordination::semaphore_release),
     rpc("semaphore_value", coordination::semaphore_value),
-    refused("set_metadata", METADATA),
-    refused(
-        "set_resources",
-        "changing a worker's resources after it registered is not served by rask yet",
-    ),
-    refused(
-        "set_restrictions",
-        "changing a task's worker restrictions by RPC is not served by rask yet",
-    ),
+    rpc("set_metadata", cluster::set_metadata),
+    rpc("set_resources", cluster::set_resources),
+    rpc("set_restrictions", cluster::set_restrictions),
     rpc("shuffle_barrier", shuffle::barrier),
     rpc("shuffle_get", shuffle::get),
     rpc("shuffle_get_or_create", shuffle::get_or_create),
     rpc("shuffle_restrict_task", shuffle::restrict_task),
     rpc("start_task_metadata", diagnostics::start_task_metadata),
     rpc("stop_task_metadata", diagnostics::stop_task_metadata),
-    refused("subscribe_worker_status", ADAPTIVE),
-    refused(
-        "terminate",
-        "Client.shutdown() is not supported by rask scheduler: stop it with SIGTERM (or Ctrl-C)",
+    connection(
+        "subscribe_worker_status",
+        ConnectionOp::SubscribeWorkerStatus,
     ),
+    rpc("terminate", cluster::terminate),
     rpc("unregister", rpc::unregister),
     rpc("unregister_nanny_plugin", plugins::unregister_nanny_plugin),
     rpc(
@@ -243,7 +234,7 @@ pub static RPC: &[Op] = &[
     rpc("versions", rpc::versions),
     rpc("who_has", rpc::who_has),
     rpc("worker_logs", inspect::worker_logs),
-    refused("workers_to_close", ADAPTIVE),
+    rpc("workers_to_close", cluster::workers_to_close),
 ];
 
 /// `Scheduler.stream_handlers` that clients use, sorted by name.

@@ -6,6 +6,7 @@
 //! it is a recorder, so a handler's effects can be checked without tokio or sockets.
 
 use crate::event::{ClientTx, Job, Replier, RpcResult, Timer, WorkerTx};
+use crate::messages::cluster::{StatusTx, WorkerStatusMsg};
 use crate::messages::{ToClientMsg, ToWorkerMsg};
 use rask_core::{ClientId, WorkerId};
 use std::time::Duration;
@@ -30,6 +31,10 @@ pub trait Outbox {
     fn open_client(&mut self, client: ClientId, stream: ClientTx);
     /// A client's stream closes.
     fn close_client(&mut self, client: ClientId);
-    /// The scheduler should stop (`idle-timeout`).
+    /// A `subscribe_worker_status` feed is open: it hears of workers arriving and leaving.
+    fn open_watcher(&mut self, stream: StatusTx);
+    /// A message for every open worker-status feed (a closed one is dropped).
+    fn to_watchers(&mut self, msg: WorkerStatusMsg);
+    /// The scheduler should stop (`idle-timeout`, `terminate`).
     fn stop(&mut self);
 }

@@ -8,10 +8,11 @@
 
 use crate::error::RequestError;
 use crate::event::{Event, Joined};
+use crate::messages::{cluster, Rpc};
 use crate::ops::{self, ConnectionOp, Serve};
 use crate::session::{ConnectionError, Ctx};
 use crate::translate::worker::{registration, WorkerStream};
-use crate::translate::{client, worker};
+use crate::translate::{self, client, worker};
 use rask_comm::fields::str_field;
 use rask_comm::{Comm, CommReader, CommWriter};
 use rask_protocol::Value;
@@ -141,6 +142,34 @@ fn client_message(msg: &Value) -> Result<Option<crate::messages::ClientMsg>, Req
             op: op.to_string(),
         }),
     }
+}
+
+// ---- worker-status feeds ---------------------------------------------------------------------
+
+/// `subscribe_worker_status` (scheduler.py:7836, `WorkerStatusPlugin`): the identity, then
+/// the connection carries batches of `[op, msg]` about workers arriving and leaving until the
+/// subscriber (a `Cluster` object) closes it.
+pub async fn worker_status_stream(comm: Comm, ctx: Arc<Ctx>) -> Result<(), ConnectionError> {
+    let Comm {
+        mut reader,
+        mut writer,
+        peer,
+    } = comm;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let identity = ctx
+        .handle
+        .rpc(Rpc::Cluster(cluster::Rpc::SubscribeWorkerStatus {
+            stream: tx,
+        }))
+        .await?;
+    // The reply goes first; what the state task queued meanwhile follows it.
+    writer.write(&identity).await?;
+    tracing::debug!(%peer, "worker status feed open");
+    let writer_task = tokio::spawn(batched_writer(rx, writer, translate::cluster::to_status));
+    // The subscriber sends nothing more; its closing ends the feed.
+    while let Ok(Some(_)) = reader.read().await {}
+    writer_task.abort();
+    Ok(())
 }
 
 // ---- workers ---------------------------------------------------------------------------------

@@ -86,15 +86,19 @@ async fn an_unknown_op_is_named_in_the_error_and_the_connection_closed() {
 #[tokio::test]
 async fn a_refused_op_says_rask_does_not_support_it_and_why() {
     let server = TestServer::start().await;
-    let Some(Serve::NotSupported(reason)) = ops::rpc_op("rebalance").map(|o| o.serve) else {
-        panic!("rebalance is refused in ops.rs");
+    let Some(Serve::NotSupported(reason)) = ops::rpc_op("amm_handler").map(|o| o.serve) else {
+        panic!("amm_handler is refused in ops.rs");
     };
-    let reply = rpc(&server.address, msg("rebalance", [("keys", keys(&["x"]))])).await;
+    let reply = rpc(
+        &server.address,
+        msg("amm_handler", [("method", s("adaptive_target"))]),
+    )
+    .await;
     assert!(is_error(&reply), "{reply:?}");
     assert_eq!(raised_type(&reply), "ValueError", "{reply:?}");
     let text = error_text(&reply);
     assert!(text.contains("does not support the operation"), "{text}");
-    assert!(text.contains("rebalance"), "{text}");
+    assert!(text.contains("amm_handler"), "{text}");
     assert!(
         text.contains(reason),
         "{text} does not give the reason {reason:?}"

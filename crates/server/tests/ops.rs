@@ -125,7 +125,7 @@ fn supported_and_refused_counts() {
         .map(|o| o.name)
         .collect();
     assert_eq!(ops::RPC.len(), 94);
-    assert_eq!(refused.len(), 16, "{refused:?}");
+    assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(ops::CLIENT_STREAM
         .iter()
         .chain(ops::WORKER_STREAM)

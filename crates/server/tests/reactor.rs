@@ -69,6 +69,8 @@ impl Outbox for Recorder {
     fn close_client(&mut self, client: ClientId) {
         self.effects.push(Effect::CloseClient(client));
     }
+    fn open_watcher(&mut self, _stream: rask_server::messages::cluster::StatusTx) {}
+    fn to_watchers(&mut self, _msg: rask_server::messages::cluster::WorkerStatusMsg) {}
     fn stop(&mut self) {
         self.effects.push(Effect::Stop);
     }

@@ -4,11 +4,12 @@
 //! that turns these into wire values or back; the op table (`ops.rs`) says which op becomes
 //! which variant. Payloads only Python understands (pickles, user data) stay [`Value`]s.
 
+pub mod cluster;
 pub mod coordination;
 pub mod diagnostics;
 pub mod events;
-pub mod plugins;
 pub mod inspect;
+pub mod plugins;
 pub mod shuffle;
 
 use rask_core::{Stimulus, ToClient, ToWorker};
@@ -175,6 +176,8 @@ pub enum Rpc {
     Inspect(inspect::Rpc),
     /// Task stream, stories, task metadata, memory sampler, recreate_error_locally.
     Diagnostics(diagnostics::Rpc),
+    /// Cluster managers' requests and data placement.
+    Cluster(cluster::Rpc),
 }
 
 /// `scatter`'s arguments.

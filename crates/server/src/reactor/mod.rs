@@ -7,11 +7,14 @@
 //! - [`requests`]: the RPCs the scheduler serves itself (queries, `scatter`, `gather`, ...).
 //! - [`peers`]: clients and workers joining, their stream messages, leaving.
 //! - [`admin`]: restarting and retiring workers, the worker-ttl check.
+//! - [`cluster`]: cluster managers' requests (metadata, worker-status feeds, adaptive
+//!   scaling, `terminate`) and data placement (`replicate`, `rebalance`).
 //! - [`run`]: the tokio task around it.
 
 mod admin;
-mod inspect;
+mod cluster;
 mod diagnostics;
+mod inspect;
 mod peers;
 mod plugins;
 mod requests;
@@ -102,6 +105,8 @@ pub struct Scheduler {
     next_id: u64,
     /// worker and nanny plugins
     plugins: plugins::Plugins,
+    /// metadata, `check_idle`'s memory
+    cluster: cluster::ClusterState,
 }
 
 /// How often worker heartbeats are checked against `worker-ttl`.
@@ -148,6 +153,7 @@ impl Scheduler {
             diag,
             next_id: 0,
             plugins,
+            cluster: cluster::ClusterState::default(),
             config,
         }
     }

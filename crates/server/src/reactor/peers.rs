@@ -251,6 +251,7 @@ impl Scheduler {
         );
         let reply = registered(self.heartbeat_interval(), self.plugins.worker_plugins());
         self.stimulus(now, Stimulus::AddWorker { id, spec }, out);
+        self.tell_watchers_added(id, out);
         self.worker_arrived(now, out);
         Joined::Accepted { worker: id, reply }
     }
@@ -296,6 +297,7 @@ impl Scheduler {
         self.diag.worker_removed(worker);
         out.close_worker(worker);
         tracing::info!(%address, "Remove worker");
+        self.tell_watchers_removed(address.clone(), out);
         self.with_ext(now, out, |ext, cx| {
             for e in ext.all() {
                 e.on_worker_removed(cx, &address, &stimulus_id);

@@ -140,6 +140,7 @@ impl Scheduler {
             Rpc::Coordination(r) => {
                 return self.with_ext(now, out, |ext, cx| ext.coordination.rpc(cx, r, to));
             }
+            Rpc::Cluster(r) => return self.cluster_rpc(now, r, to, out),
             Rpc::Shuffle(r) => {
                 return self.with_ext(now, out, |ext, cx| ext.shuffle.rpc(cx, r, to));
             }

@@ -15,11 +15,12 @@
 //! - [`records`]: a graph helper's task records -> the core's `NewTask`s.
 
 pub mod client;
+pub mod cluster;
 pub mod coordination;
 pub mod diagnostics;
 pub mod events;
-pub mod plugins;
 pub mod inspect;
+pub mod plugins;
 pub mod records;
 pub mod reply;
 pub mod rpc;

@@ -191,8 +191,10 @@ pub fn restart_workers(msg: &Value) -> Result<Rpc, RequestError> {
 /// `retire_workers {workers | names | n, close_workers, remove}` (scheduler.py:7476)
 pub fn retire_workers(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::RetireWorkers {
-        workers: opt_str_list(msg, "workers")?,
-        names: opt_str_list(msg, "names")?,
+        // `str(name)` as the stock scheduler compares names; a cluster manager passes its
+        // worker names (ints for `SpecCluster`) in both fields
+        workers: super::cluster::name_list(msg, "workers")?,
+        names: super::cluster::name_list(msg, "names")?,
         n: msg.get("n").and_then(Value::as_i64),
         close_workers: flag(msg, "close_workers", false),
         remove: flag(msg, "remove", true),
