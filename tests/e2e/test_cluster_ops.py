@@ -113,6 +113,9 @@ def spec_cluster(address: str, procs, workdir) -> ExternalSpecCluster:
         scheduler={"cls": ExternalScheduler, "options": {"address": address}},
         worker={"cls": DaskWorkerProcess, "options": {}},
         shutdown_on_close=False,
+        # the scheduler belongs to the test's fixture: closing the cluster must not
+        # `terminate` it
+        shutdown_scheduler=False,
     )
 
 
