@@ -144,6 +144,7 @@ Modes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -775,7 +776,9 @@ def run_serve() -> int:
 
     try:
         # distributed.core.Server puts its local_directory on sys.path (core.py:261)
-        local_directory = LOCAL_DIRECTORY = scheduler_local_directory()
+        # (made only when a plugin needs it, so a scheduler that never gets one leaves
+        # nothing behind even when its helpers are killed)
+        local_directory = LOCAL_DIRECTORY = scheduler_local_directory(create=False)
         purge_stale_local_directories(local_directory)
         sys.path.insert(0, local_directory)
         server.helper = GraphHelper()
@@ -812,6 +815,9 @@ def run_serve() -> int:
         import shutil
 
         shutil.rmtree(local_directory, ignore_errors=True)
+        # and so does dask-scratch-space, if nothing else is in it
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(local_directory))
 
 
 def shuffle_create_run(req: dict) -> dict:
@@ -843,19 +849,31 @@ def shuffle_create_run(req: dict) -> dict:
     return {"status": "OK", "run_spec": dumps(run_spec), "worker_for": worker_for}
 
 
-def scheduler_local_directory() -> str:
+def scheduler_local_directory(create: bool = True) -> str:
     """The scheduler's ``local_directory``: one per rask scheduler (the helpers' parent
     process), shared by its helpers and put on their ``sys.path`` at start, as
     ``distributed.core.Server`` does with its own, so what ``Client.upload_file`` puts
-    there unpickles in any helper."""
+    there unpickles in any helper. ``create``: make it (and let imports see it)."""
     import tempfile
 
     import dask
 
     base = dask.config.get("temporary-directory") or tempfile.gettempdir()
     path = os.path.join(base, "dask-scratch-space", f"scheduler-rask-{os.getppid()}")
-    os.makedirs(path, exist_ok=True)
+    if create:
+        os.makedirs(path, exist_ok=True)
+        _forget_missing_path(path)
     return path
+
+
+def _forget_missing_path(path: str) -> None:
+    """Imports remember that a ``sys.path`` entry did not exist; once it does, they must
+    look again."""
+    import importlib
+
+    if sys.path_importer_cache.get(path, ...) is None:
+        del sys.path_importer_cache[path]
+        importlib.invalidate_caches()
 
 
 # The scheduler's local directory, once ``run_serve`` made it.
@@ -873,6 +891,7 @@ def uploaded_archives_on_path() -> None:
         names = os.listdir(directory)
     except OSError:
         return
+    _forget_missing_path(directory)
     for name in sorted(names):
         path = os.path.join(directory, name)
         if name.endswith((".egg", ".zip", ".pyz")) and path not in sys.path:
@@ -886,7 +905,11 @@ def purge_stale_local_directories(path: str) -> None:
     import shutil
 
     parent = os.path.dirname(path)
-    for entry in os.listdir(parent):
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return  # no dask-scratch-space yet
+    for entry in entries:
         prefix, _, pid = entry.rpartition("-")
         if prefix != "scheduler-rask" or not pid.isdigit():
             continue
