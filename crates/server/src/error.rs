@@ -55,6 +55,91 @@ pub enum RequestError {
     /// The state task is gone: the scheduler is shutting down.
     #[error("scheduler is shutting down")]
     ShuttingDown,
+    /// `restart` / `restart_workers` ran out of time: a `TimeoutError` with the stock
+    /// scheduler's text (scheduler.py:6603, 6629).
+    #[error(transparent)]
+    Restart(#[from] RestartTimeout),
+    /// A worker named in a request is not in the cluster: the `KeyError` the stock
+    /// handler's `self.workers[address]` raises (e.g. `processing`, scheduler.py:7849).
+    #[error("{0}")]
+    UnknownWorker(String),
+    /// A worker (or any address) could not be dialled before `distributed.comm.timeouts.
+    /// connect` ran out: the `OSError` of `distributed.comm.core.connect` (core.py:368).
+    #[error("Timed out trying to connect to {address} after {} s", py_secs(*.timeout))]
+    Unreachable {
+        /// the address dialled
+        address: String,
+        /// the connect timeout
+        timeout: Duration,
+    },
+}
+
+/// Seconds as Python prints the stock scheduler's timeouts (`parse_timedelta` gives an
+/// int for a whole number of seconds, a float otherwise): `30`, `0.2`.
+pub fn py_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{}", s as u64)
+    } else {
+        format!("{s}")
+    }
+}
+
+/// A restart that ran out of time, worded as the stock scheduler words it.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartTimeout {
+    /// Nannies did not shut their workers down in time (scheduler.py:6603).
+    #[error(
+        "{}/{of} nanny worker(s) did not shut down within {}s: {{{}}}",
+        bad.len(), py_secs(*.timeout), py_set(bad)
+    )]
+    NotShutDown {
+        /// the workers whose nanny did not
+        bad: Vec<std::sync::Arc<str>>,
+        /// how many nannies were asked
+        of: usize,
+        /// the time they had
+        timeout: Duration,
+    },
+    /// Restarted workers did not come back in time (scheduler.py:6615-6629).
+    #[error(
+        "Waited for {restarted} worker(s) to reconnect after restarting but, after {}s, \
+         {missing} have not returned. Consider a longer timeout, or `wait_for_workers=False`.{}",
+        py_secs(*.timeout), no_nanny_note(*.no_nanny)
+    )]
+    NotBack {
+        /// how many were restarted
+        restarted: usize,
+        /// how many are still missing
+        missing: usize,
+        /// the time they had
+        timeout: Duration,
+        /// how many of them had no nanny and were only shut down
+        no_nanny: usize,
+    },
+}
+
+/// The elements of a Python set of strings, as `repr` shows them.
+fn py_set(items: &[std::sync::Arc<str>]) -> String {
+    items
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The note the stock scheduler adds when workers without a nanny were shut down.
+fn no_nanny_note(n: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    format!(
+        " The {n} worker(s) not using Nannies were just shut down instead of restarted \
+         (restart is only possible with Nannies). If your deployment system does not \
+         automatically re-launch terminated processes, then those workers will never come \
+         back, and `Client.restart` will always time out. Do not use `Client.restart` in \
+         that case."
+    )
 }
 
 /// A well-typed message that is not what a Dask peer sends.
@@ -101,29 +186,6 @@ pub enum WorkerFailure {
     /// It kept answering `busy`.
     #[error("stayed busy")]
     Busy,
-    /// Nannies did not shut their workers down in time.
-    #[error("{failed}/{of} nanny worker(s) did not shut down within {timeout:?}")]
-    NotShutDown {
-        /// how many did not
-        failed: usize,
-        /// how many were asked
-        of: usize,
-        /// the time they had
-        timeout: Duration,
-    },
-    /// Restarted workers did not come back in time.
-    #[error(
-        "Waited for {restarted} worker(s) to reconnect after restarting but, after {timeout:?}, \
-         {missing} have not returned. Consider a longer timeout, or `wait_for_workers=False`."
-    )]
-    NotBack {
-        /// how many were restarted
-        restarted: usize,
-        /// how many are still missing
-        missing: usize,
-        /// the time they had
-        timeout: Duration,
-    },
     /// `shuffle_inputs_done` failed on a participant.
     #[error("Unexpected error encountered during P2P barrier: {0}")]
     Barrier(String),
@@ -140,10 +202,9 @@ impl RequestError {
             RequestError::UnknownOp { .. } | RequestError::NotSupported { .. } => "ValueError",
             RequestError::Timeout(..) => "TimeoutError",
             // `restart` and `restart_workers` raise TimeoutError (scheduler.py:6603, 6629)
-            RequestError::Worker {
-                failure: WorkerFailure::NotShutDown { .. } | WorkerFailure::NotBack { .. },
-                ..
-            } => "TimeoutError",
+            RequestError::Restart(_) => "TimeoutError",
+            RequestError::UnknownWorker(_) => "KeyError",
+            RequestError::Unreachable { .. } => "OSError",
             _ => "RuntimeError",
         }
     }

@@ -9,7 +9,7 @@ use crate::messages::{OnError, Placement};
 use crate::translate::{reply, shuffle};
 use futures::future::join_all;
 use rask_comm::reply::pickled_exception;
-use rask_comm::{Comm, CommConfig};
+use rask_comm::{Comm, CommConfig, CommError};
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -93,6 +93,45 @@ async fn request(address: &str, msg: &Value, cx: &JobContext) -> Result<Value, R
     let reply = comm.request(msg).await?;
     comm.close().await;
     Ok(reply)
+}
+
+/// Dials `address` as `distributed.comm.core.connect` does (core.py:285-370): a refused
+/// or timed-out attempt is retried with jittered backoff until
+/// `distributed.comm.timeouts.connect` runs out, then it is the stock `OSError` "Timed out
+/// trying to connect to ADDR after N s".
+async fn dial(address: &str, cx: &JobContext) -> Result<Comm, RequestError> {
+    let timeout = cx.comm.connect_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let unreachable = || RequestError::Unreachable {
+        address: address.to_string(),
+        timeout,
+    };
+    for attempt in 0u32.. {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, Comm::connect(address, left, &cx.comm)).await {
+            Ok(Ok(comm)) => return Ok(comm),
+            Ok(Err(CommError::Io(_) | CommError::Timeout(..) | CommError::Closed)) | Err(_) => {
+                // FullJitter backoff, 10 ms doubling, as core.py:345
+                let cap = Duration::from_millis(10u64.saturating_mul(1 << attempt.min(16)));
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let jitter = rand_fraction();
+                tokio::time::sleep(cap.min(left).mul_f64(jitter)).await;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+    Err(unreachable())
+}
+
+/// A number in [0, 1) for backoff jitter (no need for a good generator).
+fn rand_fraction() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
 }
 
 // ---- gather ----------------------------------------------------------------------------------
@@ -244,7 +283,15 @@ async fn broadcast(
 ) -> RpcResult {
     let results = join_all(targets.into_iter().map(|(addr, dest)| {
         let msg = &msg;
-        async move { (addr, request(&dest, msg, cx).await) }
+        async move {
+            let r = async {
+                let mut comm = dial(&dest, cx).await?;
+                let reply = comm.request(msg).await?;
+                comm.close().await;
+                Ok::<Value, RequestError>(reply)
+            };
+            (addr, r.await)
+        }
     }))
     .await;
     let mut answers = Vec::new();
@@ -253,10 +300,15 @@ async fn broadcast(
             Ok(v) => answers.push((addr, v)),
             Err(e) => match on_error {
                 OnError::Ignore => {}
-                OnError::Return => answers.push((
-                    addr,
-                    Value::Bin(pickled_exception("OSError", &e.to_string())),
-                )),
+                // the exception the stock handler pickles (scheduler.py:6705): the
+                // connect's `OSError`, or what went wrong after it
+                OnError::Return => {
+                    let kind = match e.python_type() {
+                        "RuntimeError" => "OSError",
+                        other => other,
+                    };
+                    answers.push((addr, Value::Bin(pickled_exception(kind, &e.to_string()))))
+                }
                 OnError::Raise => return Err(e),
             },
         }

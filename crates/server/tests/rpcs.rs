@@ -682,7 +682,13 @@ async fn broadcast_with_nanny_goes_to_the_nannies() {
 
 #[tokio::test]
 async fn broadcast_with_on_error_ignore_leaves_out_a_worker_that_does_not_answer() {
-    let server = TestServer::start().await;
+    // a worker that does not answer is dialled until `connect-timeout` (as
+    // `distributed.comm.core.connect` retries), so keep it short
+    let server = TestServer::with(Settings {
+        config: vec![("connect-timeout", Value::Float(0.3))],
+        ..Settings::default()
+    })
+    .await;
     let alive = Worker::join(&server.address, "w0", 1).await;
     let mut dead = Worker::join(&server.address, "w1", 1).await;
     dead.stop_listening();
@@ -706,7 +712,13 @@ async fn broadcast_with_on_error_ignore_leaves_out_a_worker_that_does_not_answer
 
 #[tokio::test]
 async fn broadcast_to_a_worker_that_does_not_answer_fails_by_default() {
-    let server = TestServer::start().await;
+    // a worker that does not answer is dialled until `connect-timeout` (as
+    // `distributed.comm.core.connect` retries), so keep it short
+    let server = TestServer::with(Settings {
+        config: vec![("connect-timeout", Value::Float(0.3))],
+        ..Settings::default()
+    })
+    .await;
     let _alive = Worker::join(&server.address, "w0", 1).await;
     let mut dead = Worker::join(&server.address, "w1", 1).await;
     dead.stop_listening();

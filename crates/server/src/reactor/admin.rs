@@ -5,7 +5,7 @@
 //! are timers, so the state task never waits on a peer.
 
 use super::Scheduler;
-use crate::error::{RequestError, WorkerFailure};
+use crate::error::{RequestError, RestartTimeout};
 use crate::event::{AfterKill, Job, Replier, Timer};
 use crate::messages::{ToClientMsg, ToWorkerMsg};
 use crate::outbox::Outbox;
@@ -41,6 +41,8 @@ pub(super) struct Admin {
 struct WorkersBack {
     n_workers: usize,
     restarted: usize,
+    /// how many of them had no nanny and were only shut down
+    no_nanny: usize,
     timeout: Duration,
     reply: Replier,
     /// `restart_workers`' reply, once the workers are back (`restart`'s is None)
@@ -226,22 +228,21 @@ impl Scheduler {
             } => {
                 let restarted = removed.len() + outcomes.len();
                 if !bad.is_empty() {
-                    let e = RequestError::Worker {
-                        address: format!("{bad:?}"),
-                        failure: WorkerFailure::NotShutDown {
-                            failed: bad.len(),
-                            of: restarted,
-                            timeout,
-                        },
+                    let e = RestartTimeout::NotShutDown {
+                        bad,
+                        of: outcomes.len(),
+                        timeout,
                     };
-                    return out.reply(to, Err(e));
+                    return out.reply(to, Err(e.into()));
                 }
+                self.log_restart_workers(now, &removed, &outcomes, out);
                 if !wait {
                     return out.reply(to, Ok(Value::Nil));
                 }
                 let waiting = WorkersBack {
                     n_workers,
                     restarted,
+                    no_nanny: removed.len(),
                     timeout,
                     reply: to,
                     answer: Value::Nil,
@@ -259,16 +260,15 @@ impl Scheduler {
             } => {
                 let restarted = removed.len() + outcomes.len();
                 if raise && !bad.is_empty() {
-                    let e = RequestError::Worker {
-                        address: "restart_workers".into(),
-                        failure: WorkerFailure::NotShutDown {
-                            failed: bad.len(),
-                            of: restarted,
-                            timeout,
-                        },
+                    let e = RestartTimeout::NotShutDown {
+                        bad,
+                        of: outcomes.len(),
+                        timeout,
                     };
-                    return out.reply(to, Err(e));
+                    return out.reply(to, Err(e.into()));
                 }
+                self.log_restart_workers(now, &removed, &outcomes, out);
+                let no_nanny = removed.len();
                 let mut statuses: Vec<(Arc<str>, Value)> = removed
                     .into_iter()
                     .map(|a| (a, Value::from("removed")))
@@ -280,6 +280,7 @@ impl Scheduler {
                 let waiting = WorkersBack {
                     n_workers,
                     restarted,
+                    no_nanny,
                     timeout,
                     reply: to,
                     answer: reply::by_address(statuses),
@@ -288,6 +289,28 @@ impl Scheduler {
                 self.wait_for_workers(waiting, out);
             }
         }
+    }
+
+    /// `{"action": "restart-workers", "workers": [...], "client": None}` on `all`
+    /// (scheduler.py:6606-6609; `Client.restart` and `restart_workers` pass no client).
+    fn log_restart_workers(
+        &mut self,
+        now: f64,
+        removed: &[Arc<str>],
+        killed: &[(Arc<str>, bool)],
+        out: &mut dyn Outbox,
+    ) {
+        let workers = removed
+            .iter()
+            .chain(killed.iter().map(|(a, _)| a))
+            .map(|a| Value::Str(a.clone()))
+            .collect();
+        let event = Value::map([
+            ("action", Value::from("restart-workers")),
+            ("workers", Value::Array(workers)),
+            ("client", Value::Nil),
+        ]);
+        self.log_event(now, &[&Arc::from("all")], event, out);
     }
 
     /// Answers once as many workers as before are connected again (now, when one
@@ -340,15 +363,13 @@ impl Scheduler {
             }
             return out.reply(w.reply, Ok(w.answer));
         }
-        let e = RequestError::Worker {
-            address: "restart".into(),
-            failure: WorkerFailure::NotBack {
-                restarted: w.restarted,
-                missing: w.n_workers.saturating_sub(self.workers.len()),
-                timeout: w.timeout,
-            },
+        let e = RestartTimeout::NotBack {
+            restarted: w.restarted,
+            missing: w.n_workers.saturating_sub(self.workers.len()),
+            timeout: w.timeout,
+            no_nanny: w.no_nanny,
         };
-        out.reply(w.reply, Err(e));
+        out.reply(w.reply, Err(e.into()));
     }
 
     // ---- worker-ttl --------------------------------------------------------------------------

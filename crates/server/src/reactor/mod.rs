@@ -270,6 +270,13 @@ impl Scheduler {
         }
     }
 
+    /// `Scheduler.log_event` of the scheduler's own events (worker and client arrivals and
+    /// departures, scatter, gather): published on each topic like a client's.
+    fn log_event(&mut self, now: f64, topics: &[&Arc<str>], msg: Value, out: &mut dyn Outbox) {
+        let topics: Vec<Arc<str>> = topics.iter().map(|t| (*t).clone()).collect();
+        self.with_ext(now, out, |ext, cx| ext.events.publish(cx, &topics, msg));
+    }
+
     /// Runs an extension handler with a [`Cx`], then applies the changes it asked for.
     fn with_ext<R>(
         &mut self,

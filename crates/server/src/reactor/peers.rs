@@ -6,10 +6,14 @@ use crate::event::{ClientTx, Job, Joined, WorkerTx};
 use crate::extensions::{Extension, Peer};
 use crate::messages::{ClientMsg, Placement, Registration, ToClientMsg, WorkerMsg};
 use crate::outbox::Outbox;
+use crate::translate::events;
 use crate::translate::worker::{refused, registered};
 use rask_core::{ClientId, Stimulus, WorkerId, WorkerSpec};
 use std::collections::VecDeque;
 use std::sync::Arc;
+
+/// The topic of every scheduler event (`log_event("all", ...)`).
+const ALL: &str = "all";
 
 impl Scheduler {
     // ---- clients -----------------------------------------------------------------------------
@@ -34,6 +38,9 @@ impl Scheduler {
             },
         );
         self.client_ids.insert(name.clone(), id);
+        let all: Arc<str> = ALL.into();
+        let event = events::client_event("add-client", &name);
+        self.log_event(now, &[&all, &name], event, out);
         self.stimulus(now, Stimulus::AddClient { id, name }, out);
         id
     }
@@ -164,6 +171,11 @@ impl Scheduler {
 
     /// The client's stream ended: its keys are released.
     fn remove_client(&mut self, now: f64, client: ClientId, out: &mut dyn Outbox) {
+        if let Some(name) = self.clients.get(&client).map(|i| i.name.clone()) {
+            let all: Arc<str> = ALL.into();
+            let event = events::client_event("remove-client", &name);
+            self.log_event(now, &[&all, &name], event, out);
+        }
         self.stimulus(now, Stimulus::RemoveClient { client }, out);
         out.close_client(client);
         if let Some(info) = self.clients.remove(&client) {
@@ -250,6 +262,9 @@ impl Scheduler {
             },
         );
         let reply = registered(self.heartbeat_interval(), self.plugins.worker_plugins());
+        let (address, all): (Arc<str>, Arc<str>) = (spec.address.clone(), ALL.into());
+        self.log_event(now, &[&address], events::add_worker(None), out);
+        self.log_event(now, &[&all], events::add_worker(Some(&address)), out);
         self.stimulus(now, Stimulus::AddWorker { id, spec }, out);
         self.tell_watchers_added(id, out);
         self.worker_arrived(now, out);
@@ -287,6 +302,11 @@ impl Scheduler {
         let Some(address) = self.core.worker(worker).map(|w| w.address.clone()) else {
             return;
         };
+        let removal = self.removal(worker, expected, &stimulus_id);
+        let all: Arc<str> = ALL.into();
+        self.log_event(now, &[&address], events::remove_worker(&removal, None), out);
+        let event = events::remove_worker(&removal, Some(&address));
+        self.log_event(now, &[&all], event, out);
         let s = Stimulus::RemoveWorker {
             worker,
             expected,
@@ -303,6 +323,41 @@ impl Scheduler {
                 e.on_worker_removed(cx, &address, &stimulus_id);
             }
         });
+    }
+
+    /// What removing `worker` costs, for its `remove-worker` event (scheduler.py:5631-5693):
+    /// the keys it runs, and the keys only it holds, recomputable or scattered.
+    fn removal(&self, worker: WorkerId, expected: bool, sid: &Arc<str>) -> events::WorkerRemoval {
+        let mut r = events::WorkerRemoval {
+            processing: Vec::new(),
+            lost_computed: Vec::new(),
+            lost_scattered: Vec::new(),
+            stimulus_id: sid.clone(),
+            expected,
+        };
+        let Some(ws) = self.core.worker(worker) else {
+            return r;
+        };
+        for id in &ws.processing {
+            if let Some(t) = self.core.task_by_id(*id) {
+                r.processing.push(t.key.to_value());
+            }
+        }
+        for id in &ws.has_what {
+            let Some(t) = self.core.task_by_id(*id) else {
+                continue;
+            };
+            // an actor errs with its worker; a key another worker holds is not lost
+            if t.actor || t.who_has.iter().any(|w| *w != worker) {
+                continue;
+            }
+            if t.run_spec.is_some() {
+                r.lost_computed.push(t.key.to_value());
+            } else {
+                r.lost_scattered.push(t.key.to_value());
+            }
+        }
+        r
     }
 
     /// `remove_worker(close=True)`: tells the worker to close, then forgets it.

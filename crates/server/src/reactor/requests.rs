@@ -6,7 +6,7 @@ use crate::event::{AfterHelper, Gathering, Job, Replier, Timer};
 use crate::extensions::Extension;
 use crate::messages::{Broadcast, Placement, Rpc, Scatter};
 use crate::outbox::Outbox;
-use crate::translate::reply;
+use crate::translate::{events, reply};
 use rask_core::{ClientId, Stimulus, TaskStatus};
 use rask_protocol::{Key, Value};
 use rustc_hash::FxHashMap;
@@ -27,7 +27,7 @@ impl Scheduler {
             Rpc::HeartbeatWorker { address, metrics } => {
                 Ok(self.heartbeat_worker(now, &address, metrics))
             }
-            Rpc::Gather { keys } => return self.gather(keys, to, out),
+            Rpc::Gather { keys } => return self.gather(now, keys, to, out),
             Rpc::Scatter(s) => return self.scatter(now, *s, to, out),
             Rpc::UpdateData { placement, client } => {
                 let client = self.client_named(client);
@@ -39,8 +39,8 @@ impl Scheduler {
                 running_only,
             } => Ok(self.ncores(workers, running_only)),
             Rpc::WhoHas { keys } => Ok(self.who_has(keys)),
-            Rpc::HasWhat { workers } => Ok(self.keys_per_worker(workers, false)),
-            Rpc::Processing { workers } => Ok(self.keys_per_worker(workers, true)),
+            Rpc::HasWhat { workers } => self.keys_per_worker(workers, false),
+            Rpc::Processing { workers } => self.keys_per_worker(workers, true),
             Rpc::Nbytes { keys, summary } => Ok(self.nbytes(keys, summary)),
             Rpc::GetTaskStatus { keys } => Ok(reply::by_key(
                 keys.into_iter()
@@ -219,7 +219,20 @@ impl Scheduler {
         reply::heartbeat(interval)
     }
 
+    /// `coerce_address` (scheduler.py:8291) without DNS: a worker's name (`aliases`) is
+    /// its address; anything else is taken as an address.
+    pub(super) fn coerce_address(&self, w: &Arc<str>) -> Arc<str> {
+        self.core
+            .workers()
+            .find(|(_, ws)| ws.name == *w)
+            .map_or_else(|| w.clone(), |(_, ws)| ws.address.clone())
+    }
+
+    /// `ncores` / `ncores_running {workers}` (scheduler.py:7887-7900): a named worker that
+    /// is not in the cluster is left out.
     fn ncores(&self, only: Option<Vec<Arc<str>>>, running_only: bool) -> Value {
+        let only: Option<Vec<Arc<str>>> =
+            only.map(|o| o.iter().map(|w| self.coerce_address(w)).collect());
         let mut out: Vec<(Arc<str>, Value)> = self
             .core
             .workers()
@@ -251,27 +264,50 @@ impl Scheduler {
         reply::who_has(&self.holders(keys))
     }
 
-    /// `has_what` / `processing {workers}`: keys held (or running) per worker.
-    fn keys_per_worker(&self, only: Option<Vec<Arc<str>>>, processing: bool) -> Value {
-        let mut out: Vec<(Arc<str>, Value)> = self
-            .core
-            .workers()
-            .filter(|(_, w)| only.as_ref().is_none_or(|f| f.contains(&w.address)))
-            .map(|(_, w)| {
-                let ids = if processing {
-                    &w.processing
-                } else {
-                    &w.has_what
-                };
-                let keys: Vec<Key> = ids
-                    .iter()
-                    .filter_map(|id| self.core.task_by_id(*id).map(|t| t.key.clone()))
-                    .collect();
-                (w.address.clone(), reply::keys(&keys))
-            })
-            .collect();
+    /// `has_what` / `processing {workers}`: keys held (or running) per worker. A named
+    /// worker that is not (or no longer) in the cluster has no keys in `has_what`
+    /// (scheduler.py:7876-7883) and is a `KeyError` in `processing` (scheduler.py:7849).
+    fn keys_per_worker(
+        &self,
+        only: Option<Vec<Arc<str>>>,
+        processing: bool,
+    ) -> Result<Value, RequestError> {
+        let keys_of = |w: &rask_core::Worker| {
+            let ids = if processing {
+                &w.processing
+            } else {
+                &w.has_what
+            };
+            let keys: Vec<Key> = ids
+                .iter()
+                .filter_map(|id| self.core.task_by_id(*id).map(|t| t.key.clone()))
+                .collect();
+            reply::keys(&keys)
+        };
+        let mut out: Vec<(Arc<str>, Value)> = match only {
+            None => self
+                .core
+                .workers()
+                .map(|(_, w)| (w.address.clone(), keys_of(w)))
+                .collect(),
+            Some(only) => {
+                let mut out = Vec::with_capacity(only.len());
+                for a in only.iter().map(|w| self.coerce_address(w)) {
+                    let found = self.core.worker_id(&a).and_then(|id| self.core.worker(id));
+                    match found {
+                        Some(w) => out.push((a, keys_of(w))),
+                        None if processing => {
+                            return Err(RequestError::UnknownWorker(a.to_string()))
+                        }
+                        None => out.push((a, reply::keys(&[]))),
+                    }
+                }
+                out
+            }
+        };
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        reply::by_address(out)
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(reply::by_address(out))
     }
 
     /// `nbytes {keys, summary}` (scheduler.py:7988): bytes in memory per key, or per key
@@ -311,7 +347,7 @@ impl Scheduler {
 
     /// `gather` (scheduler.py:6380-6420): fetch from holders with `get_data` (a job), ack
     /// with `"OK"`, relay the serialized values untouched.
-    fn gather(&mut self, keys: Vec<Key>, to: Replier, out: &mut dyn Outbox) {
+    fn gather(&mut self, now: f64, keys: Vec<Key>, to: Replier, out: &mut dyn Outbox) {
         let g = Gathering {
             round: 0,
             plan: Vec::new(),
@@ -320,12 +356,12 @@ impl Scheduler {
             retry: keys,
             reply: to,
         };
-        self.gather_round(g, out);
+        self.gather_round(now, g, out);
     }
 
     /// Plans a round for the keys still to fetch: each at one of its holders (another one
     /// each round); a key nobody holds is missing.
-    fn gather_round(&mut self, mut g: Gathering, out: &mut dyn Outbox) {
+    fn gather_round(&mut self, now: f64, mut g: Gathering, out: &mut dyn Outbox) {
         let mut plan: FxHashMap<Arc<str>, Vec<Key>> = FxHashMap::default();
         let round = g.round as usize;
         for (k, addrs) in self.holders(std::mem::take(&mut g.retry)) {
@@ -335,6 +371,8 @@ impl Scheduler {
             }
         }
         if plan.is_empty() {
+            let count = g.data.len() + g.missing.len();
+            self.log_event(now, &[&Arc::from("all")], events::gather(count), out);
             return out.reply(g.reply, Ok(gather_reply(g.data, &g.missing)));
         }
         g.plan = plan.into_iter().collect();
@@ -342,14 +380,17 @@ impl Scheduler {
     }
 
     /// A round of `gather` ended: another round for what it did not get, or the answer.
-    pub(super) fn gathered(&mut self, _now: f64, mut g: Gathering, out: &mut dyn Outbox) {
+    pub(super) fn gathered(&mut self, now: f64, mut g: Gathering, out: &mut dyn Outbox) {
         if g.retry.is_empty() || g.round + 1 >= GATHER_ROUNDS {
             let mut missing = std::mem::take(&mut g.missing);
             missing.append(&mut g.retry);
+            // scheduler.py:6410
+            let count = g.data.len() + missing.len();
+            self.log_event(now, &[&Arc::from("all")], events::gather(count), out);
             return out.reply(g.reply, Ok(gather_reply(g.data, &missing)));
         }
         g.round += 1;
-        self.gather_round(g, out);
+        self.gather_round(now, g, out);
     }
 
     // ---- scatter -----------------------------------------------------------------------------
@@ -416,8 +457,15 @@ impl Scheduler {
     ) {
         match result {
             Ok(placement) => {
-                let client = self.client_named(client);
-                self.update_data(now, client, placement, out);
+                let id = self.client_named(client.clone());
+                self.update_data(now, id, placement, out);
+                // scheduler.py:6374-6376: on the client's topic and `all`
+                let event = events::scatter(client.as_ref(), keys.len());
+                let all: Arc<str> = "all".into();
+                match &client {
+                    Some(c) => self.log_event(now, &[c, &all], event, out),
+                    None => self.log_event(now, &[&all], event, out),
+                }
                 out.reply(to, Ok(Value::Array(keys)));
             }
             Err(e) => out.reply(to, Err(e)),
@@ -429,25 +477,44 @@ impl Scheduler {
     /// `broadcast` (scheduler.py:6657): one message to many workers (or their nannies),
     /// `{address: reply}`. `Client.run` uses it.
     pub(super) fn broadcast(&mut self, b: Broadcast, to: Replier, out: &mut dyn Outbox) {
-        let mut targets: Vec<(Arc<str>, Arc<str>)> = self
-            .core
-            .workers()
-            .filter(|(_, w)| b.workers.as_ref().is_none_or(|o| o.contains(&w.address)))
-            .filter(|(_, w)| b.hosts.as_ref().is_none_or(|h| h.contains(&w.host)))
-            // With `nanny`, a worker without one is not asked (scheduler.py:6679 keeps
-            // only the nannies that exist).
-            .filter_map(|(id, w)| {
+        // The targets as the stock handler lists them (scheduler.py:6668-6677): `workers`
+        // as given, registered or not (an address nobody listens on is dialled and fails
+        // like any other), plus the workers of `hosts`; every worker when neither is given.
+        let mut workers: Vec<Arc<str>> = match (&b.workers, &b.hosts) {
+            (Some(w), _) => w.clone(),
+            (None, Some(_)) => Vec::new(),
+            (None, None) => self
+                .core
+                .workers()
+                .map(|(_, w)| w.address.clone())
+                .collect(),
+        };
+        if let Some(hosts) = &b.hosts {
+            workers.extend(
+                self.core
+                    .workers()
+                    .filter(|(_, w)| hosts.contains(&w.host))
+                    .map(|(_, w)| w.address.clone()),
+            );
+        }
+        let mut targets: Vec<(Arc<str>, Arc<str>)> = workers
+            .into_iter()
+            .filter_map(|address| {
                 if !b.nanny {
-                    return Some((w.address.clone(), w.address.clone()));
+                    return Some((address.clone(), address));
                 }
+                // With `nanny`, a worker without one is not asked (scheduler.py:6679 keeps
+                // only the nannies that exist).
+                let id = self.core.worker_id(&address)?;
                 let nanny = self
                     .workers
                     .get(&id)
                     .and_then(|i| i.registration.nanny.as_str().map(Arc::from))?;
-                Some((w.address.clone(), nanny))
+                Some((address, nanny))
             })
             .collect();
         targets.sort();
+        targets.dedup();
         out.start(Job::Broadcast {
             targets,
             msg: b.msg,

@@ -36,7 +36,9 @@ pub fn gather(msg: &Value) -> Result<Rpc, RequestError> {
 pub fn scatter(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::Scatter(Box::new(Scatter {
         data: map_field(msg, "data")?.to_vec(),
-        workers: opt_str_list(msg, "workers")?,
+        // names or addresses; `coerce_address` (scheduler.py:6353) finds a worker by its
+        // name, whatever its type (`dask worker --name 0` registers the int 0)
+        workers: super::cluster::name_list(msg, "workers")?,
         client: opt_str(msg, "client")?,
         broadcast: flag(msg, "broadcast", false),
         timeout: msg
@@ -59,7 +61,7 @@ pub fn update_data(msg: &Value) -> Result<Rpc, RequestError> {
 /// `ncores {workers}` (scheduler.py:7887)
 pub fn ncores(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::Ncores {
-        workers: opt_str_list(msg, "workers")?,
+        workers: super::cluster::name_list(msg, "workers")?,
         running_only: false,
     })
 }
@@ -67,7 +69,7 @@ pub fn ncores(msg: &Value) -> Result<Rpc, RequestError> {
 /// `ncores_running {workers}` (scheduler.py:7894)
 pub fn ncores_running(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::Ncores {
-        workers: opt_str_list(msg, "workers")?,
+        workers: super::cluster::name_list(msg, "workers")?,
         running_only: true,
     })
 }
@@ -85,14 +87,14 @@ pub fn who_has(msg: &Value) -> Result<Rpc, RequestError> {
 /// `has_what {workers}` (scheduler.py:7871)
 pub fn has_what(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::HasWhat {
-        workers: opt_str_list(msg, "workers")?,
+        workers: super::cluster::name_list(msg, "workers")?,
     })
 }
 
 /// `processing {workers}` (scheduler.py:7844)
 pub fn processing(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::Processing {
-        workers: opt_str_list(msg, "workers")?,
+        workers: super::cluster::name_list(msg, "workers")?,
     })
 }
 
