@@ -18,18 +18,6 @@ fn serialized(payload: &'static [u8]) -> Value {
     })
 }
 
-/// The `(worker address, value)` entries of a reply keyed by address, sorted.
-fn entries(v: &Value) -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = v
-        .as_map()
-        .unwrap_or_else(|| panic!("not a map: {v:?}"))
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap_or("?").to_string(), v.clone()))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 /// Waits until the scheduler no longer lists `address`.
 async fn removed(scheduler: &str, address: &str) {
     bounded("the worker to be removed", async {

@@ -152,18 +152,6 @@ fn answering(op: &'static str, answer: Value) -> Answers {
     })
 }
 
-/// The entries of a map reply by their string keys, sorted.
-fn entries(v: &Value) -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = v
-        .as_map()
-        .unwrap_or_else(|| panic!("not a map: {v:?}"))
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap_or("?").to_string(), v.clone()))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 // ---- logs ------------------------------------------------------------------------------------
 
 /// The scheduler's log lines reach `get_logs` through the layer the binary installs.

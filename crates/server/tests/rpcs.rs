@@ -14,18 +14,6 @@ use bytes::Bytes;
 use common::*;
 use rask_protocol::{Opaque, OpaqueKind, Value};
 
-/// The entries of a map reply, sorted by their (string) keys, for order-free comparison.
-fn sorted(v: &Value) -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = v
-        .as_map()
-        .unwrap_or_else(|| panic!("not a map: {v:?}"))
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap_or("?").to_string(), v.clone()))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 /// A sorted list of strings, for order-free comparison of key and address lists.
 fn strs(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v
@@ -119,7 +107,7 @@ async fn identity_with_n_workers_lists_only_the_first_that_registered() {
     .await;
     // n_workers still counts every worker; only the listing is cut
     assert_eq!(id.get("n_workers"), Some(&Value::Int(2)));
-    let listed_addresses: Vec<String> = sorted(id.get("workers").unwrap())
+    let listed_addresses: Vec<String> = entries(id.get("workers").unwrap())
         .into_iter()
         .map(|(a, _)| a)
         .collect();
@@ -202,13 +190,13 @@ async fn ncores_lists_threads_per_worker() {
         (w1.address.clone(), Value::Int(3)),
     ];
     expected.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(sorted(&all), expected);
+    assert_eq!(entries(&all), expected);
     let one = rpc(
         &server.address,
         msg("ncores", [("workers", keys(&[&w1.address]))]),
     )
     .await;
-    assert_eq!(sorted(&one), vec![(w1.address.clone(), Value::Int(3))]);
+    assert_eq!(entries(&one), vec![(w1.address.clone(), Value::Int(3))]);
     server.stop().await.unwrap();
 }
 
@@ -224,12 +212,12 @@ async fn ncores_running_leaves_out_a_paused_worker() {
     paused.barrier().await;
     let reply = rpc(&server.address, msg("ncores_running", [])).await;
     assert_eq!(
-        sorted(&reply),
+        entries(&reply),
         vec![(running.address.clone(), Value::Int(2))]
     );
     // ncores still counts it
     let all = rpc(&server.address, msg("ncores", [])).await;
-    assert_eq!(sorted(&all).len(), 2);
+    assert_eq!(entries(&all).len(), 2);
     server.stop().await.unwrap();
 }
 
@@ -246,14 +234,14 @@ async fn who_has_lists_the_holders_of_given_keys_or_of_every_key() {
     )
     .await;
     assert_eq!(
-        sorted(&some),
+        entries(&some),
         vec![
             ("nope".to_string(), Value::Array(Vec::new())),
             ("x-1".to_string(), here.clone()),
         ]
     );
     let all = rpc(&server.address, msg("who_has", [])).await;
-    assert_eq!(sorted(&all), vec![("x-1".to_string(), here)]);
+    assert_eq!(entries(&all), vec![("x-1".to_string(), here)]);
     server.stop().await.unwrap();
 }
 
@@ -270,13 +258,13 @@ async fn has_what_lists_the_keys_each_worker_holds() {
         (w1.address.clone(), keys(&[])),
     ];
     expected.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(sorted(&reply), expected);
+    assert_eq!(entries(&reply), expected);
     let one = rpc(
         &server.address,
         msg("has_what", [("workers", keys(&[&w1.address]))]),
     )
     .await;
-    assert_eq!(sorted(&one), vec![(w1.address.clone(), keys(&[]))]);
+    assert_eq!(entries(&one), vec![(w1.address.clone(), keys(&[]))]);
     server.stop().await.unwrap();
 }
 
@@ -288,11 +276,11 @@ async fn processing_lists_the_tasks_each_worker_runs() {
     c.submit(&[task("slow-1", &[])], &["slow-1"]).await;
     let t = w.compute_task().await;
     let reply = rpc(&server.address, msg("processing", [])).await;
-    assert_eq!(sorted(&reply), vec![(w.address.clone(), keys(&["slow-1"]))]);
+    assert_eq!(entries(&reply), vec![(w.address.clone(), keys(&["slow-1"]))]);
     w.finish(&t).await;
     c.outcome("slow-1").await;
     let after = rpc(&server.address, msg("processing", [])).await;
-    assert_eq!(sorted(&after), vec![(w.address.clone(), keys(&[]))]);
+    assert_eq!(entries(&after), vec![(w.address.clone(), keys(&[]))]);
     server.stop().await.unwrap();
 }
 
@@ -317,7 +305,7 @@ async fn nbytes_sums_by_key_prefix_or_lists_each_key() {
     .await;
     let summary = rpc(&server.address, msg("nbytes", [])).await;
     assert_eq!(
-        sorted(&summary),
+        entries(&summary),
         vec![
             ("inc".to_string(), Value::Int(16)),
             ("sum".to_string(), Value::Int(8)),
@@ -329,7 +317,7 @@ async fn nbytes_sums_by_key_prefix_or_lists_each_key() {
     )
     .await;
     assert_eq!(
-        sorted(&per_key),
+        entries(&per_key),
         vec![
             ("inc-1".to_string(), Value::Int(8)),
             ("inc-2".to_string(), Value::Int(8)),
@@ -355,7 +343,7 @@ async fn nbytes_of_given_keys_lists_only_those() {
         ),
     )
     .await;
-    assert_eq!(sorted(&reply), vec![("inc-2".to_string(), Value::Int(8))]);
+    assert_eq!(entries(&reply), vec![("inc-2".to_string(), Value::Int(8))]);
     server.stop().await.unwrap();
 }
 
@@ -383,7 +371,7 @@ async fn get_task_status_gives_each_state_and_none_for_unknown_keys() {
     )
     .await;
     assert_eq!(
-        sorted(&reply),
+        entries(&reply),
         vec![
             ("done-1".to_string(), s("memory")),
             ("nope".to_string(), Value::Nil),
@@ -452,7 +440,7 @@ async fn gather_fetches_values_from_the_worker_that_holds_them() {
     let reply = rpc(&server.address, msg("gather", [("keys", keys(&["x-1"]))])).await;
     assert_eq!(reply.get("status"), Some(&s("OK")), "{reply:?}");
     assert_eq!(
-        reply.get("data").map(sorted),
+        reply.get("data").map(entries),
         Some(vec![("x-1".to_string(), value)])
     );
     server.stop().await.unwrap();
@@ -622,7 +610,7 @@ async fn broadcast_sends_the_message_to_every_worker_and_collects_the_replies() 
         (w1.address.clone(), got.clone()),
     ];
     expected.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(sorted(&reply), expected);
+    assert_eq!(entries(&reply), expected);
     // workers= picks some
     let one = rpc(
         &server.address,
@@ -632,7 +620,7 @@ async fn broadcast_sends_the_message_to_every_worker_and_collects_the_replies() 
         ),
     )
     .await;
-    assert_eq!(sorted(&one), vec![(w1.address.clone(), got)]);
+    assert_eq!(entries(&one), vec![(w1.address.clone(), got)]);
     server.stop().await.unwrap();
 }
 
@@ -676,7 +664,7 @@ async fn broadcast_with_nanny_goes_to_the_nannies() {
         (w1.address.clone(), Value::Nil),
     ];
     expected.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(sorted(&reply), expected);
+    assert_eq!(entries(&reply), expected);
     server.stop().await.unwrap();
 }
 
@@ -701,7 +689,7 @@ async fn broadcast_with_on_error_ignore_leaves_out_a_worker_that_does_not_answer
     )
     .await;
     assert_eq!(
-        sorted(&reply),
+        entries(&reply),
         vec![(
             alive.address.clone(),
             Value::map([("worker-got", s("ping"))])
@@ -863,7 +851,7 @@ async fn log_event_stores_events_that_events_returns_per_topic_and_for_all_topic
     let mine = rpc(&server.address, msg("events", [("topic", s("mine"))])).await;
     assert_eq!(msgs_of(&mine), vec![first.clone(), second.clone()]);
     let all = rpc(&server.address, msg("events", [])).await;
-    let by_topic = sorted(&all);
+    let by_topic = entries(&all);
     let names: Vec<&str> = by_topic.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(names, vec!["mine", "other"]);
     assert_eq!(msgs_of(&by_topic[0].1), vec![first, second.clone()]);

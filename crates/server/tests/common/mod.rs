@@ -40,6 +40,18 @@ pub async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> 
 
 // ---- values ----------------------------------------------------------------------------------
 
+/// The entries of a map reply by their string keys, sorted, for order-free comparison.
+pub fn entries(v: &Value) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = v
+        .as_map()
+        .unwrap_or_else(|| panic!("not a map: {v:?}"))
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap_or("?").to_string(), v.clone()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// A string value.
 pub fn s(v: &str) -> Value {
     Value::from(v)
