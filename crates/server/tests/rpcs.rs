@@ -276,7 +276,10 @@ async fn processing_lists_the_tasks_each_worker_runs() {
     c.submit(&[task("slow-1", &[])], &["slow-1"]).await;
     let t = w.compute_task().await;
     let reply = rpc(&server.address, msg("processing", [])).await;
-    assert_eq!(entries(&reply), vec![(w.address.clone(), keys(&["slow-1"]))]);
+    assert_eq!(
+        entries(&reply),
+        vec![(w.address.clone(), keys(&["slow-1"]))]
+    );
     w.finish(&t).await;
     c.outcome("slow-1").await;
     let after = rpc(&server.address, msg("processing", [])).await;

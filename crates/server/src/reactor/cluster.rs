@@ -581,18 +581,7 @@ impl Scheduler {
         if asks.is_empty() {
             return out.reply(to, Ok(Value::Nil));
         }
-        let mut asks: Vec<_> = asks.into_iter().collect();
-        asks.sort_by_key(|(w, _)| *w);
-        for (w, (who_has, nbytes)) in asks {
-            out.to_worker(
-                w,
-                ToWorkerMsg::AcquireReplicas {
-                    who_has,
-                    nbytes,
-                    stimulus_id: r.stimulus_id.clone(),
-                },
-            );
-        }
+        acquire_replicas(asks, &r.stimulus_id, out);
         let request = AnyRpc::Cluster(Rpc::Replicate(Box::new(r)));
         out.after(REPLICATE_POLL, Timer::Again { request, reply: to });
     }
@@ -760,18 +749,7 @@ impl Scheduler {
             entry.1.push((t.key.clone(), t.nbytes));
             pending.push((s.address.clone(), rw.address.clone(), t.key.clone()));
         }
-        let mut asks: Vec<_> = asks.into_iter().collect();
-        asks.sort_by_key(|(w, _)| *w);
-        for (w, (who_has, nbytes)) in asks {
-            out.to_worker(
-                w,
-                ToWorkerMsg::AcquireReplicas {
-                    who_has,
-                    nbytes,
-                    stimulus_id: r.stimulus_id.clone(),
-                },
-            );
-        }
+        acquire_replicas(asks, &r.stimulus_id, out);
         r.moving = Some(Moving {
             pending,
             moved: 0,
@@ -930,6 +908,23 @@ impl Scheduler {
 
 /// What one worker is asked to fetch: `{key: holders}` and `{key: nbytes}`.
 type Ask = (Vec<(Key, Vec<Arc<str>>)>, Vec<(Key, i64)>);
+
+/// Asks each worker to fetch its keys from where they are (`acquire-replicas`), in worker
+/// order.
+fn acquire_replicas(asks: FxHashMap<WorkerId, Ask>, stimulus_id: &Arc<str>, out: &mut dyn Outbox) {
+    let mut asks: Vec<_> = asks.into_iter().collect();
+    asks.sort_by_key(|(w, _)| *w);
+    for (w, (who_has, nbytes)) in asks {
+        out.to_worker(
+            w,
+            ToWorkerMsg::AcquireReplicas {
+                who_has,
+                nbytes,
+                stimulus_id: stimulus_id.clone(),
+            },
+        );
+    }
+}
 
 /// Where `set_metadata` stores a value: a dict entry (replaced or added), or a list item.
 fn put(node: &mut Value, key: Value, value: Value) -> Result<(), RpcResult> {
