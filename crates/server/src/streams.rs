@@ -110,10 +110,12 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     let (tx, rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(batched_writer(rx, writer, client::to_client));
     let n = name.clone();
+    let versions = msg.get("versions").cloned().unwrap_or(Value::Nil);
     let client = ctx
         .handle
         .ask(move |reply| Event::ClientJoined {
             name: n,
+            versions,
             stream: tx,
             reply,
         })
