@@ -5,6 +5,9 @@
 //! `publish_delete {name}` does not wait; and `publish_dataset` first awaits
 //! `publish_wait_flush {uid}`, which answers once the client's `publish_flush_batched_send`
 //! (sent before, on its stream) is in. Their clients send a hex str uid.
+//!
+//! And the version check of `register-worker`/`register-client` (scheduler.py:4790, 5929):
+//! the newcomer's packages against the scheduler's and the workers', as Dask's table.
 
 mod common;
 
@@ -110,6 +113,85 @@ async fn the_older_publish_ops_put_get_list_and_delete_one_dataset() {
     assert_eq!(
         rpc(&server.address, msg("publish_list", [])).await,
         keys(&[])
+    );
+    server.stop().await.unwrap();
+}
+
+/// `{"packages": {"distributed": release}}`, as `get_versions()` (trimmed).
+fn versions(release: &str) -> Value {
+    Value::map([(
+        "packages",
+        Value::map([("distributed", Value::from(release))]),
+    )])
+}
+
+/// The `| distributed | ... |` row of a mismatch table, its cells trimmed.
+fn distributed_row(warning: &str) -> Vec<String> {
+    let row = warning
+        .lines()
+        .find(|l| l.starts_with("| distributed "))
+        .unwrap_or_else(|| panic!("no distributed row in {warning:?}"));
+    row.trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn register_worker_and_client_get_the_version_mismatch_table() {
+    // the test server's own versions (its "graph helper") name no distributed: "MISSING"
+    let server = TestServer::start().await;
+    let mut comm = connect(&server.address).await;
+    let register = msg(
+        "register-worker",
+        [
+            ("address", s("tcp://127.0.0.1:1")),
+            ("name", s("old")),
+            ("nthreads", Value::Int(1)),
+            ("memory_limit", Value::Int(1 << 30)),
+            ("status", s("running")),
+            ("versions", versions("2025.12.0")),
+            ("server_id", s("Worker-old")),
+            ("reply", Value::Bool(false)),
+        ],
+    );
+    let reply = comm.request(&register).await.unwrap();
+    let warning = reply.get("warning").and_then(Value::as_str).unwrap_or("");
+    assert!(
+        warning.starts_with("Mismatched versions found\n\n+"),
+        "{reply:?}"
+    );
+    assert!(warning.contains("| Package     | Worker-old | Scheduler | Workers   |"));
+    // Package, the worker, Scheduler, Workers (itself among them, scheduler.py:4790)
+    assert_eq!(
+        distributed_row(warning),
+        ["distributed", "2025.12.0", "MISSING", "2025.12.0"]
+    );
+
+    let mut client = connect(&server.address).await;
+    let register = msg(
+        "register-client",
+        [
+            ("client", s("Client-old")),
+            ("versions", versions("2026.3.0")),
+            ("reply", Value::Bool(false)),
+        ],
+    );
+    client.writer.write(&register).await.unwrap();
+    // the batched stream's first batch opens with stream-start
+    let batch = client.reader.read().await.unwrap().expect("a batch");
+    let start = match batch {
+        Value::Array(msgs) => msgs.into_iter().next().expect("stream-start"),
+        other => other,
+    };
+    assert_eq!(
+        start.get("op").and_then(Value::as_str),
+        Some("stream-start")
+    );
+    let warning = start.get("warning").and_then(Value::as_str).unwrap_or("");
+    assert_eq!(
+        distributed_row(warning),
+        ["distributed", "2026.3.0", "MISSING", "2025.12.0"]
     );
     server.stop().await.unwrap();
 }
