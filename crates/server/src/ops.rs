@@ -180,6 +180,8 @@ pub static RPC: &[Op] = &[
     rpc("processing", rpc::processing),
     rpc("profile", inspect::profile),
     rpc("proxy", inspect::proxy),
+    // publish_put/get/delete: every release, but up to 2026.3.0 they carry one `name`, not
+    // `names` (and put/delete do not wait for the flush); translate reads both shapes
     rpc("publish_delete", coordination::publish_delete),
     rpc("publish_get", coordination::publish_get),
     rpc("publish_list", coordination::publish_list),
