@@ -21,6 +21,14 @@ User code on the cluster
     Python graph helper, which must inherit the environment) and the workers get this directory
     on ``PYTHONPATH``.
 
+Releases
+    The suite runs on the ``distributed`` of the interpreter that runs pytest: stock
+    scheduler, workers and client come from that environment, and rask's graph helpers run
+    it too (``--python``). ``scripts/setup`` builds ``.venv-<release>`` for the older tested
+    releases; run ``.venv-2025.12.0/bin/python -m pytest ...`` to test one. A test that needs
+    a feature of the tested release (``TESTED_RELEASE``) is marked ``needs_tested_release``
+    and skipped on the others.
+
 Configuration
     ``RASK_BIN``: path of the rask binary (default ``<repo>/target/debug/rask``); rask tests
     are skipped only when it does not exist.  Dask runs with its own default configuration
@@ -38,6 +46,7 @@ import sys
 import time
 from pathlib import Path
 
+import distributed
 import pytest
 from distributed import Client
 
@@ -60,6 +69,21 @@ def _rask_bin() -> Path:
 RASK_BIN = _rask_bin()
 
 SCHEDULER_KINDS = ["dask", "rask"]
+
+# The `distributed` release under test (that of the interpreter running pytest) and the one
+# rask is pinned to (requirements.txt, rask_protocol::TESTED_DISTRIBUTED); the older tested
+# releases are rask_protocol::TESTED_OLDER_DISTRIBUTED.
+DISTRIBUTED_RELEASE = distributed.__version__
+TESTED_RELEASE = "2026.8.0"
+TESTED_RELEASES = [TESTED_RELEASE, "2026.3.0", "2025.12.0"]
+
+
+def needs_tested_release(reason: str):
+    """Skips a test on the older releases: it needs something only TESTED_RELEASE has."""
+    return pytest.mark.skipif(
+        DISTRIBUTED_RELEASE != TESTED_RELEASE,
+        reason=f"needs distributed {TESTED_RELEASE} ({reason}); running {DISTRIBUTED_RELEASE}",
+    )
 
 STARTUP_TIMEOUT = 30.0  # scheduler file / workers registered
 STOP_GRACE = 10.0  # SIGTERM -> SIGKILL

@@ -288,10 +288,10 @@ pub fn main(args: SchedulerArgs) -> Result<()> {
                 .unwrap_or("?")
         );
         if let Some(d) = report.get("distributed").and_then(|v| v.as_str()) {
-            if d != rask_protocol::TESTED_DISTRIBUTED {
+            if !rask_protocol::is_tested_distributed(d) {
                 tracing::warn!(
                     "distributed {d} found; rask is tested with {}",
-                    rask_protocol::TESTED_DISTRIBUTED
+                    rask_protocol::tested_distributed_releases()
                 );
             }
         }

@@ -28,3 +28,21 @@ pub use value::{Key, Opaque, OpaqueKind, Value};
 /// The `distributed` release whose wire protocol this crate speaks and that rask is tested
 /// with; the scheduler, `rask worker` and the CLI compare the user's `distributed` against it.
 pub const TESTED_DISTRIBUTED: &str = "2026.8.0";
+
+/// Older `distributed` releases rask also serves and tests (`scripts/test` runs an e2e
+/// subset on each, from `.venv-<release>`): their clients, workers and graph helpers connect
+/// without a warning. Their extra ops are in the scheduler's op table.
+pub const TESTED_OLDER_DISTRIBUTED: &[&str] = &["2026.3.0", "2025.12.0"];
+
+/// Whether rask is tested with this `distributed` release.
+pub fn is_tested_distributed(version: &str) -> bool {
+    version == TESTED_DISTRIBUTED || TESTED_OLDER_DISTRIBUTED.contains(&version)
+}
+
+/// The tested releases for messages, newest first: `2026.8.0, 2026.3.0, 2025.12.0`.
+pub fn tested_distributed_releases() -> String {
+    std::iter::once(TESTED_DISTRIBUTED)
+        .chain(TESTED_OLDER_DISTRIBUTED.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -50,7 +50,7 @@ async fn refuse_plaintext(mut comm: Comm) -> Result<(), ConnectionError> {
     {
         let answer = match msg.get("op").and_then(Value::as_str) {
             // `Client._ensure_connected` raises the stream-start's "error"
-            Some("register-client") => Value::Array(vec![client::stream_start(&text)]),
+            Some("register-client") => Value::Array(vec![client::stream_start("", &text)]),
             // `Worker._register_with_scheduler` raises on a status other than "OK"
             Some("register-worker") => worker::refused(&text),
             _ => rask_comm::reply::raised("RuntimeError", &text),

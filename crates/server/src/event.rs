@@ -39,6 +39,8 @@ pub enum Event {
     ClientJoined {
         /// `Client-<uuid>`
         name: Arc<str>,
+        /// its `versions` (`get_versions()`), for the mismatch warning
+        versions: Value,
         /// its batched writer
         stream: ClientTx,
         /// its id, for the stream's later events

@@ -6,6 +6,12 @@
 //! becomes a [`ClientMsg`] or [`WorkerMsg`] the same way. An op rask does not serve has a
 //! [`Serve::NotSupported`] entry with the reason its user reads. `tests/ops.rs` checks the
 //! tables against the stock scheduler's handler list, so no op is forgotten silently.
+//!
+//! rask also serves clients and workers of older releases (`rask_protocol::TESTED_OLDER`):
+//! an op that 2026.8.0 lacks has an entry too, its comment naming the releases that send it,
+//! and `tests/ops.rs` checks the tables against every tested release's handler list. An op
+//! whose message shape changed between releases reads both shapes in its `translate`
+//! function (the publish ops).
 
 use crate::error::RequestError;
 use crate::messages::{ClientMsg, Rpc, WorkerMsg};
@@ -151,6 +157,7 @@ pub static RPC: &[Op] = &[
     ),
     rpc("get_task_status", rpc::get_task_status),
     rpc("get_task_stream", diagnostics::get_task_stream),
+    // distributed 2026.6.0 and later (older clients never send it, nor `start_index`)
     rpc("get_task_stream_index", diagnostics::get_task_stream_index),
     rpc("has_what", rpc::has_what),
     rpc("heartbeat_worker", rpc::heartbeat_worker),
@@ -173,10 +180,14 @@ pub static RPC: &[Op] = &[
     rpc("processing", rpc::processing),
     rpc("profile", inspect::profile),
     rpc("proxy", inspect::proxy),
+    // publish_put/get/delete: every release, but up to 2026.3.0 they carry one `name`, not
+    // `names` (and put/delete do not wait for the flush); translate reads both shapes
     rpc("publish_delete", coordination::publish_delete),
     rpc("publish_get", coordination::publish_get),
     rpc("publish_list", coordination::publish_list),
     rpc("publish_put", coordination::publish_put),
+    // distributed 2025.12.0 .. 2026.3.0 (gone in 2026.6.0): publish_dataset waits on it
+    rpc("publish_wait_flush", coordination::publish_wait_flush),
     rpc("queue_create", coordination::queue_create),
     rpc("queue_get", coordination::queue_get),
     rpc("queue_put", coordination::queue_put),

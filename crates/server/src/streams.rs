@@ -101,6 +101,7 @@ enum End {
 /// `register-client` (scheduler.py:5904-5952), then the client's stream.
 pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), ConnectionError> {
     let name = str_field(&msg, "client").map_err(RequestError::from)?;
+    warn_untested_release("client", &name, &msg);
     let Comm {
         mut reader,
         writer,
@@ -109,10 +110,12 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     let (tx, rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(batched_writer(rx, writer, client::to_client));
     let n = name.clone();
+    let versions = msg.get("versions").cloned().unwrap_or(Value::Nil);
     let client = ctx
         .handle
         .ask(move |reply| Event::ClientJoined {
             name: n,
+            versions,
             stream: tx,
             reply,
         })
@@ -128,6 +131,31 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     match end {
         End::Failed(e) => Err(e),
         End::Closed => Ok(()),
+    }
+}
+
+/// Logs a warning when a client or worker runs a `distributed` release rask is not tested
+/// with (its `versions` of `register-client`/`register-worker`, `versions.get_versions()`:
+/// `{"host": ..., "packages": {"distributed": "2026.8.0", ...}}`). It still connects: the
+/// ops of the tested releases are all served, and an op rask does not know is answered
+/// with an error naming it.
+fn warn_untested_release(kind: &str, who: &str, msg: &Value) {
+    let release = msg
+        .get("versions")
+        .and_then(|v| v.get("packages"))
+        .and_then(|p| p.get("distributed"))
+        .and_then(Value::as_str);
+    match release {
+        Some(r) if rask_protocol::is_tested_distributed(r) => {}
+        Some(r) => tracing::warn!(
+            "{kind} {who} runs distributed {r}; rask is tested with distributed {}",
+            rask_protocol::tested_distributed_releases()
+        ),
+        None => tracing::warn!(
+            "{kind} {who} did not say its distributed version; rask is tested with \
+             distributed {}",
+            rask_protocol::tested_distributed_releases()
+        ),
     }
 }
 
@@ -178,6 +206,7 @@ pub async fn worker_status_stream(comm: Comm, ctx: Arc<Ctx>) -> Result<(), Conne
 pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), ConnectionError> {
     let registration = Box::new(registration(&msg)?);
     let address = registration.address.clone();
+    warn_untested_release("worker", &address, &msg);
     let Comm {
         mut reader,
         mut writer,

@@ -1,15 +1,29 @@
 //! The op table (`src/ops.rs`) against the handler tables of the stock scheduler
-//! (`tests/data/dask_handlers_2026.8.0.txt`): every op Dask's scheduler answers appears in
-//! rask's table, served or refused with a reason; rask's table has nothing Dask does not,
-//! but the protocol-level `close` and `close-stream`; and the tables stay sorted, which
-//! lookups rely on.
+//! (`tests/data/dask_handlers_<release>.txt`, one per release rask serves): every op Dask's
+//! scheduler answers in any of these releases appears in rask's table, served or refused
+//! with a reason; rask's table has nothing that none of them has, but the protocol-level
+//! `close` and `close-stream`; and the tables stay sorted, which lookups rely on.
 
 use rask_server::ops::{self, Op, Serve};
 use std::collections::BTreeSet;
 
-/// The op names of one `## <title>` section of the handler list.
-fn section(title: &str) -> BTreeSet<String> {
-    let text = include_str!("data/dask_handlers_2026.8.0.txt");
+/// Each release's handler list: the tested one (2026.8.0), the older tested ones
+/// (`rask_protocol::TESTED_OLDER_DISTRIBUTED`), and the releases between them, whose ops
+/// rask serves too.
+const RELEASES: [(&str, &str); 6] = [
+    ("2026.8.0", include_str!("data/dask_handlers_2026.8.0.txt")),
+    ("2026.7.1", include_str!("data/dask_handlers_2026.7.1.txt")),
+    ("2026.6.0", include_str!("data/dask_handlers_2026.6.0.txt")),
+    ("2026.3.0", include_str!("data/dask_handlers_2026.3.0.txt")),
+    ("2026.1.3", include_str!("data/dask_handlers_2026.1.3.txt")),
+    (
+        "2025.12.0",
+        include_str!("data/dask_handlers_2025.12.0.txt"),
+    ),
+];
+
+/// The op names of one `## <title>` section of one release's handler list.
+fn section_of(text: &str, title: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut inside = false;
     for line in text.lines() {
@@ -30,6 +44,44 @@ fn section(title: &str) -> BTreeSet<String> {
         "no section {title:?} in the handler list"
     );
     names
+}
+
+/// The op names of one section over every release rask serves.
+fn section(title: &str) -> BTreeSet<String> {
+    RELEASES
+        .iter()
+        .flat_map(|(_, text)| section_of(text, title))
+        .collect()
+}
+
+#[test]
+fn every_op_of_every_tested_release_is_in_the_table() {
+    let tested: Vec<&str> = std::iter::once(rask_protocol::TESTED_DISTRIBUTED)
+        .chain(rask_protocol::TESTED_OLDER_DISTRIBUTED.iter().copied())
+        .collect();
+    for release in &tested {
+        let Some((_, text)) = RELEASES.iter().find(|(r, _)| r == release) else {
+            panic!("no handler list for the tested release {release}");
+        };
+        let rpcs = names(&[ops::RPC]);
+        let streams = names(&[ops::CLIENT_STREAM, ops::WORKER_STREAM]);
+        let missing: Vec<_> = section_of(text, "Scheduler.handlers")
+            .into_iter()
+            .filter(|op| !rpcs.contains(op))
+            .chain(
+                section_of(text, "Scheduler.stream_handlers")
+                    .into_iter()
+                    .filter(|op| !streams.contains(op)),
+            )
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "ops of distributed {release} missing from the tables: {missing:?}"
+        );
+    }
+    // the op only older releases have, served
+    let wait_flush = ops::rpc_op("publish_wait_flush").expect("publish_wait_flush");
+    assert!(wait_flush.supported());
 }
 
 fn names(tables: &[&[Op]]) -> BTreeSet<String> {
@@ -124,7 +176,7 @@ fn supported_and_refused_counts() {
         .filter(|o| !o.supported())
         .map(|o| o.name)
         .collect();
-    assert_eq!(ops::RPC.len(), 94);
+    assert_eq!(ops::RPC.len(), 95);
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(ops::CLIENT_STREAM
         .iter()

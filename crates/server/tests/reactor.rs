@@ -130,6 +130,7 @@ impl Env {
         let (reply, rx) = oneshot::channel();
         self.handle(Event::ClientJoined {
             name: name.into(),
+            versions: Value::Nil,
             stream: tx,
             reply,
         });
@@ -169,6 +170,8 @@ fn registration(name: &str, nanny: Option<&str>) -> Registration {
         services: Value::Map(Vec::new()),
         nanny: nanny.map_or(Value::Nil, Value::from),
         metrics: Value::Map(Vec::new()),
+        versions: Value::Nil,
+        server_id: name.into(),
     }
 }
 

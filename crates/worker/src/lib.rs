@@ -94,11 +94,11 @@ pub async fn run(
         probe.python,
         probe.distributed
     );
-    if probe.distributed != rask_protocol::TESTED_DISTRIBUTED {
+    if !rask_protocol::is_tested_distributed(&probe.distributed) {
         tracing::warn!(
             "distributed {} found; rask is tested with {}",
             probe.distributed,
-            rask_protocol::TESTED_DISTRIBUTED
+            rask_protocol::tested_distributed_releases()
         );
     }
     let n = probe.nworkers;

@@ -59,6 +59,35 @@ pub enum Rpc {
         /// pairs this request with the client's `publish_flush_batched_send`
         uid: Key,
     },
+    /// `publish_put {keys, data, name, override, client}` of distributed <= 2026.3.0
+    /// (`publish.py:46` there): one dataset, no flush wait (the client awaited
+    /// `publish_wait_flush` first); replies `{"status": "OK", "name": name}`.
+    PublishPutOne {
+        /// the dataset name
+        name: Key,
+        /// the keys it holds
+        keys: Vec<Key>,
+        /// its data
+        data: Value,
+        /// replace an existing dataset
+        override_: bool,
+    },
+    /// `publish_get {name, client}` of distributed <= 2026.3.0: the dataset or None.
+    PublishGetOne {
+        /// the dataset name
+        name: Key,
+    },
+    /// `publish_delete {name}` of distributed <= 2026.3.0: no flush wait.
+    PublishDeleteOne {
+        /// the dataset name
+        name: Key,
+    },
+    /// `publish_wait_flush {uid}` of distributed <= 2026.3.0 (`publish.py:43` there):
+    /// answers once the client's `publish_flush_batched_send` with this uid is in.
+    PublishWaitFlush {
+        /// the uid of the client's flush
+        uid: Key,
+    },
     /// `variable_set {name, data | key, timeout}`
     VariableSet {
         /// the variable

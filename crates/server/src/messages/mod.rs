@@ -335,6 +335,10 @@ pub struct Registration {
     pub nanny: Value,
     /// its metrics at registration
     pub metrics: Value,
+    /// `versions` (`get_versions()`: `{"host", "packages"}`), for the mismatch warning
+    pub versions: Value,
+    /// `server_id`, the column the mismatch warning names it by
+    pub server_id: Arc<str>,
 }
 
 /// A message on a worker's stream, from the scheduler.
@@ -380,8 +384,12 @@ impl From<ToWorker> for ToWorkerMsg {
 pub enum ToClientMsg {
     /// One of the core's reports (key-in-memory, task-erred, ...).
     Core(ToClient),
-    /// `stream-start`: the first message of every client stream.
-    StreamStart,
+    /// `stream-start`: the first message of every client stream, with the version-mismatch
+    /// warning (empty if none).
+    StreamStart {
+        /// the mismatch table, or ""
+        warning: String,
+    },
     /// `adjust-heartbeat-interval`
     AdjustHeartbeat {
         /// seconds

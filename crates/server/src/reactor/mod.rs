@@ -174,10 +174,11 @@ impl Scheduler {
             Event::Rpc { request, reply } => self.rpc(now, request, reply, out),
             Event::ClientJoined {
                 name,
+                versions,
                 stream,
                 reply,
             } => {
-                let id = self.client_joined(now, name, stream, out);
+                let id = self.client_joined(now, name, &versions, stream, out);
                 let _ = reply.send(id);
             }
             Event::Client { client, msgs } => {

@@ -7,8 +7,10 @@ use crate::extensions::{Extension, Peer};
 use crate::messages::{ClientMsg, Placement, Registration, ToClientMsg, WorkerMsg};
 use crate::outbox::Outbox;
 use crate::translate::events;
+use crate::translate::versions::mismatch_warning;
 use crate::translate::worker::{refused, registered};
 use rask_core::{ClientId, Stimulus, WorkerId, WorkerSpec};
+use rask_protocol::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -18,18 +20,32 @@ const ALL: &str = "all";
 impl Scheduler {
     // ---- clients -----------------------------------------------------------------------------
 
+    /// The version-mismatch warning for a newcomer (`version_module.error_message`,
+    /// scheduler.py:5929 and 4790): its packages against the scheduler's (the graph
+    /// helper's environment) and every registered worker's.
+    fn version_warning(&self, versions: &Value, source_name: &str) -> String {
+        let workers: Vec<&Value> = self
+            .workers
+            .values()
+            .map(|w| &w.registration.versions)
+            .collect();
+        mismatch_warning(&self.identity.versions, &workers, versions, source_name)
+    }
+
     /// `register-client` (scheduler.py:5904-5952).
     pub(super) fn client_joined(
         &mut self,
         now: f64,
         name: Arc<str>,
+        versions: &Value,
         stream: ClientTx,
         out: &mut dyn Outbox,
     ) -> ClientId {
         let id = self.core.new_client_id();
         out.open_client(id, stream);
         // `stream-start` must be the first message on the stream.
-        out.to_client(id, ToClientMsg::StreamStart);
+        let warning = self.version_warning(versions, "Client");
+        out.to_client(id, ToClientMsg::StreamStart { warning });
         self.clients.insert(
             id,
             ClientInfo {
@@ -261,7 +277,14 @@ impl Scheduler {
                 last_seen: now,
             },
         );
-        let reply = registered(self.heartbeat_interval(), self.plugins.worker_plugins());
+        // the new worker is among the workers it is compared with (scheduler.py:4790)
+        let versions = &self.workers[&id].registration;
+        let warning = self.version_warning(&versions.versions, &versions.server_id.clone());
+        let reply = registered(
+            self.heartbeat_interval(),
+            self.plugins.worker_plugins(),
+            warning,
+        );
         let (address, all): (Arc<str>, Arc<str>) = (spec.address.clone(), ALL.into());
         self.log_event(now, &[&address], events::add_worker(None), out);
         self.log_event(now, &[&all], events::add_worker(Some(&address)), out);

@@ -126,11 +126,12 @@ pub fn is_close_stream(msg: &Value) -> bool {
 }
 
 /// The first thing a client stream says; anything else and `Client._ensure_connected`
-/// raises this `error`.
-pub fn stream_start(error: &str) -> Value {
+/// raises this `error`. A `warning` (the version mismatch, scheduler.py:5929) becomes the
+/// client's `VersionMismatchWarning`.
+pub fn stream_start(warning: &str, error: &str) -> Value {
     Value::map([
         ("op", Value::from("stream-start")),
-        ("warning", Value::from("")),
+        ("warning", Value::from(warning)),
         ("error", Value::from(error)),
     ])
 }
@@ -139,7 +140,7 @@ pub fn stream_start(error: &str) -> Value {
 pub fn to_client(msg: ToClientMsg) -> Value {
     match msg {
         ToClientMsg::Core(m) => core(m),
-        ToClientMsg::StreamStart => stream_start(""),
+        ToClientMsg::StreamStart { warning } => stream_start(&warning, ""),
         ToClientMsg::AdjustHeartbeat { interval } => Value::map([
             ("op", Value::from("adjust-heartbeat-interval")),
             ("interval", Value::Float(interval)),

@@ -80,8 +80,20 @@ fn op(o: ClientOp) -> Result<ClientMsg, RequestError> {
 
 // ---- datasets --------------------------------------------------------------------------------
 
-/// `publish_put {names, keys, data, override, client, uid}`
+/// `publish_put {names, keys, data, override, client, uid}`; distributed <= 2026.3.0 sends
+/// `{keys, data, name, override, client}` (one dataset, no `names`).
 pub fn publish_put(msg: &Value) -> Result<AnyRpc, RequestError> {
+    if msg.get("names").is_none() {
+        return rpc(Rpc::PublishPutOne {
+            name: name_field(msg, "name")?,
+            keys: match msg.get("keys") {
+                None | Some(Value::Nil) => Vec::new(),
+                Some(ks) => keys_of(ks, "keys")?,
+            },
+            data: msg.get("data").cloned().unwrap_or_default(),
+            override_: msg.get("override").is_some_and(Value::truthy),
+        });
+    }
     let names = names_field(msg, "names")?;
     let keys = list_field(msg, "keys")?
         .iter()
@@ -101,8 +113,14 @@ pub fn publish_put(msg: &Value) -> Result<AnyRpc, RequestError> {
     })
 }
 
-/// `publish_get {names}`
+/// `publish_get {names}`; distributed <= 2026.3.0 sends `{name, client}` and gets one
+/// dataset (or None) back.
 pub fn publish_get(msg: &Value) -> Result<AnyRpc, RequestError> {
+    if msg.get("names").is_none() {
+        return rpc(Rpc::PublishGetOne {
+            name: name_field(msg, "name")?,
+        });
+    }
     rpc(Rpc::PublishGet {
         names: names_field(msg, "names")?,
     })
@@ -113,8 +131,13 @@ pub fn publish_list(_msg: &Value) -> Result<AnyRpc, RequestError> {
     rpc(Rpc::PublishList)
 }
 
-/// `publish_delete {names, client, uid}`
+/// `publish_delete {names, client, uid}`; distributed <= 2026.3.0 sends `{name}`.
 pub fn publish_delete(msg: &Value) -> Result<AnyRpc, RequestError> {
+    if msg.get("names").is_none() {
+        return rpc(Rpc::PublishDeleteOne {
+            name: name_field(msg, "name")?,
+        });
+    }
     rpc(Rpc::PublishDelete {
         names: names_field(msg, "names")?,
         client: opt_str(msg, "client")?,
@@ -122,7 +145,15 @@ pub fn publish_delete(msg: &Value) -> Result<AnyRpc, RequestError> {
     })
 }
 
-/// Stream op `publish_flush_batched_send {uid}`
+/// `publish_wait_flush {uid}` (distributed <= 2026.3.0)
+pub fn publish_wait_flush(msg: &Value) -> Result<AnyRpc, RequestError> {
+    rpc(Rpc::PublishWaitFlush {
+        uid: name_field(msg, "uid")?,
+    })
+}
+
+/// Stream op `publish_flush_batched_send {uid}` (the same in every tested release; older
+/// ones send a hex str uid, 2026.8.0 bytes)
 pub fn publish_flush(msg: &Value) -> Result<ClientMsg, RequestError> {
     op(ClientOp::PublishFlush {
         uid: name_field(msg, "uid")?,

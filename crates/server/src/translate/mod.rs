@@ -25,6 +25,7 @@ pub mod records;
 pub mod reply;
 pub mod rpc;
 pub mod shuffle;
+pub mod versions;
 pub mod worker;
 
 use crate::error::RequestError;

@@ -16,6 +16,10 @@ use std::sync::Arc;
 /// `register-worker` (scheduler.py:4663-4800).
 pub fn registration(msg: &Value) -> Result<Registration, RequestError> {
     let address = str_field(msg, "address")?;
+    let server_id = match msg.get("server_id") {
+        Some(Value::Str(s)) => s.clone(),
+        _ => address.clone(),
+    };
     let nthreads = int_field(msg, "nthreads")?.clamp(1, i64::from(u32::MAX)) as u32;
     let name_value = msg
         .get("name")
@@ -61,17 +65,20 @@ pub fn registration(msg: &Value) -> Result<Registration, RequestError> {
         services: or_empty("services"),
         nanny: msg.get("nanny").cloned().unwrap_or(Value::Nil),
         metrics: or_empty("metrics"),
+        versions: msg.get("versions").cloned().unwrap_or(Value::Nil),
+        server_id,
     })
 }
 
-/// The reply to an accepted `register-worker`.
-pub fn registered(heartbeat_interval: f64, worker_plugins: Value) -> Value {
+/// The reply to an accepted `register-worker`; `warning` is the version mismatch
+/// (scheduler.py:4790), which the worker logs.
+pub fn registered(heartbeat_interval: f64, worker_plugins: Value, warning: String) -> Value {
     Value::map([
         ("status", Value::from("OK")),
         ("time", Value::Float(now())),
         ("heartbeat-interval", Value::Float(heartbeat_interval)),
         ("worker-plugins", worker_plugins),
-        ("warning", Value::from("")),
+        ("warning", Value::from(warning)),
         ("error", Value::from("")),
     ])
 }

@@ -123,6 +123,24 @@ impl Extension for Coordination {
                     self.deadlines.insert(wait, Parked::PublishFlush(uid));
                 }
             }
+            Rpc::PublishPutOne {
+                name,
+                keys,
+                data,
+                override_,
+            } => {
+                let v = self.publish.put_one(cx, name, keys, data, override_);
+                cx.reply(reply, Ok(v));
+            }
+            Rpc::PublishGetOne { name } => {
+                let v = self.publish.get_one(&name);
+                cx.reply(reply, Ok(v));
+            }
+            Rpc::PublishDeleteOne { name } => {
+                let v = self.publish.delete_one(cx, name);
+                cx.reply(reply, Ok(v));
+            }
+            Rpc::PublishWaitFlush { uid } => self.publish.wait_flush(cx, uid, reply),
             Rpc::PublishGet { names } => {
                 let v = self.publish.get(&names);
                 cx.reply(reply, Ok(v));

@@ -49,6 +49,8 @@ pub(super) struct State {
     flushed: FxHashSet<Key>,
     /// RPCs waiting for their uid's flush
     pending: FxHashMap<Key, Pending>,
+    /// `publish_wait_flush` calls (distributed <= 2026.3.0) waiting for their uid's flush
+    flush_waiters: FxHashMap<Key, Vec<Replier>>,
 }
 
 struct Dataset {
@@ -93,6 +95,9 @@ impl State {
     /// Stream op: the client's batched stream caught up to the RPC with this uid. Returns
     /// the wait id of the request it released, if one was parked.
     pub(super) fn flushed(&mut self, cx: &mut Cx<'_>, uid: Key) -> Option<u64> {
+        for waiter in self.flush_waiters.remove(&uid).unwrap_or_default() {
+            cx.reply(waiter, Ok(Value::Nil));
+        }
         match self.pending.remove(&uid) {
             Some(p) => {
                 let v = self.apply(cx, p.op);
@@ -162,6 +167,57 @@ impl State {
                 Value::Nil
             }
         }
+    }
+
+    /// `publish_wait_flush {uid}` (distributed <= 2026.3.0, `publish.py:43` there): answers
+    /// None once the client's flush with this uid is in, at once if it already is. An
+    /// older client awaits it once per dataset of one `publish_dataset` call, with one uid,
+    /// so the uid stays flushed; as there (a `defaultdict` of events never emptied), it is
+    /// kept for the scheduler's life.
+    pub(super) fn wait_flush(&mut self, cx: &mut Cx<'_>, uid: Key, reply: Replier) {
+        if self.flushed.contains(&uid) {
+            cx.reply(reply, Ok(Value::Nil));
+        } else {
+            self.flush_waiters.entry(uid).or_default().push(reply);
+        }
+    }
+
+    /// `publish_put {keys, data, name, override, client}` of distributed <= 2026.3.0
+    /// (`publish.py:46` there): `{"status": "OK", "name": name}`, or the KeyError of an
+    /// existing name. Unlike 2026.3.0, which kept the replaced dataset's keys desired
+    /// forever, an override releases them, as 2026.8.0 does.
+    pub(super) fn put_one(
+        &mut self,
+        cx: &mut Cx<'_>,
+        name: Key,
+        keys: Vec<Key>,
+        data: Value,
+        override_: bool,
+    ) -> Value {
+        let op = Op::Put {
+            names: vec![name.clone()],
+            keys: vec![keys],
+            data: vec![data],
+            override_,
+        };
+        match self.apply(cx, op) {
+            Value::Nil => Value::map([("status", Value::from("OK")), ("name", name.to_value())]),
+            raised => raised,
+        }
+    }
+
+    /// `publish_delete {name}` of distributed <= 2026.3.0: None.
+    pub(super) fn delete_one(&mut self, cx: &mut Cx<'_>, name: Key) -> Value {
+        self.apply(cx, Op::Delete { names: vec![name] })
+    }
+
+    /// `publish_get {name, client}` of distributed <= 2026.3.0: `{"data", "keys"}` or None.
+    pub(super) fn get_one(&self, name: &Key) -> Value {
+        dataset(
+            self.datasets
+                .get(name)
+                .map(|d| (&d.data, d.keys.as_slice())),
+        )
     }
 
     /// `publish_get {names}`: `[{"data", "keys"} or None, ...]`.
