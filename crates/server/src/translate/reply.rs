@@ -190,14 +190,19 @@ pub fn worker_ttl_event(workers: &[Arc<str>], ttl: f64) -> Value {
     ])
 }
 
-/// The `get_data` request of `gather`.
-pub fn get_data(keys: &[Key]) -> Value {
-    Value::map([
+/// The `get_data` request of `gather`; with the client's `serializers`, as
+/// `get_data_from_worker` sends them (worker.py:2720, core.py:976).
+pub fn get_data(keys: &[Key], serializers: Option<&Value>) -> Value {
+    let mut req = Value::map([
         ("op", Value::from("get_data")),
         ("keys", keys_value(keys)),
         ("who", Value::Nil),
         ("reply", Value::Bool(true)),
-    ])
+    ]);
+    if let Some(s) = serializers {
+        req.set("serializers", s.clone());
+    }
+    req
 }
 
 /// The `update_data` request of `scatter`.
