@@ -2,8 +2,8 @@
 and submit sub-tasks through the worker's client (`test_dynamic_workloads_sync`), the
 dependents of scattered data that is lost with its only worker (`test_lose_scattered_data`,
 `test_scatter_compute_store_lose_processing`), and a client that does not accept pickle
-(`test_turn_off_pickle`): what comes back through the scheduler is serialized only with
-what the client can read."""
+(`test_turn_off_pickle`): what comes back through the scheduler (gather, run,
+run_on_scheduler) is serialized only with what the client can read."""
 
 from __future__ import annotations
 
@@ -107,3 +107,7 @@ def test_a_client_without_pickle_gets_no_pickles(cluster, direct):
             c.gather(f, direct=direct)
         with pytest.raises(TypeError):
             c.run(give_a_function)
+        # the same for what a function run on the scheduler returns (core.py:816)
+        assert c.run_on_scheduler(inc, 1) == 2
+        with pytest.raises(TypeError):
+            c.run_on_scheduler(give_a_function)

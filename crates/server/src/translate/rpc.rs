@@ -230,6 +230,9 @@ pub fn run_function(msg: &Value) -> Result<Rpc, RequestError> {
         ("args", arg("args")),
         ("kwargs", arg("kwargs")),
         ("wait", Value::Bool(flag(msg, "wait", true))),
+        // the client's deserializers: the result is serialized with only these, as the
+        // stock scheduler's reply is (core.py:816)
+        ("serializers", serializers_of(msg).unwrap_or(Value::Nil)),
     ]);
     Ok(Rpc::RunFunction { request, function })
 }
