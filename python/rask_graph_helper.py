@@ -110,7 +110,9 @@ Modes
     ``"kwargs": bytes|None, "wait": bool}`` (``Client.run_on_scheduler``; the fields of
     the ``run_function`` RPC, pickled by the client) ->
     ``{"id": n, "status": "OK", "result": bytes}``, the result pickled with
-    ``distributed.protocol.pickle.dumps``. Mirrors ``distributed.worker.run`` (worker.py
+    ``distributed.protocol.pickle.dumps``; with ``"serializers": [str]`` (the client's
+    deserializers) ``{"id": n, "status": "OK", "header": map, "frames": [bytes]}``, the
+    result serialized with only those (``serialize_and_split``, ``on_error="message"``). Mirrors ``distributed.worker.run`` (worker.py
     2997-3037), except that a function taking ``dask_scheduler`` is refused: there is no
     Python ``Scheduler`` object to pass. Coroutine functions run to completion here, also
     with ``wait=False``. A failing function gives the error reply below.
@@ -586,6 +588,16 @@ def run_function(req: dict) -> dict:
         result = asyncio.run(function(*args, **kwargs))
     else:
         result = function(*args, **kwargs)
+    serializers = req.get("serializers")
+    if serializers is not None:
+        # The client's deserializers came with the request: the stock scheduler writes
+        # its reply with them (core.py:816), so what they cannot carry reaches the client
+        # as an "error" payload, which raises TypeError there (test_turn_off_pickle).
+        from distributed.protocol.serialize import serialize_and_split
+
+        header, frames = serialize_and_split(result, serializers=serializers, on_error="message")
+        header["num-sub-frames"] = len(frames)
+        return {"status": "OK", "header": header, "frames": [bytes(f) for f in frames]}
     return {"status": "OK", "result": pickle.dumps(result)}
 
 

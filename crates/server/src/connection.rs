@@ -89,7 +89,15 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
         };
         let wants_reply = msg.take("reply").is_none_or(|v| v.truthy());
         let close = msg.take("close").is_some_and(|v| v.truthy());
-        msg.take("serializers");
+        // core.py:761,788: `serializers` goes back in only for the handlers that take it;
+        // `gather` and `broadcast` pass it on to the workers (scheduler.py:6404, 6699), and
+        // `run_function` serializes its result with it (worker.py `run`, core.py:816)
+        let serializers = msg.take("serializers");
+        if let Some(s) =
+            serializers.filter(|_| matches!(&*op, "gather" | "broadcast" | "run_function"))
+        {
+            msg.set("serializers", s);
+        }
         let Some(entry) = ops::rpc_op(&op) else {
             let e = RequestError::UnknownOp {
                 kind: "RPC",

@@ -330,6 +330,8 @@ pub enum Done {
 pub struct Gathering {
     /// 0, 1, 2
     pub round: u32,
+    /// the client's `serializers`, for the workers' `get_data` (scheduler.py:6404)
+    pub serializers: Option<Value>,
     /// this round: worker address -> keys to fetch there
     pub plan: Vec<(Arc<str>, Vec<Key>)>,
     /// `{key: serialized value}` fetched so far

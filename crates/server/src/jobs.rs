@@ -143,8 +143,9 @@ async fn gather(mut g: Gathering, cx: &JobContext) -> Gathering {
         tokio::time::sleep(Duration::from_millis(100 * u64::from(g.round))).await;
     }
     let plan = std::mem::take(&mut g.plan);
+    let serializers = g.serializers.as_ref();
     let results = join_all(plan.into_iter().map(|(addr, ks)| async move {
-        let r = get_data(&addr, &ks, cx).await;
+        let r = get_data(&addr, &ks, serializers, cx).await;
         (addr, ks, r)
     }))
     .await;
@@ -175,10 +176,11 @@ async fn gather(mut g: Gathering, cx: &JobContext) -> Gathering {
 async fn get_data(
     addr: &str,
     keys: &[Key],
+    serializers: Option<&Value>,
     cx: &JobContext,
 ) -> Result<Vec<(Value, Value)>, RequestError> {
     let mut comm = Comm::connect(addr, WORKER_RPC_TIMEOUT, &cx.comm).await?;
-    let req = reply::get_data(keys);
+    let req = reply::get_data(keys, serializers);
     for attempt in 0..20u64 {
         let answer = tokio::time::timeout(WORKER_RPC_TIMEOUT, comm.request(&req))
             .await

@@ -405,6 +405,7 @@ fn gather_of_a_key_nobody_holds_answers_at_once_without_a_job() {
     let mut env = Env::new();
     let mut rx = env.rpc(Rpc::Gather {
         keys: vec![Key::str("nobody-has-it")],
+        serializers: None,
     });
     // no holder: answered at once, no job
     let reply = rx.try_recv().expect("answered").expect("ok");

@@ -37,6 +37,9 @@ pub enum Rpc {
     Gather {
         /// the keys
         keys: Vec<Key>,
+        /// the client's `serializers` (its deserializers, `core.py:976`), passed on to the
+        /// workers' `get_data` so they serialize only with what the client can read
+        serializers: Option<Value>,
     },
     /// `scatter {data, workers, client, broadcast, timeout}`: client data put on workers.
     Scatter(Box<Scatter>),

@@ -27,7 +27,9 @@ impl Scheduler {
             Rpc::HeartbeatWorker { address, metrics } => {
                 Ok(self.heartbeat_worker(now, &address, metrics))
             }
-            Rpc::Gather { keys } => return self.gather(now, keys, to, out),
+            Rpc::Gather { keys, serializers } => {
+                return self.gather(now, keys, serializers, to, out)
+            }
             Rpc::Scatter(s) => return self.scatter(now, *s, to, out),
             Rpc::UpdateData { placement, client } => {
                 let client = self.client_named(client);
@@ -347,9 +349,17 @@ impl Scheduler {
 
     /// `gather` (scheduler.py:6380-6420): fetch from holders with `get_data` (a job), ack
     /// with `"OK"`, relay the serialized values untouched.
-    fn gather(&mut self, now: f64, keys: Vec<Key>, to: Replier, out: &mut dyn Outbox) {
+    fn gather(
+        &mut self,
+        now: f64,
+        keys: Vec<Key>,
+        serializers: Option<Value>,
+        to: Replier,
+        out: &mut dyn Outbox,
+    ) {
         let g = Gathering {
             round: 0,
+            serializers,
             plan: Vec::new(),
             data: Vec::with_capacity(keys.len()),
             missing: Vec::new(),

@@ -158,6 +158,37 @@ pub fn run_function(mut reply: Value) -> Result<Value, RequestError> {
     if reply.get("status").and_then(Value::as_str) != Some("OK") {
         return Ok(reply);
     }
+    if let (Some(Value::Map(header)), Some(Value::Array(frames))) =
+        (reply.get("header"), reply.get("frames"))
+    {
+        // serialized with the client's serializers: a `__Serialized__` payload, which the
+        // client deserializes only with what it accepts (an "error" one raises TypeError)
+        let frames: Option<Vec<bytes::Bytes>> = frames
+            .iter()
+            .map(|f| match f {
+                Value::Bin(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(frames) = frames {
+            let header = header
+                .iter()
+                .filter(|(k, _)| k.as_str() != Some("num-sub-frames"))
+                .cloned()
+                .collect();
+            return Ok(Value::map([
+                ("status", Value::from("OK")),
+                (
+                    "result",
+                    Value::Opaque(rask_protocol::Opaque {
+                        kind: rask_protocol::OpaqueKind::Serialized,
+                        header,
+                        frames,
+                    }),
+                ),
+            ]));
+        }
+    }
     match reply.take("result") {
         Some(Value::Bin(pickle)) => Ok(Value::map([
             ("status", Value::from("OK")),
@@ -190,14 +221,19 @@ pub fn worker_ttl_event(workers: &[Arc<str>], ttl: f64) -> Value {
     ])
 }
 
-/// The `get_data` request of `gather`.
-pub fn get_data(keys: &[Key]) -> Value {
-    Value::map([
+/// The `get_data` request of `gather`; with the client's `serializers`, as
+/// `get_data_from_worker` sends them (worker.py:2720, core.py:976).
+pub fn get_data(keys: &[Key], serializers: Option<&Value>) -> Value {
+    let mut req = Value::map([
         ("op", Value::from("get_data")),
         ("keys", keys_value(keys)),
         ("who", Value::Nil),
         ("reply", Value::Bool(true)),
-    ])
+    ]);
+    if let Some(s) = serializers {
+        req.set("serializers", s.clone());
+    }
+    req
 }
 
 /// The `update_data` request of `scatter`.

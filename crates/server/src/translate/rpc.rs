@@ -25,10 +25,11 @@ pub fn heartbeat_worker(msg: &Value) -> Result<Rpc, RequestError> {
     })
 }
 
-/// `gather {keys}` (scheduler.py:6380)
+/// `gather {keys, serializers}` (scheduler.py:6380)
 pub fn gather(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::Gather {
         keys: keys_field(msg, "keys")?,
+        serializers: serializers_of(msg),
     })
 }
 
@@ -147,6 +148,11 @@ pub fn broadcast(msg: &Value) -> Result<Rpc, RequestError> {
         Some("return" | "return_pickle") => OnError::Return,
         _ => OnError::Raise,
     };
+    // `send_recv(comm, serializers=serializers, **msg)` (scheduler.py:6699, core.py:976):
+    // the workers serialize their answers only with what the client can read.
+    if let Some(s) = serializers_of(msg) {
+        inner.set("serializers", s);
+    }
     Ok(Rpc::Broadcast(Box::new(Broadcast {
         msg: inner,
         workers: opt_str_list(msg, "workers")?,
@@ -161,6 +167,14 @@ pub fn echo(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::Echo {
         data: msg.get("data").cloned().unwrap_or(Value::Nil),
     })
+}
+
+/// A request's `serializers` (what `send_recv` adds from the caller's deserializers,
+/// core.py:976), if it has them.
+fn serializers_of(msg: &Value) -> Option<Value> {
+    msg.get("serializers")
+        .filter(|v| !matches!(v, Value::Nil))
+        .cloned()
 }
 
 fn timeout_of(msg: &Value, default: f64) -> Duration {
@@ -218,6 +232,9 @@ pub fn run_function(msg: &Value) -> Result<Rpc, RequestError> {
         ("args", arg("args")),
         ("kwargs", arg("kwargs")),
         ("wait", Value::Bool(flag(msg, "wait", true))),
+        // the client's deserializers: the result is serialized with only these, as the
+        // stock scheduler's reply is (core.py:816)
+        ("serializers", serializers_of(msg).unwrap_or(Value::Nil)),
     ]);
     Ok(Rpc::RunFunction { request, function })
 }
