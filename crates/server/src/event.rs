@@ -388,6 +388,8 @@ pub enum AfterHelper {
         id: Arc<str>,
         /// the run being created
         run_id: i64,
+        /// the transfer task that asked
+        key: Key,
         /// the worker that asked
         worker: Arc<str>,
         /// the RPC

@@ -14,6 +14,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use rask_protocol::Value;
+use rask_server::error::HelperError;
 
 /// The graph is submitted and `transfer-x` is running on `w0`.
 struct Running {
@@ -374,6 +375,54 @@ async fn a_participant_leaving_fails_the_run_on_the_others() {
     let again = r.w0.compute_task().await;
     assert_eq!(again.get("key"), Some(&s("transfer-x")));
     r.server.stop().await.unwrap();
+}
+
+/// Run 1 pins its output to a worker that has left (it left while the helper made the
+/// run); later runs are the fake helper's.
+fn helper_pinning_run_1_to_a_departed_worker(request: Value) -> Result<Value, HelperError> {
+    let run = request.get("run_id").and_then(Value::as_i64);
+    if op_of(&request) == "shuffle_create_run" && run == Some(1) {
+        return Ok(Value::map([
+            ("status", s("OK")),
+            ("run_spec", Value::Bin(Bytes::from_static(b"run-spec-1"))),
+            (
+                "worker_for",
+                Value::Map(vec![(Value::Int(0), s("tcp://127.0.0.1:9"))]),
+            ),
+        ]));
+    }
+    fake_helper(request)
+}
+
+#[tokio::test]
+async fn a_run_made_for_a_worker_that_left_meanwhile_is_made_again() {
+    let server = TestServer::with(Settings {
+        helper: helper_pinning_run_1_to_a_departed_worker,
+        ..Settings::default()
+    })
+    .await;
+    let mut w0 = Worker::join(&server.address, "w0", 1).await;
+    let mut c = Client::connect(&server.address).await;
+    let on_w0: &[&str] = &[&w0.address];
+    c.submit(
+        &[
+            task("transfer-x", &[]).on(on_w0),
+            task("shuffle-barrier-x", &["transfer-x"]).on(on_w0),
+            task("unpack-x", &["shuffle-barrier-x"]),
+        ],
+        &["unpack-x"],
+    )
+    .await;
+    w0.compute_task().await;
+    // a run whose outputs live on a departed worker would never finish: the caller gets
+    // the next run, made for the workers there are
+    let reply = rpc(
+        &server.address,
+        get_or_create("x", "transfer-x", &w0.address),
+    )
+    .await;
+    assert_eq!(run_spec(&reply), Bytes::from_static(b"run-spec-2"));
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -112,6 +112,7 @@ impl Shuffle {
                     then: AfterHelper::ShuffleRun {
                         id,
                         run_id,
+                        key,
                         worker,
                         reply,
                     },
@@ -206,12 +207,14 @@ impl Shuffle {
 
     /// The helper's answer to `shuffle_create_run`: the run is active (or not), the caller
     /// and every request that waited for it are answered.
+    #[allow(clippy::too_many_arguments)]
     pub fn run_created(
         &mut self,
         cx: &mut Cx<'_>,
         result: Result<Value, HelperError>,
         id: Arc<str>,
         run_id: i64,
+        key: Key,
         worker: Arc<str>,
         reply: Replier,
     ) {
@@ -227,6 +230,22 @@ impl Shuffle {
                             .filter_map(|(_, w)| w.as_str().map(Arc::from))
                             .collect();
                         participating.insert(worker.clone());
+                        // Stock makes a run in one step; rask's helper takes a moment, in
+                        // which a worker may leave. A run pinning outputs to a departed
+                        // worker would never finish (no restart covers a run that was not
+                        // active when the worker left), so it is made again for the
+                        // workers there are now.
+                        if let Some(gone) = participating
+                            .iter()
+                            .find(|w| cx.core.worker_id(w).is_none())
+                        {
+                            tracing::warn!(shuffle = %id, run_id, worker = %gone, "a worker left while the shuffle run was made; making it again");
+                            self.get_or_create(cx, id.clone(), key, worker, reply);
+                            for w in waiting {
+                                self.get_or_create(cx, id.clone(), w.key, w.worker, w.reply);
+                            }
+                            return;
+                        }
                         tracing::info!(shuffle = %id, run_id, %worker, "Shuffle initialized");
                         self.active.insert(
                             id.clone(),

@@ -556,10 +556,12 @@ impl Scheduler {
             AfterHelper::ShuffleRun {
                 id,
                 run_id,
+                key,
                 worker,
                 reply: to,
             } => self.with_ext(now, out, |ext, cx| {
-                ext.shuffle.run_created(cx, result, id, run_id, worker, to)
+                ext.shuffle
+                    .run_created(cx, result, id, run_id, key, worker, to)
             }),
         }
     }
