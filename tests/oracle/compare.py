@@ -25,6 +25,14 @@ def main() -> None:
     work = Path(sys.argv[1])
     kinds = sys.argv[2:]
     results = {k: outcomes(work / f"{k}.xml") for k in kinds if (work / f"{k}.xml").exists()}
+    if len(results) == 2:
+        # a side that was interrupted (Ctrl-C still writes its report) ran fewer tests:
+        # both sides are counted over the tests both ran
+        both = set.intersection(*(set(r) for r in results.values()))
+        for kind, res in results.items():
+            if len(res) != len(both):
+                print(f"{kind}: {len(res) - len(both)} test(s) not run on the other side left out")
+        results = {k: {t: o for t, o in r.items() if t in both} for k, r in results.items()}
     per_file: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for kind, res in results.items():
         for (file, _), outcome in res.items():
