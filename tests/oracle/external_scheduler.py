@@ -47,6 +47,10 @@ LOG_DIR = Path(os.environ.get("ORACLE_LOG_DIR", tempfile.gettempdir()))
 # transition counter
 _DEFAULT_SCHEDULER_KWARGS = {"dashboard", "dashboard_address", "transition_counter_max"}
 
+# Schedulers started and not yet stopped: a test that ends on an error or a skip before its
+# cluster's teardown ran leaves one, which the test's own teardown stops.
+_RUNNING: set = set()
+
 
 def not_applicable(why: str) -> pytest.skip.Exception:
     return pytest.skip.Exception(f"not applicable to an external scheduler: {why}")
@@ -77,6 +81,7 @@ class ExternalScheduler:
         self.proc = subprocess.Popen(
             argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+        _RUNNING.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
@@ -111,6 +116,7 @@ class ExternalScheduler:
         raise not_applicable(f"reads the scheduler's internals (s[{name!r}])")
 
     def stop(self):
+        _RUNNING.discard(self)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -265,6 +271,11 @@ def cluster(
 
 def _in_process_scheduler(self, *args, **kwargs):
     raise not_applicable("builds a Scheduler in the test process")
+
+
+def pytest_runtest_teardown(item, nextitem):
+    for s in list(_RUNNING):
+        s.stop()
 
 
 def pytest_configure(config):
