@@ -10,14 +10,11 @@
 mod common;
 
 use common::*;
-use rask_comm::{Comm, CommConfig};
+use rask_comm::Comm;
 use rask_protocol::Value;
 use std::sync::{Arc, Mutex, Once};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-/// What a fake worker answers to a request (`None`: it drops the connection unanswered).
-type Answers = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
 
 /// A registered worker whose listener answers with `answers`.
 struct FakeWorker {
@@ -45,7 +42,7 @@ impl FakeWorker {
         let address = format!("tcp://{}", listener.local_addr().unwrap());
         let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
         let recorded = requests.clone();
-        let listener = tokio::spawn(serve(listener, answers, recorded));
+        let listener = tokio::spawn(serve_answering(listener, answers, recorded));
         let mut comm = connect(scheduler).await;
         let m = msg(
             "register-worker",
@@ -111,28 +108,6 @@ impl FakeWorker {
             .filter(|r| op_of(r) == op)
             .cloned()
             .collect()
-    }
-}
-
-async fn serve(listener: TcpListener, answers: Answers, requests: Arc<Mutex<Vec<Value>>>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let answers = answers.clone();
-        let requests = requests.clone();
-        tokio::spawn(async move {
-            let Ok(mut comm) = Comm::accept(stream, &CommConfig::default()).await else {
-                return;
-            };
-            while let Ok(Some(req)) = comm.reader.read().await {
-                if op_of(&req) == "close" {
-                    return;
-                }
-                requests.lock().unwrap().push(req.clone());
-                let Some(reply) = answers(&req) else { return };
-                if comm.writer.write(&reply).await.is_err() {
-                    return;
-                }
-            }
-        });
     }
 }
 

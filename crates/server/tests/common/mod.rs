@@ -776,6 +776,37 @@ pub struct Nanny {
     task: JoinHandle<()>,
 }
 
+/// How a hand-made peer answers a request (`None`: it closes the connection).
+pub type Answers = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
+
+/// A hand-made peer's listener: every request (but `close`) is recorded and answered with
+/// `answers`.
+pub async fn serve_answering(
+    listener: TcpListener,
+    answers: Answers,
+    requests: Arc<Mutex<Vec<Value>>>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let answers = answers.clone();
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let Ok(mut comm) = Comm::accept(stream, &CommConfig::default()).await else {
+                return;
+            };
+            while let Ok(Some(req)) = comm.reader.read().await {
+                if op_of(&req) == "close" {
+                    return;
+                }
+                requests.lock().unwrap().push(req.clone());
+                let Some(reply) = answers(&req) else { return };
+                if comm.writer.write(&reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
 impl Nanny {
     /// A nanny that answers `kill` after `delay`.
     pub async fn start(delay: Duration) -> Nanny {
