@@ -39,9 +39,33 @@ pub enum Command {
         /// the stimulus that caused it
         stimulus_id: Arc<str>,
     },
+    /// Any transition, as Dask's transition log records it (only while
+    /// [`crate::SchedulerState::set_report_transitions`] is on): what Dask's
+    /// `SchedulerPlugin.transition` hooks see, for the plugin host.
+    Transition(Box<TransitionNote>),
     /// A bug in the core: a change its transition table does not allow was refused and not
     /// made. Nothing to send; for the server to log (Dask raises it in the handler).
     Error(crate::error::CoreError),
+}
+
+/// One transition for scheduler plugins, with what the plugin host's mirror of the task
+/// needs that the transition set: where it runs or is held, its size and type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionNote {
+    /// the task
+    pub key: Key,
+    /// its state before (`released` for the second of two hops via released)
+    pub start: crate::types::TaskStatus,
+    /// its state after
+    pub finish: crate::types::TaskStatus,
+    /// the stimulus it was part of
+    pub stimulus_id: Arc<str>,
+    /// the worker it now runs on (`processing`) or one that holds it (`memory`)
+    pub worker: Option<Arc<str>>,
+    /// its result's size (`memory`)
+    pub nbytes: i64,
+    /// its result's type (`memory`), as the worker reported it
+    pub type_: Value,
 }
 
 /// `compute-task` (`scheduler.py:3576-3600`): every field the worker requires.

@@ -35,7 +35,7 @@ pub mod transitions;
 pub mod types;
 pub mod validate;
 
-pub use command::{Command, ComputeTask, ToClient, ToWorker};
+pub use command::{Command, ComputeTask, ToClient, ToWorker, TransitionNote};
 pub use error::CoreError;
 pub use state::{CoreConfig, SchedulerState, Task, Worker};
 pub use stimulus::{NewTask, Stimulus, WorkerSpec};

@@ -254,6 +254,8 @@ pub struct SchedulerState {
     pub(crate) transition_log: std::collections::VecDeque<crate::types::Transition>,
     /// emit [`Command::Done`] when a task reaches memory or erred
     pub(crate) report_done: bool,
+    /// emit [`Command::Transition`] for every transition
+    pub(crate) report_transitions: bool,
     /// transitions made so far (`transition_counter`): `check_idle` compares it
     pub(crate) transition_counter: u64,
 }
@@ -289,6 +291,7 @@ impl SchedulerState {
             now: 0.0,
             transition_log: Default::default(),
             report_done: false,
+            report_transitions: false,
             transition_counter: 0,
         }
     }
@@ -304,6 +307,12 @@ impl SchedulerState {
     /// they run, and nothing else does.
     pub fn set_report_done(&mut self, on: bool) {
         self.report_done = on;
+    }
+
+    /// Turns [`Command::Transition`] on or off: the plugin host needs every transition
+    /// while a scheduler plugin or a feed runs there, and nothing else does.
+    pub fn set_report_transitions(&mut self, on: bool) {
+        self.report_transitions = on;
     }
 
     /// The transition log, oldest first (`SchedulerState.transition_log`).

@@ -17,7 +17,7 @@
 //!   `free-keys` by the handler), no `queued -> erred` (it goes via released) and no
 //!   `memory -> erred` only for actors, as in Dask.
 
-use crate::command::{Command, ComputeTask, ToClient, ToWorker};
+use crate::command::{Command, ComputeTask, ToClient, ToWorker, TransitionNote};
 use crate::error::CoreError;
 use crate::state::SchedulerState;
 use crate::types::{ClientId, Exception, TaskId, TaskStatus, Transition, WorkerId};
@@ -194,7 +194,7 @@ impl SchedulerState {
         let log = self.config.transition_log_length != Some(0);
         let watch = ts.watch;
         self.transition_counter += 1;
-        if !watch && !log && !self.report_done {
+        if !watch && !log && !self.report_done && !self.report_transitions {
             self.transition_inner(id, finish, report, recs, sid);
             return;
         }
@@ -213,6 +213,9 @@ impl SchedulerState {
             if let Some(start) = logged_start {
                 self.log_transition(key.clone(), start, now, made, sid);
             }
+        }
+        if let Some(start) = logged_start.filter(|_| self.report_transitions) {
+            self.note_transition(&key, start, now, sid);
         }
         if self.report_done && logged_start.is_some_and(|s| s != now) {
             if let TaskStatus::Memory | TaskStatus::Erred = now {
@@ -321,19 +324,25 @@ impl SchedulerState {
                 // Dask logs the first hop as a transition of its own, and the second as
                 // starting from released.
                 let log = self.config.transition_log_length != Some(0);
-                let key = log.then(|| self.expect_task(id).key.clone());
+                let note = self.report_transitions;
+                let key = (log || note).then(|| self.expect_task(id).key.clone());
                 let mut sub = Recs::new();
                 if log {
                     sub.journal_start();
                 }
                 self.transition_inner(id, Released, None, &mut sub, sid);
                 if let Some(key) = key {
-                    let made = sub.journal_stop();
                     let now = match self.tasks.get(id.0 as usize) {
                         Some(Some(t)) => t.state,
                         _ => Forgotten,
                     };
-                    self.log_transition(key, start, now, made, sid);
+                    if note {
+                        self.note_transition(&key, start, now, sid);
+                    }
+                    if log {
+                        let made = sub.journal_stop();
+                        self.log_transition(key, start, now, made, sid);
+                    }
                 }
                 let next = sub.take(id).unwrap_or(finish);
                 sub.drain_into(recs);
@@ -344,6 +353,40 @@ impl SchedulerState {
             }
         }
         Some(start)
+    }
+
+    /// [`Command::Transition`] for the plugin host, with the task's placement as the
+    /// transition left it.
+    fn note_transition(
+        &mut self,
+        key: &Key,
+        start: TaskStatus,
+        finish: TaskStatus,
+        sid: &Arc<str>,
+    ) {
+        let (mut worker, mut nbytes, mut type_) = (None, 0, Value::Nil);
+        if let Some(id) = self.task_id(key) {
+            let t = self.expect_task(id);
+            let at = match finish {
+                TaskStatus::Processing => t.processing_on,
+                TaskStatus::Memory => t.who_has.iter().next().copied(),
+                _ => None,
+            };
+            worker = at.and_then(|w| self.worker(w)).map(|w| w.address.clone());
+            if finish == TaskStatus::Memory {
+                nbytes = t.nbytes;
+                type_ = t.type_.clone();
+            }
+        }
+        self.emit(Command::Transition(Box::new(TransitionNote {
+            key: key.clone(),
+            start,
+            finish,
+            stimulus_id: sid.clone(),
+            worker,
+            nbytes,
+            type_,
+        })));
     }
 
     /// Appends to the transition log (`SchedulerState.transition_log`, scheduler.py:2039),

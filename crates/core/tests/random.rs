@@ -134,6 +134,7 @@ impl Sim {
         env.state.ensure_fire_and_forget();
         // the server's task stream turns these on; they must not change any decision
         env.state.set_report_done(true);
+        env.state.set_report_transitions(true);
         Sim {
             env,
             rng: Rng(seed),
@@ -154,6 +155,7 @@ impl Sim {
         self.log.push(what);
         self.env.advance(0.01);
         let cmds = self.env.handle(s).take_all();
+        self.check_transition_notes(&cmds);
         if let Ok(watch) = std::env::var("RASK_FUZZ_WATCH") {
             // debugging aid: follow some keys through the run
             for key in watch.split(',') {
@@ -179,6 +181,30 @@ impl Sim {
         }
         self.apply(cmds);
         self.check();
+    }
+
+    /// The plugin host's transition notes are the transition log's entries of the
+    /// stimulus, in order.
+    fn check_transition_notes(&self, cmds: &[Command]) {
+        let notes: Vec<(Key, TaskStatus, TaskStatus)> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                Command::Transition(n) => Some((n.key.clone(), n.start, n.finish)),
+                _ => None,
+            })
+            .collect();
+        let log: Vec<(Key, TaskStatus, TaskStatus)> = self
+            .env
+            .state
+            .transition_log()
+            .map(|t| (t.key.clone(), t.start, t.finish))
+            .collect();
+        let n = notes.len().min(log.len());
+        assert_eq!(
+            notes[notes.len() - n..],
+            log[log.len() - n..],
+            "transition notes differ from the transition log"
+        );
     }
 
     /// Feeds the commands to the simulated peers, checking each is well addressed.
@@ -249,6 +275,8 @@ impl Sim {
                     }
                 }
                 Command::Client(c, msg) => self.hear(c, msg),
+                // checked against the transition log in `step`
+                Command::Transition(_) => {}
                 // nothing in these graphs is watched
                 Command::Transitioned { key, .. } => panic!("unexpected transition note for {key}"),
                 Command::Done { key, finish, .. } => {
