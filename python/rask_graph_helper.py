@@ -113,21 +113,10 @@ Modes
     ``distributed.protocol.pickle.dumps``; with ``"serializers": [str]`` (the client's
     deserializers) ``{"id": n, "status": "OK", "header": map, "frames": [bytes]}``, the
     result serialized with only those (``serialize_and_split``, ``on_error="message"``). Mirrors ``distributed.worker.run`` (worker.py
-    2997-3037), except that a function taking ``dask_scheduler`` is refused: there is no
-    Python ``Scheduler`` object to pass. Coroutine functions run to completion here, also
+    2997-3037), except that a function taking ``dask_scheduler`` is answered
+    ``{"id": n, "status": "need-scheduler"}``: rask runs it in its plugin host, where a
+    facade of the scheduler is kept (docs/plugin-host.md). Coroutine functions run to completion here, also
     with ``wait=False``. A failing function gives the error reply below.
-
-    ``{"op": "scheduler_plugin_start", "id": n, "plugin": bytes, "name": str|None,``
-    ``"scheduler": address}`` (``register_scheduler_plugin``) -> ``{"id": n, "status": "OK",
-    "name": str}`` once ``plugin.start(scheduler)`` returned, or ``{"id": n, "status":
-    "unsupported"}``. rask has no Python ``Scheduler`` whose hooks a plugin could use, so
-    only the stock plugins that do all their work in ``start`` are run:
-    ``SchedulerUploadFile`` (``Client.upload_file``), ``InstallPlugin`` / ``PipInstall`` /
-    ``CondaInstall`` and ``UploadDirectory``. Their ``start`` gets a stand-in with what
-    they use: ``local_directory`` (shared by all helpers of this scheduler and on their
-    ``sys.path``, as the stock scheduler's is), ``upload_file``, and
-    ``register_worker_plugin`` / ``register_nanny_plugin`` / ``unregister_*``, which are
-    RPCs to the rask scheduler at ``scheduler``.
 
     ``{"op": "write_cluster_dump", "id": n, "state": {...}, "url": str, "format": str,``
     ``"storage_options": {...}}`` (``Client.dump_cluster_state`` to a URL: rask gathered
@@ -558,15 +547,6 @@ def _fallback_error_reply(e: BaseException) -> dict:
 # ---------------------------------------------------------------------------
 
 
-NO_SCHEDULER_OBJECT_ERROR = (
-    "rask cannot pass `dask_scheduler` to {name}: rask is a Rust scheduler and has no "
-    "Python Scheduler object. client.run_on_scheduler runs the function in one of rask's "
-    "Python helper processes, so only functions that do not need the scheduler object "
-    "work. For cluster state use client.scheduler_info(), client.who_has(), "
-    "client.get_events(), or run the stock `dask scheduler`."
-)
-
-
 def run_function(req: dict) -> dict:
     """``Client.run_on_scheduler`` in a helper (see the module docstring)."""
     import asyncio
@@ -582,8 +562,7 @@ def run_function(req: dict) -> dict:
     # worker.run asserts this too: a plain function cannot run in the background.
     assert req.get("wait", True) or is_coro, "Combination not supported"
     if has_arg(function, "dask_scheduler"):
-        name = getattr(function, "__name__", repr(function))
-        raise NotImplementedError(NO_SCHEDULER_OBJECT_ERROR.format(name=name))
+        return {"status": "need-scheduler"}
     if is_coro:
         result = asyncio.run(function(*args, **kwargs))
     else:
@@ -691,8 +670,6 @@ class Server:
                 reply = {"status": "OK"}
             elif op == "run_function":
                 reply = run_function(req)
-            elif op == "scheduler_plugin_start":
-                reply = scheduler_plugin_start(req)
             elif op == "shuffle_create_run":
                 reply = shuffle_create_run(req)
             elif op == "write_cluster_dump":
@@ -931,94 +908,6 @@ def purge_stale_local_directories(path: str) -> None:
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
         except OSError:
             pass  # alive, another user's
-
-
-class _SchedulerForPlugin:
-    """What the stock plugins run by ``scheduler_plugin_start`` use of the ``Scheduler``
-    passed to their ``start``; plugin registrations are RPCs to the rask scheduler."""
-
-    def __init__(self, address: str):
-        self.address = address
-        self.local_directory = scheduler_local_directory()
-
-    async def upload_file(self, filename, data, load: bool = True):
-        # distributed.core.Server.upload_file (core.py:382)
-        from distributed.utils import import_file
-
-        out_filename = os.path.join(self.local_directory, filename)
-        if isinstance(data, str):
-            data = data.encode()
-        with open(out_filename, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if load:
-            import_file(out_filename)
-        return {"status": "OK", "nbytes": len(data)}
-
-    async def _rpc(self, op: str, **kwargs):
-        from distributed.core import rpc
-        from distributed.security import Security
-
-        # deserialize=False: the workers' error replies stay ``Serialized``, as the
-        # stock scheduler's own broadcast gives them to the plugin.
-        args = Security().get_connection_args("client")
-        async with rpc(self.address, deserialize=False, connection_args=args) as r:
-            return await getattr(r, op)(**kwargs)
-
-    async def register_worker_plugin(self, comm, plugin, name, idempotent=False):
-        return await self._rpc(
-            "register_worker_plugin", plugin=plugin, name=name, idempotent=idempotent
-        )
-
-    async def register_nanny_plugin(self, comm, plugin, name, idempotent=False):
-        return await self._rpc(
-            "register_nanny_plugin", plugin=plugin, name=name, idempotent=idempotent
-        )
-
-    async def unregister_worker_plugin(self, comm, name):
-        return await self._rpc("unregister_worker_plugin", name=name)
-
-    async def unregister_nanny_plugin(self, comm, name):
-        return await self._rpc("unregister_nanny_plugin", name=name)
-
-
-def scheduler_plugin_start(req: dict) -> dict:
-    """``Scheduler.register_scheduler_plugin`` (scheduler.py:6242) for the stock plugins
-    whose work is all in ``start`` (see the module docstring)."""
-    import asyncio
-    import inspect
-
-    from distributed.diagnostics.plugin import (
-        CondaInstall,
-        InstallPlugin,
-        PipInstall,
-        SchedulerUploadFile,
-        UploadDirectory,
-        _get_plugin_name,
-    )
-    from distributed.protocol import pickle
-
-    plugin = pickle.loads(req["plugin"])
-    # exact types: a subclass may override hooks (transition, add_worker, ...) that
-    # only a Python scheduler would call
-    if type(plugin) not in (
-        SchedulerUploadFile,
-        InstallPlugin,
-        PipInstall,
-        CondaInstall,
-        UploadDirectory,
-    ):
-        return {"status": "unsupported"}
-    name = req.get("name") or _get_plugin_name(plugin)
-    result = plugin.start(_SchedulerForPlugin(req["scheduler"]))
-    if inspect.isawaitable(result):
-
-        async def wait():
-            return await result
-
-        asyncio.run(wait())
-    return {"status": "OK", "name": name}
 
 
 def worker_plugins() -> dict:

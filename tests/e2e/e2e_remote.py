@@ -181,6 +181,11 @@ def has_scheduler_plugin(name, dask_scheduler=None):
 from distributed.diagnostics.plugin import SchedulerPlugin  # noqa: E402
 
 
+def count_of_plugin(name, dask_scheduler=None):
+    """The ``count`` of a scheduler plugin."""
+    return dask_scheduler.plugins[name].count
+
+
 class EventCountingPlugin(SchedulerPlugin):
     """Counts events seen by the scheduler (``SchedulerPlugin.log_event``)."""
 

@@ -3,8 +3,7 @@
 (``Client.run_on_scheduler``, scheduler plugins).
 
 Topics carry a fresh uuid so tests sharing the module's cluster never see each other's
-events. The only expectations that differ by scheduler kind are the two things rask cannot
-do without a Python scheduler: pass ``dask_scheduler=`` and run a ``SchedulerPlugin``.
+events.
 """
 
 import time
@@ -15,6 +14,7 @@ import pytest
 from conftest import RESULT_TIMEOUT, wait_until
 from e2e_remote import (
     EventCountingPlugin,
+    count_of_plugin,
     has_scheduler_plugin,
     log_worker_event,
     remote_print,
@@ -126,28 +126,27 @@ def test_run_on_scheduler_plain_function(client):
     assert client.run_on_scheduler(scheduler_side_sum, 2, 2) == 4
 
 
-def test_run_on_scheduler_with_dask_scheduler(client, scheduler_kind):
-    if scheduler_kind == "dask":
-        assert client.run_on_scheduler(scheduler_address) == client.scheduler.address
-    else:
-        with pytest.raises(NotImplementedError, match="no Python Scheduler object"):
-            client.run_on_scheduler(scheduler_address)
-        assert client.run_on_scheduler(scheduler_side_sum, 1, 1) == 2
+def test_run_on_scheduler_with_dask_scheduler(client):
+    assert client.run_on_scheduler(scheduler_address) == client.scheduler.address
+    assert client.run_on_scheduler(scheduler_side_sum, 1, 1) == 2
 
 
-def test_scheduler_plugin(client, scheduler_kind):
+def test_scheduler_plugin_sees_logged_events(client):
     plugin = EventCountingPlugin()
-    if scheduler_kind == "dask":
-        client.register_plugin(plugin)
-        try:
-            assert client.run_on_scheduler(has_scheduler_plugin, plugin.name)
-        finally:
-            client.unregister_scheduler_plugin(plugin.name)
-    else:
-        start = time.monotonic()
-        with pytest.raises(NotImplementedError, match="rask does not run scheduler plugins"):
-            client.register_plugin(plugin)
-        assert time.monotonic() - start < 10
+    client.register_plugin(plugin)
+    try:
+        assert client.run_on_scheduler(has_scheduler_plugin, plugin.name)
+        topic = topic_name("counted")
+        for i in range(3):
+            client.log_event(topic, i)
+        # the hook runs for every event logged (the scheduler's own ones too)
+        wait_until(
+            lambda: client.run_on_scheduler(count_of_plugin, plugin.name) >= 3,
+            "the plugin counted the logged events",
+        )
+    finally:
+        client.unregister_scheduler_plugin(plugin.name)
+    assert not client.run_on_scheduler(has_scheduler_plugin, plugin.name)
     with pytest.raises(ValueError, match="Could not find plugin 'never-registered'"):
         client.unregister_scheduler_plugin("never-registered")
     # the client and cluster keep working

@@ -957,69 +957,30 @@ def test_reply_schema(helper):
 
 
 # ---------------------------------------------------------------------------
-# scheduler_plugin_start (register_scheduler_plugin)
+# files uploaded to the scheduler (``Client.upload_file``, run in the plugin host)
 # ---------------------------------------------------------------------------
 
 
-def test_scheduler_plugin_start_runs_upload_file_and_refuses_other_plugins(fresh_helper, tmp_path):
-    import tempfile
-
-    from distributed.diagnostics.plugin import SchedulerPlugin, SchedulerUploadFile
-    from distributed.protocol.pickle import dumps
-
-    source = tmp_path / "e2e_helper_uploaded.py"
-    source.write_text("VALUE = 7\n")
-    reply = fresh_helper.call(
-        "scheduler_plugin_start",
-        plugin=dumps(SchedulerUploadFile(str(source), load=False)),
-        name=None,
-        scheduler="tcp://127.0.0.1:1",
-    )
-    assert reply["status"] == "OK", reply
-    assert reply["name"] == "upload_file"
-    # the scheduler's local directory, shared by the helpers of one scheduler (the
-    # helpers' parent process: here, this test)
-    base = dask.config.get("temporary-directory") or tempfile.gettempdir()
-    local = Path(base) / "dask-scratch-space" / f"scheduler-rask-{os.getpid()}"
-    assert (local / "e2e_helper_uploaded.py").read_text() == "VALUE = 7\n"
-
-    reply = fresh_helper.call(
-        "scheduler_plugin_start", plugin=dumps(SchedulerPlugin()), name="hooks",
-        scheduler="tcp://127.0.0.1:1",
-    )
-    assert reply["status"] == "unsupported"
-
-    # the scheduler (our stdin) is gone: its local directory goes too
-    assert fresh_helper.close() == 0
-    assert not local.exists()
-
-
 def test_an_uploaded_archive_is_importable_in_every_helper(tmp_path):
-    """``upload_file`` of a ``.zip`` ran in one helper; another unpickles a function from it."""
+    """``upload_file`` of a ``.zip`` put it in the scheduler's local directory (the plugin
+    host does that); a helper started before unpickles a function from it."""
     import tempfile
     import zipfile
 
-    from distributed.diagnostics.plugin import SchedulerUploadFile
-    from distributed.protocol.pickle import dumps
-
-    archive = tmp_path / "e2e_archive.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("e2e_zipped.py", "def triple(x):\n    return 3 * x\n")
-    one = Helper(_poisoned_cwd(tmp_path / "one"))
     other = Helper(_poisoned_cwd(tmp_path / "other"))
+    # the scheduler's local directory, shared by the helpers and the plugin host of one
+    # scheduler (their parent process: here, this test)
+    base = dask.config.get("temporary-directory") or tempfile.gettempdir()
+    local = Path(base) / "dask-scratch-space" / f"scheduler-rask-{os.getpid()}"
     try:
-        reply = one.call(
-            "scheduler_plugin_start",
-            plugin=dumps(SchedulerUploadFile(str(archive))),
-            name="upload_file",
-            scheduler="tcp://127.0.0.1:1",
-        )
-        assert reply["status"] == "OK", reply
+        assert other.call("ping")["status"] == "OK"
+        local.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(local / "e2e_archive.zip", "w") as z:
+            z.writestr("e2e_zipped.py", "def triple(x):\n    return 3 * x\n")
         # e2e_zipped.triple, pickled by reference (its module is only in the archive)
         function = b"\x80\x04\x95\x19\x00\x00\x00\x00\x00\x00\x00\x8c\ne2e_zipped\x94\x8c\x06triple\x94\x93\x94."
         reply = other.call("run_function", function=function, args=pickle.dumps((5,)), kwargs=None, wait=True)
         assert reply["status"] == "OK", reply
         assert pickle.loads(reply["result"]) == 15
     finally:
-        one.close()
         other.close()

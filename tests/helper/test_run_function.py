@@ -89,13 +89,11 @@ def test_user_exception_is_reraised_by_the_client(helper):
     assert helper.call("ping")["status"] == "OK"
 
 
-def test_dask_scheduler_argument_is_refused(helper):
+def test_a_function_taking_dask_scheduler_is_left_to_the_plugin_host(helper):
+    """rask runs it again in its plugin host, where a facade of the scheduler is kept."""
     r = run(helper, NS["wants_scheduler"])
-    assert r["status"] == "error"
-    _, exc, _ = clean_exception(**r)
-    assert isinstance(exc, NotImplementedError)
-    assert "no Python Scheduler object" in str(exc)
-    assert "wants_scheduler" in str(exc)
+    assert r["status"] == "need-scheduler"
+    assert helper.call("ping")["status"] == "OK"
 
 
 def test_plain_function_without_wait_is_refused_like_stock(helper):

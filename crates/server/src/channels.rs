@@ -6,6 +6,7 @@ use crate::jobs::{self, JobContext};
 use crate::messages::cluster::{StatusTx, WorkerStatusMsg};
 use crate::messages::{ToClientMsg, ToWorkerMsg};
 use crate::outbox::Outbox;
+use crate::plugin_host::{HostHandle, ToHost};
 use rask_core::{ClientId, WorkerId};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub struct Channels {
     /// back to the state task: job results and timers
     internal: mpsc::UnboundedSender<Event>,
     jobs: Arc<JobContext>,
+    /// the plugin host
+    host: HostHandle,
     /// set when the scheduler should stop (idle timeout)
     stop: watch::Sender<bool>,
 }
@@ -31,6 +34,7 @@ impl Channels {
     pub fn new(
         internal: mpsc::UnboundedSender<Event>,
         jobs: Arc<JobContext>,
+        host: HostHandle,
         stop: watch::Sender<bool>,
     ) -> Channels {
         Channels {
@@ -39,6 +43,7 @@ impl Channels {
             watchers: Vec::new(),
             internal,
             jobs,
+            host,
             stop,
         }
     }
@@ -101,6 +106,10 @@ impl Outbox for Channels {
     fn to_watchers(&mut self, msg: WorkerStatusMsg) {
         // a feed whose connection closed is forgotten (`remove_plugin` on CommClosedError)
         self.watchers.retain(|w| w.send(msg.clone()).is_ok());
+    }
+
+    fn to_host(&mut self, msg: ToHost) {
+        self.host.send(msg);
     }
 
     fn stop(&mut self) {

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub graph_helpers: usize,
     /// start-up wait for a helper's imports
     pub helper_start_timeout: Duration,
+    /// `--preload`: modules or files whose `dask_setup(scheduler)` runs in the plugin host
+    pub preload: Vec<String>,
+    /// arguments for the preloads
+    pub preload_argv: Vec<String>,
     /// `--protocol` or the scheme of `--host` (`tcp`, `tls`); `None`: decided by the TLS
     /// flags and `distributed.comm.require-encryption`, as `dask scheduler` does
     pub protocol: Option<String>,
@@ -51,6 +55,8 @@ impl Default for ServerConfig {
             python: "python3".into(),
             graph_helpers: 2,
             helper_start_timeout: Duration::from_secs(120),
+            preload: Vec::new(),
+            preload_argv: Vec::new(),
             protocol: None,
             tls: rask_comm::tls::TlsFlags::default(),
             max_message_bytes: rask_comm::CommConfig::default().max_message_bytes,

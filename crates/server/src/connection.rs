@@ -122,6 +122,9 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
             Serve::Connection(ConnectionOp::SubscribeWorkerStatus) => {
                 return streams::worker_status_stream(comm, ctx.clone()).await
             }
+            Serve::Connection(ConnectionOp::Feed) => {
+                return streams::feed_stream(comm, &msg, ctx.clone()).await
+            }
             Serve::Connection(ConnectionOp::Close | ConnectionOp::CloseStream) => {
                 if wants_reply {
                     comm.writer.write(&Value::from("OK")).await?;

@@ -268,6 +268,17 @@ pub enum HelperError {
         /// its exit status
         status: String,
     },
+    /// The plugin host died while it held this request (a plugin or a function that
+    /// crashed it); the scheduler starts a new one with the plugins registered again.
+    #[error(
+        "rask's plugin host (the Python process where scheduler plugins and \
+         run_on_scheduler functions run) died while it held this request ({status}); the \
+         scheduler starts a new one with the registered plugins. See the scheduler log."
+    )]
+    HostDied {
+        /// its exit status
+        status: String,
+    },
     /// `rask-order` could not order the graph.
     #[error("ordering the graph failed: {0}")]
     Order(String),

@@ -87,6 +87,8 @@ pub enum Event {
     Timer(Timer),
     /// A background job finished.
     Done(Done),
+    /// The plugin host's news (its plugin count, its death).
+    Host(crate::plugin_host::HostNote),
     /// What the status page shows.
     Snapshot(oneshot::Sender<Snapshot>),
     /// The scheduler is closing: workers are told to close, clients that the stream ends.
@@ -257,6 +259,14 @@ pub enum Job {
         /// what the answer is for
         then: AfterHelper,
     },
+    /// Waits for the plugin host's reply to a request the state task sent it (sent by the
+    /// state task itself, so it arrives in order with the host's events).
+    Host {
+        /// the reply, when it comes
+        reply: oneshot::Receiver<crate::plugin_host::HostReply>,
+        /// what it is for
+        then: AfterHost,
+    },
     /// An inspection RPC's requests to workers (profile, call_stack, benchmarks, cluster
     /// state, proxy); answered as it is.
     Inspect {
@@ -314,6 +324,13 @@ pub enum Done {
         result: Result<Value, HelperError>,
         /// what it was for
         then: AfterHelper,
+    },
+    /// The plugin host answered.
+    Host {
+        /// its reply
+        result: Result<Value, HelperError>,
+        /// what it was for
+        then: AfterHost,
     },
     /// A job whose answer needs nothing more from the state: reply as it is.
     Reply {
@@ -397,12 +414,45 @@ pub enum AfterHelper {
     },
     /// `run_function`: `Client.run_on_scheduler`.
     RunFunction {
+        /// the request, for the plugin host if the function takes `dask_scheduler`
+        request: Value,
         /// the RPC
         reply: Replier,
     },
-    /// `scheduler_plugin_start`: `register_scheduler_plugin`.
-    SchedulerPlugin {
+}
+
+/// What a plugin host's reply is for.
+#[derive(Debug)]
+pub enum AfterHost {
+    /// `register_scheduler_plugin`
+    Register {
+        /// the pickled plugin, to register again in a new host
+        plugin: Value,
+        /// the RPC; `None` for a registration again in a new host
+        reply: Option<Replier>,
+    },
+    /// `unregister_scheduler_plugin`
+    Unregister {
+        /// the plugin
+        name: Arc<str>,
         /// the RPC
         reply: Replier,
     },
+    /// a request whose reply goes to the client as it is (`run_function`,
+    /// `performance_report`)
+    Relay {
+        /// `run_function`: the reply is the helper's `run_function` reply
+        run_function: bool,
+        /// the RPC
+        reply: Replier,
+    },
+    /// `feed_start`
+    Feed {
+        /// the feed
+        feed: i64,
+        /// the connection waiting for it to start
+        reply: Replier,
+    },
+    /// `feed_stop`
+    FeedStopped,
 }

@@ -13,7 +13,7 @@ use rask_protocol::Value;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -150,7 +150,7 @@ async fn spawn(
         stdout,
         next_id: 0,
     };
-    let ready = tokio::time::timeout(start_timeout, read_reply(&mut p.stdout))
+    let ready = tokio::time::timeout(start_timeout, read_frame(&mut p.stdout))
         .await
         .map_err(|_| HelperError::StartTimeout(start_timeout))??;
     match ready.get("op").and_then(Value::as_str) {
@@ -173,9 +173,10 @@ async fn spawn(
     Ok((p, ready))
 }
 
-async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, HelperError> {
+/// Reads one length-prefixed msgpack message (the helpers' and the plugin host's framing).
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Value, HelperError> {
     let mut len = [0u8; 8];
-    stdout.read_exact(&mut len).await?;
+    r.read_exact(&mut len).await?;
     let n = u64::from_le_bytes(len);
     if n > MAX_REPLY_BYTES {
         return Err(HelperError::Protocol(
@@ -183,11 +184,23 @@ async fn read_reply(stdout: &mut ChildStdout) -> Result<Value, HelperError> {
         ));
     }
     let mut body = Vec::new();
-    (&mut *stdout).take(n).read_to_end(&mut body).await?;
+    (&mut *r).take(n).read_to_end(&mut body).await?;
     if body.len() as u64 != n {
         return Err(HelperError::Protocol("the helper's reply ended early"));
     }
     Ok(decode_value(Bytes::from(body))?)
+}
+
+/// Writes one message `body` with its length prefix.
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut framed = Vec::with_capacity(8 + body.len());
+    framed.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    framed.extend_from_slice(body);
+    w.write_all(&framed).await?;
+    w.flush().await
 }
 
 async fn exchange(
@@ -198,14 +211,9 @@ async fn exchange(
     p.next_id += 1;
     let id = p.next_id;
     request.set("id", Value::Int(id));
-    let body = encode_value(&request);
-    let mut framed = Vec::with_capacity(8 + body.len());
-    framed.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    framed.extend_from_slice(&body);
-    p.stdin.write_all(&framed).await?;
-    p.stdin.flush().await?;
+    write_frame(&mut p.stdin, &encode_value(&request)).await?;
     loop {
-        let reply = read_reply(&mut p.stdout).await?;
+        let reply = read_frame(&mut p.stdout).await?;
         if reply.get("id").and_then(Value::as_i64) != Some(id) {
             return Err(HelperError::Protocol("a helper reply out of order"));
         }

@@ -2,7 +2,7 @@
 //! whose results come back to it ([`Done`]). Each runs in a task of its own and reads no
 //! scheduler state; every dial is bounded by a timeout.
 
-use crate::error::{RequestError, WorkerFailure};
+use crate::error::{HelperError, RequestError, WorkerFailure};
 use crate::event::{DataFor, Done, Gathering, Job, RpcResult};
 use crate::helper::HelperPool;
 use crate::messages::{OnError, Placement};
@@ -67,6 +67,10 @@ pub async fn run(job: Job, cx: &JobContext) -> Done {
         },
         Job::Helper { request, then } => Done::Helper {
             result: cx.helpers.call(request).await,
+            then,
+        },
+        Job::Host { reply, then } => Done::Host {
+            result: reply.await.unwrap_or(Err(HelperError::Gone)),
             then,
         },
         Job::Inspect { ask, reply } => Done::Reply {

@@ -36,6 +36,7 @@ pub mod messages;
 pub mod ops;
 pub mod ordering;
 pub mod outbox;
+pub mod plugin_host;
 pub mod reactor;
 pub mod serve;
 pub mod session;

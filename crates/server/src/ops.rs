@@ -53,6 +53,9 @@ pub enum ConnectionOp {
     /// `subscribe_worker_status`: answered with the identity, then the connection becomes
     /// a feed of workers arriving and leaving (`WorkerStatusPlugin`).
     SubscribeWorkerStatus,
+    /// `feed`: a function of the scheduler's, run every interval in the plugin host; the
+    /// connection carries its results until the peer closes it (progress bars).
+    Feed,
 }
 
 /// One entry of a table.
@@ -139,11 +142,8 @@ pub static RPC: &[Op] = &[
     rpc("event_set", coordination::event_set),
     rpc("event_wait", coordination::event_wait),
     rpc("events", events::events),
-    refused(
-        "feed",
-        "progress bars (distributed.progress) need the scheduler's feed, which rask does not \
-         serve yet",
-    ),
+    // run in the plugin host; the connection carries the feed's responses
+    connection("feed", ConnectionOp::Feed),
     rpc("gather", rpc::gather),
     rpc("get_cluster_state", inspect::get_cluster_state),
     rpc("get_error_cause", diagnostics::get_error_cause),
@@ -171,12 +171,7 @@ pub static RPC: &[Op] = &[
     rpc("nbytes", rpc::nbytes),
     rpc("ncores", rpc::ncores),
     rpc("ncores_running", rpc::ncores_running),
-    refused(
-        "performance_report",
-        "performance reports are Bokeh HTML pages the stock scheduler renders in Python \
-         (task stream, worker profiles, bandwidth plots); rask's scheduler runs no Python \
-         and cannot render them. Use get_task_stream() for the task stream",
-    ),
+    rpc("performance_report", rpc::performance_report),
     rpc("processing", rpc::processing),
     rpc("profile", inspect::profile),
     rpc("proxy", inspect::proxy),

@@ -35,6 +35,8 @@ pub trait Outbox {
     fn open_watcher(&mut self, stream: StatusTx);
     /// A message for every open worker-status feed (a closed one is dropped).
     fn to_watchers(&mut self, msg: WorkerStatusMsg);
+    /// A message for the plugin host (a request's reply fails if there is no host).
+    fn to_host(&mut self, msg: crate::plugin_host::ToHost);
     /// The scheduler should stop (`idle-timeout`, `terminate`).
     fn stop(&mut self);
 }

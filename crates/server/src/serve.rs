@@ -10,6 +10,7 @@ use crate::event::{Event, Handle};
 use crate::helper::HelperPool;
 use crate::jobs::JobContext;
 use crate::messages::Rpc;
+use crate::plugin_host::{HostConfig, HostHandle};
 use crate::reactor::{self, Identity, Scheduler};
 use crate::session::Ctx;
 use rask_comm::CommConfig;
@@ -126,7 +127,22 @@ pub async fn serve(
         comm: comm.clone(),
         helpers,
     });
-    let out = Channels::new(internal_tx, jobs, stop_tx);
+    let host = HostHandle::new(
+        HostConfig {
+            python: config.python.clone(),
+            address: address.clone(),
+            id: scheduler.id().to_string(),
+            preload: config.preload.clone(),
+            preload_argv: config.preload_argv.clone(),
+            start_timeout: config.helper_start_timeout,
+        },
+        internal_tx.clone(),
+    );
+    // `dask scheduler` runs its preloads before it serves; one that fails stops it.
+    if !config.preload.is_empty() {
+        host.start_now().await?;
+    }
+    let out = Channels::new(internal_tx, jobs, host.clone(), stop_tx);
     let mut state_task = tokio::spawn(reactor::run(scheduler, clock, events, internal, out));
     let http_task = tokio::spawn(crate::http::serve(http, handle.clone()));
     let ctx = Arc::new(Ctx {
@@ -187,6 +203,8 @@ pub async fn serve(
     }
     tracing::info!("Scheduler closing...");
     let _ = handle.ask(Event::Shutdown).await;
+    // the plugins' `close` hooks, as the stock scheduler runs them when it closes
+    host.close().await;
     // Give the stream writers a moment to flush the close messages.
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Some(path) = &config.pid_file {

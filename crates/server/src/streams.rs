@@ -200,6 +200,54 @@ pub async fn worker_status_stream(comm: Comm, ctx: Arc<Ctx>) -> Result<(), Conne
     Ok(())
 }
 
+// ---- feeds -----------------------------------------------------------------------------------
+
+/// `feed` (scheduler.py:7788): the plugin host runs the feed's `setup`, then its function
+/// every interval; each result is written here until the peer closes the connection (or
+/// the function raises, or the host dies), then its `teardown` runs.
+pub async fn feed_stream(comm: Comm, msg: &Value, ctx: Arc<Ctx>) -> Result<(), ConnectionError> {
+    let Comm {
+        mut reader,
+        mut writer,
+        peer,
+    } = comm;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let request = translate::rpc::feed(msg);
+    let answer = ctx
+        .handle
+        .rpc(Rpc::FeedOpen {
+            request,
+            responses: tx,
+        })
+        .await;
+    let feed = match answer {
+        Ok(Value::Int(feed)) => feed,
+        // `setup` raised: the stock handler's error goes to the peer
+        Ok(error) => return Ok(writer.write(&error).await?),
+        Err(e) => return Ok(writer.write(&crate::translate::reply::error(&e)).await?),
+    };
+    tracing::debug!(%peer, feed, "feed open");
+    let ended = loop {
+        tokio::select! {
+            response = rx.recv() => match response {
+                Some(r) => {
+                    if let Err(e) = writer.write(&r).await {
+                        break Err(e);
+                    }
+                }
+                None => break Ok(()),
+            },
+            // the peer sends nothing; its closing ends the feed
+            read = reader.read() => match read {
+                Ok(Some(_)) => {}
+                _ => break Ok(()),
+            },
+        }
+    };
+    let _ = ctx.handle.rpc(Rpc::FeedClose { feed }).await;
+    Ok(ended?)
+}
+
 // ---- workers ---------------------------------------------------------------------------------
 
 /// `register-worker` (scheduler.py:4663-4800), then the worker's stream.

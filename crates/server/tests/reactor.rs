@@ -31,6 +31,7 @@ enum Effect {
     CloseWorker(WorkerId),
     OpenClient(ClientId),
     CloseClient(ClientId),
+    Host(rask_server::plugin_host::ToHost),
     Stop,
 }
 
@@ -71,6 +72,9 @@ impl Outbox for Recorder {
     }
     fn open_watcher(&mut self, _stream: rask_server::messages::cluster::StatusTx) {}
     fn to_watchers(&mut self, _msg: rask_server::messages::cluster::WorkerStatusMsg) {}
+    fn to_host(&mut self, msg: rask_server::plugin_host::ToHost) {
+        self.effects.push(Effect::Host(msg));
+    }
     fn stop(&mut self) {
         self.effects.push(Effect::Stop);
     }

@@ -3,7 +3,7 @@
 //! `identity`, `versions`, `echo`, `heartbeat_worker`, `ncores`, `ncores_running`,
 //! `who_has`, `has_what`, `processing`, `nbytes`, `get_task_status`, `unregister`, `retry`,
 //! `gather`, `scatter`, `update_data`, `broadcast`, `proxy`, `run_function`,
-//! `register_scheduler_plugin`, `unregister_scheduler_plugin`, `log_event` and `events`.
+//! `unregister_scheduler_plugin`, `log_event` and `events`.
 //!
 //! The replies are compared with what `distributed/scheduler.py` returns for the same
 //! request (the line of each handler is in `src/translate/rpc.rs`).
@@ -766,36 +766,6 @@ async fn run_function_returns_the_helpers_result_and_logs_a_run_function_event()
             ("action", s("run-function")),
             ("function", Value::Bin(function)),
         ])
-    );
-    server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn register_scheduler_plugin_is_refused_with_a_not_implemented_error() {
-    let server = TestServer::start().await;
-    let reply = rpc(
-        &server.address,
-        msg(
-            "register_scheduler_plugin",
-            [
-                ("plugin", Value::Bin(Bytes::from_static(b"pickled-plugin"))),
-                ("name", s("my-plugin")),
-                ("idempotent", Value::Bool(false)),
-            ],
-        ),
-    )
-    .await;
-    assert_eq!(reply.get("status"), Some(&s("uncaught-error")), "{reply:?}");
-    assert!(
-        error_text(&reply).contains("rask does not run scheduler plugins"),
-        "{reply:?}"
-    );
-    let pickle = reply.get("exception").and_then(Value::as_bin).unwrap();
-    let pickle = String::from_utf8_lossy(pickle);
-    assert!(pickle.contains("builtins\nNotImplementedError"), "{pickle}");
-    assert!(
-        pickle.contains("rask does not run scheduler plugins"),
-        "{pickle}"
     );
     server.stop().await.unwrap();
 }

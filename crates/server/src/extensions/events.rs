@@ -36,6 +36,11 @@ pub struct Events {
     topics: FxHashMap<Arc<str>, Topic>,
     /// events kept per topic (`None`: no limit)
     pub max_events: Option<usize>,
+    /// while the plugin host mirrors the scheduler: what was published since the state
+    /// task last took it, `(topic, msg)` (its plugins' `log_event` hooks)
+    pub mirror: bool,
+    /// see `mirror`
+    pub published: Vec<(Arc<str>, Value)>,
 }
 
 impl Default for Events {
@@ -43,6 +48,8 @@ impl Default for Events {
         Events {
             topics: FxHashMap::default(),
             max_events: Some(DEFAULT_MAX_EVENTS),
+            mirror: false,
+            published: Vec::new(),
         }
     }
 }
@@ -77,6 +84,11 @@ impl Events {
 
     /// `Broker.publish`: stores `msg` under each topic and sends it to their subscribers.
     pub fn publish(&mut self, cx: &mut Cx<'_>, topics: &[Arc<str>], msg: Value) {
+        if self.mirror {
+            for name in topics {
+                self.published.push((name.clone(), msg.clone()));
+            }
+        }
         let event = translate::events::event(cx.now, msg);
         for name in topics {
             let topic = self.topics.entry(name.clone()).or_default();

@@ -150,10 +150,8 @@ pub enum Rpc {
         /// the pickled function, logged as an event as the stock scheduler does
         function: bytes::Bytes,
     },
-    /// `register_scheduler_plugin {plugin, name, idempotent}`: the stock plugins that do
-    /// all their work in `start` (`upload_file`'s, `PipInstall`, `UploadDirectory`, ...)
-    /// are started in a graph helper; any other is refused with `NotImplementedError` (no
-    /// Python runs inside rask's scheduler to call its hooks).
+    /// `register_scheduler_plugin {plugin, name, idempotent}`: started and kept in the
+    /// plugin host.
     RegisterSchedulerPlugin {
         /// the pickled plugin
         plugin: Value,
@@ -161,6 +159,25 @@ pub enum Rpc {
         name: Option<Arc<str>>,
         /// keep an already started plugin of that name
         idempotent: bool,
+    },
+    /// `feed {function, setup, teardown, interval}`: a feed in the plugin host, whose
+    /// responses go to `responses`; answered with its number once its `setup` ran.
+    FeedOpen {
+        /// the plugin host's `feed_start` request, without its number
+        request: Value,
+        /// where the feed's responses go
+        responses: tokio::sync::mpsc::UnboundedSender<Value>,
+    },
+    /// A feed's connection closed.
+    FeedClose {
+        /// its number
+        feed: i64,
+    },
+    /// `performance_report {start, last_count, code, mode}`: the stock report, made in the
+    /// plugin host.
+    PerformanceReport {
+        /// the plugin host's request
+        request: Value,
     },
     /// `unregister_scheduler_plugin {name}`
     UnregisterSchedulerPlugin {

@@ -97,6 +97,7 @@ impl Scheduler {
     ) {
         tracing::info!("Restarting workers and releasing all keys (stimulus_id={sid})");
         self.stimulus(now, Stimulus::ClearTasks, out);
+        self.host_event(|_| crate::translate::host::restart());
         self.with_ext(now, out, |ext, cx| {
             for e in ext.all() {
                 e.on_restart(cx);

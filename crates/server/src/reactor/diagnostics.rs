@@ -433,6 +433,11 @@ impl Scheduler {
             last_stop,
             metadata,
         } = done;
+        if self.host.active() {
+            let worker = self.core.worker(worker).map(|w| w.address.clone());
+            let record = reply::stream_record(record.clone(), worker.unwrap_or_else(|| "".into()));
+            self.host.current = Some((key.clone(), record));
+        }
         if self.diag.wants_done() {
             self.diag.current = Some(Current {
                 key,
@@ -444,6 +449,7 @@ impl Scheduler {
         }
         self.stimulus(now, stimulus, out);
         self.diag.current = None;
+        self.host.current = None;
     }
 
     /// `get_task_prefix_states` (scheduler.py:8053): per prefix, its tasks in memory, erred,

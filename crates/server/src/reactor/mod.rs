@@ -14,6 +14,7 @@
 mod admin;
 mod cluster;
 mod diagnostics;
+mod host;
 mod inspect;
 mod peers;
 mod plugins;
@@ -107,6 +108,8 @@ pub struct Scheduler {
     plugins: plugins::Plugins,
     /// metadata, `check_idle`'s memory
     cluster: cluster::ClusterState,
+    /// scheduler plugins, feeds and functions in the plugin host
+    host: host::HostState,
 }
 
 /// How often worker heartbeats are checked against `worker-ttl`.
@@ -154,6 +157,7 @@ impl Scheduler {
             next_id: 0,
             plugins,
             cluster: cluster::ClusterState::default(),
+            host: host::HostState::default(),
             config,
         }
     }
@@ -161,6 +165,11 @@ impl Scheduler {
     /// Checks invariants after every event (tests and debug builds).
     pub fn set_validate(&mut self, on: bool) {
         self.core.set_validate(on);
+    }
+
+    /// `Scheduler-<uuid>`: `Scheduler.id`.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The core, to read (tests).
@@ -207,6 +216,7 @@ impl Scheduler {
             Event::Tick => self.tick(now, out),
             Event::Timer(t) => self.timer(now, t, out),
             Event::Done(d) => self.done(now, d, out),
+            Event::Host(note) => self.host_note(note, out),
             Event::Snapshot(tx) => {
                 let _ = tx.send(self.snapshot());
             }
@@ -218,6 +228,7 @@ impl Scheduler {
                 let _ = tx.send(());
             }
         }
+        self.host_flush(out);
     }
 
     /// Applies one stimulus and sends the resulting commands; a watched task's transition
@@ -227,6 +238,7 @@ impl Scheduler {
         let started = std::time::Instant::now();
         let commands = self.core.handle(now, s);
         let handled = started.elapsed();
+        self.host_transitions(&commands);
         let n = commands.len();
         for c in &commands {
             match c {
@@ -256,7 +268,7 @@ impl Scheduler {
                         out.to_client(*c, msg.clone().into());
                     }
                 }
-                Command::Transitioned { .. } | Command::Done { .. } => {}
+                Command::Transitioned { .. } | Command::Done { .. } | Command::Transition(_) => {}
                 Command::Error(e) => tracing::error!("{e}"),
             }
         }
@@ -298,6 +310,11 @@ impl Scheduler {
             );
             f(&mut self.ext, &mut cx)
         };
+        if self.host.active() {
+            for (topic, msg) in std::mem::take(&mut self.ext.events.published) {
+                self.host_event(|_| crate::translate::host::log_event(&topic, &msg));
+            }
+        }
         for change in changes {
             self.apply(now, change, out);
         }
@@ -420,6 +437,7 @@ impl Scheduler {
             } => self.scattered(now, result, keys, client, reply, out),
             Done::Killed { outcomes, then } => self.killed(now, outcomes, then, out),
             Done::Helper { result, then } => self.helper_done(now, result, then, out),
+            Done::Host { result, then } => self.host_done(result, then, out),
             Done::Reply { result, reply } => out.reply(reply, result),
         }
     }

@@ -6,10 +6,11 @@ use crate::event::{ClientTx, Job, Joined, WorkerTx};
 use crate::extensions::{Extension, Peer};
 use crate::messages::{ClientMsg, Placement, Registration, ToClientMsg, WorkerMsg};
 use crate::outbox::Outbox;
-use crate::translate::events;
 use crate::translate::versions::mismatch_warning;
 use crate::translate::worker::{refused, registered};
+use crate::translate::{events, host};
 use rask_core::{ClientId, Stimulus, WorkerId, WorkerSpec};
+use rask_protocol::Key;
 use rask_protocol::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -57,7 +58,15 @@ impl Scheduler {
         let all: Arc<str> = ALL.into();
         let event = events::client_event("add-client", &name);
         self.log_event(now, &[&all, &name], event, out);
-        self.stimulus(now, Stimulus::AddClient { id, name }, out);
+        self.stimulus(
+            now,
+            Stimulus::AddClient {
+                id,
+                name: name.clone(),
+            },
+            out,
+        );
+        self.host_event(|_| host::client(true, &name));
         id
     }
 
@@ -159,10 +168,24 @@ impl Scheduler {
         stimulus: Stimulus,
         out: &mut dyn Outbox,
     ) {
-        if let Stimulus::UpdateGraph { keys, .. } = &stimulus {
+        let mut graph = None;
+        if let Stimulus::UpdateGraph {
+            keys,
+            tasks,
+            stimulus_id,
+            ..
+        } = &stimulus
+        {
             self.diag.graph_keys(keys);
+            if self.host.active() {
+                let tasks: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+                graph = Some((keys.clone(), tasks, stimulus_id.clone(), self.host_mark()));
+            }
         }
         self.stimulus(now, stimulus, out);
+        if let Some((keys, tasks, sid, mark)) = graph {
+            self.host_graph(mark, client, &keys, &tasks, &sid);
+        }
         let Some(held) = self.clients.get_mut(&client).and_then(|c| c.held.take()) else {
             return;
         };
@@ -193,6 +216,10 @@ impl Scheduler {
             self.log_event(now, &[&all, &name], event, out);
         }
         self.stimulus(now, Stimulus::RemoveClient { client }, out);
+        if let Some(info) = self.clients.get(&client) {
+            let name = info.name.clone();
+            self.host_event(|_| host::client(false, &name));
+        }
         out.close_client(client);
         if let Some(info) = self.clients.remove(&client) {
             self.client_ids.remove(&info.name);
@@ -288,7 +315,13 @@ impl Scheduler {
         let (address, all): (Arc<str>, Arc<str>) = (spec.address.clone(), ALL.into());
         self.log_event(now, &[&address], events::add_worker(None), out);
         self.log_event(now, &[&all], events::add_worker(Some(&address)), out);
+        // the hooks run before the tasks waiting for a worker are scheduled on it
+        let mark = self.host_mark();
         self.stimulus(now, Stimulus::AddWorker { id, spec }, out);
+        if let Some(w) = self.core.worker(id) {
+            let worker = host::worker(w, self.nanny_of(id));
+            self.host_event_at(mark, |_| host::add_worker(worker));
+        }
         self.tell_watchers_added(id, out);
         self.worker_arrived(now, out);
         Joined::Accepted { worker: id, reply }
@@ -336,6 +369,7 @@ impl Scheduler {
             stimulus_id: stimulus_id.clone(),
         };
         self.stimulus(now, s, out);
+        self.host_event(|_| host::remove_worker(&address, &stimulus_id));
         self.workers.remove(&worker);
         self.diag.worker_removed(worker);
         out.close_worker(worker);

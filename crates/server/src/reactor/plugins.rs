@@ -3,15 +3,10 @@
 //! a `broadcast` job, and workers (nannies) that join later get them all in their
 //! `register-worker` (`register_nanny`) reply (scheduler.py:4787, 4808).
 //!
-//! Scheduler plugins: rask has no Python `Scheduler` whose hooks a `SchedulerPlugin` could
-//! use, but the stock plugins that do all their work in `start` (`Client.upload_file`'s
-//! `SchedulerUploadFile`, `InstallPlugin`/`PipInstall`/`CondaInstall`, `UploadDirectory`)
-//! are started in a graph helper, against a stand-in that registers their worker and
-//! nanny plugins here by RPC; any other is refused.
+//! Scheduler plugins run in the plugin host (`host.rs`).
 
 use super::Scheduler;
-use crate::error::{HelperError, RequestError};
-use crate::event::{AfterHelper, Job, Replier, RpcResult};
+use crate::event::{Job, Replier};
 use crate::messages::plugins::{Kind, Rpc};
 use crate::messages::OnError;
 use crate::outbox::Outbox;
@@ -32,8 +27,6 @@ pub(super) struct Plugins {
     starting_nannies: FxHashMap<Arc<str>, usize>,
     /// nanny-plugin registrations waiting for the starting nannies (scheduler.py:8167)
     waiting: Vec<(Arc<str>, Value, Replier)>,
-    /// names of the scheduler plugins started (in a graph helper; `Scheduler.plugins`)
-    scheduler: Vec<Arc<str>>,
 }
 
 impl Plugins {
@@ -131,74 +124,6 @@ impl Scheduler {
         }
     }
 
-    /// `register_scheduler_plugin` (scheduler.py:6242): a plugin of that name already
-    /// started and `idempotent` is kept; otherwise a graph helper starts it.
-    pub(super) fn register_scheduler_plugin(
-        &mut self,
-        plugin: Value,
-        name: Option<Arc<str>>,
-        idempotent: bool,
-        to: Replier,
-        out: &mut dyn Outbox,
-    ) {
-        if idempotent
-            && name
-                .as_ref()
-                .is_some_and(|n| self.plugins.scheduler.contains(n))
-        {
-            return out.reply(to, Ok(Value::Nil));
-        }
-        let request = plugins::scheduler_plugin_start(plugin, name, &self.identity.address);
-        out.start(Job::Helper {
-            request,
-            then: AfterHelper::SchedulerPlugin { reply: to },
-        });
-    }
-
-    /// A graph helper ran (or refused) a scheduler plugin's `start`.
-    pub(super) fn scheduler_plugin_started(
-        &mut self,
-        result: Result<Value, HelperError>,
-    ) -> RpcResult {
-        match plugins::scheduler_plugin_started(result.map_err(RequestError::from)?)? {
-            plugins::Started::Ok(name) => {
-                tracing::info!(%name, "Started scheduler plugin in a graph helper");
-                // `add_plugin` (scheduler.py:6215): a new plugin of a known name replaces it
-                if !self.plugins.scheduler.contains(&name) {
-                    self.plugins.scheduler.push(name);
-                }
-                Ok(Value::Nil)
-            }
-            plugins::Started::Unsupported => Ok(rask_comm::reply::raised(
-                "NotImplementedError",
-                NO_SCHEDULER_PLUGINS,
-            )),
-            plugins::Started::Failed(error) => Ok(error),
-        }
-    }
-
-    /// `unregister_scheduler_plugin` (`Scheduler.remove_plugin`, scheduler.py:6225): it
-    /// forgets the plugin, calling none of its methods.
-    pub(super) fn unregister_scheduler_plugin(&mut self, name: Option<&str>) -> Value {
-        let known = name.and_then(|n| self.plugins.scheduler.iter().position(|s| &**s == n));
-        match known {
-            Some(i) => {
-                self.plugins.scheduler.remove(i);
-                Value::Nil
-            }
-            None => {
-                let name = match name {
-                    Some(n) => format!("'{n}'"),
-                    None => "None".to_string(),
-                };
-                rask_comm::reply::raised(
-                    "ValueError",
-                    &format!("Could not find plugin {name} among the current scheduler plugins"),
-                )
-            }
-        }
-    }
-
     /// `broadcast(msg)` to every worker, or `broadcast(msg, nanny=True)` to the nanny of
     /// every worker that has one (scheduler.py:6681); the answer is `{worker address:
     /// reply}`. A worker's or nanny's error reply (a plugin whose `setup` raised; rask
@@ -225,13 +150,3 @@ impl Scheduler {
         });
     }
 }
-
-/// Why rask cannot take other scheduler plugins; the client raises this as
-/// `NotImplementedError`.
-const NO_SCHEDULER_PLUGINS: &str = "rask does not run scheduler plugins: it is a Rust scheduler \
-     with no Python Scheduler object whose hooks (transition, add_worker, update_graph, ...) a \
-     SchedulerPlugin could observe or change. Only the stock plugins that do all their work \
-     when they start are run (client.upload_file, PipInstall, CondaInstall, InstallPlugin, \
-     UploadDirectory). Use a WorkerPlugin (client.register_plugin(WorkerPlugin())) or the \
-     event log (client.subscribe_topic / get_events) instead, or run the stock \
-     `dask scheduler` if you need scheduler plugins.";

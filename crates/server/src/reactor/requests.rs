@@ -123,18 +123,26 @@ impl Scheduler {
                     ext.events.publish(cx, &[Arc::from("all")], event)
                 });
                 out.start(Job::Helper {
-                    request,
-                    then: AfterHelper::RunFunction { reply: to },
+                    request: request.clone(),
+                    then: AfterHelper::RunFunction { request, reply: to },
                 });
                 return;
             }
+            Rpc::FeedOpen { request, responses } => {
+                return self.feed_open(request, responses, to, out)
+            }
+            Rpc::FeedClose { feed } => {
+                self.feed_closed(feed, out);
+                Ok(Value::Nil)
+            }
+            Rpc::PerformanceReport { request } => return self.performance_report(request, to, out),
             Rpc::RegisterSchedulerPlugin {
                 plugin,
                 name,
                 idempotent,
             } => return self.register_scheduler_plugin(plugin, name, idempotent, to, out),
             Rpc::UnregisterSchedulerPlugin { name } => {
-                Ok(self.unregister_scheduler_plugin(name.as_deref()))
+                return self.unregister_scheduler_plugin(name, to, out)
             }
             Rpc::Events(r) => {
                 return self.with_ext(now, out, |ext, cx| ext.events.rpc(cx, r, to));
@@ -543,14 +551,18 @@ impl Scheduler {
         out: &mut dyn Outbox,
     ) {
         match then {
-            AfterHelper::RunFunction { reply: to } => {
+            // the function takes `dask_scheduler`: it runs in the plugin host
+            AfterHelper::RunFunction { request, reply: to }
+                if result.as_ref().is_ok_and(|r| {
+                    r.get("status").and_then(Value::as_str) == Some("need-scheduler")
+                }) =>
+            {
+                self.run_on_facade(request, to, out)
+            }
+            AfterHelper::RunFunction { reply: to, .. } => {
                 let answer = result
                     .map_err(RequestError::from)
                     .and_then(reply::run_function);
-                out.reply(to, answer);
-            }
-            AfterHelper::SchedulerPlugin { reply: to } => {
-                let answer = self.scheduler_plugin_started(result);
                 out.reply(to, answer);
             }
             AfterHelper::ShuffleRun {

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod coordination;
 pub mod diagnostics;
 pub mod events;
+pub mod host;
 pub mod inspect;
 pub mod plugins;
 pub mod records;

@@ -239,6 +239,37 @@ pub fn run_function(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::RunFunction { request, function })
 }
 
+/// The fields of `msg` named, as they came (absent ones left out): a request the plugin
+/// host reads as the stock handler's arguments.
+fn pass_on(op: &str, msg: &Value, fields: &[&str]) -> Value {
+    let mut request = Value::map([("op", Value::from(op))]);
+    for f in fields {
+        if let Some(v) = msg.get(f) {
+            request.set(f, v.clone());
+        }
+    }
+    request
+}
+
+/// `feed {function, setup, teardown, interval}` (scheduler.py:7788)
+pub fn feed(msg: &Value) -> Value {
+    pass_on(
+        "feed_start",
+        msg,
+        &["function", "setup", "teardown", "interval"],
+    )
+}
+
+/// `performance_report {start, last_count, code, mode}` (scheduler.py:8270)
+pub fn performance_report(msg: &Value) -> Result<Rpc, RequestError> {
+    let request = pass_on(
+        "performance_report",
+        msg,
+        &["start", "last_count", "code", "mode"],
+    );
+    Ok(Rpc::PerformanceReport { request })
+}
+
 /// `register_scheduler_plugin {plugin, name, idempotent}` (scheduler.py:6242)
 pub fn register_scheduler_plugin(msg: &Value) -> Result<Rpc, RequestError> {
     Ok(Rpc::RegisterSchedulerPlugin {

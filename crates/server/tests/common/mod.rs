@@ -206,9 +206,9 @@ fn helper_error(text: &str) -> Value {
 }
 
 /// The in-process graph helper: `update_graph` from the test graph in the expression,
-/// `run_function` echoes the function's bytes as the pickled result, `shuffle_create_run`
-/// makes a run owned by the first worker, `scheduler_plugin_start` starts a plugin whose
-/// pickle is `startable` (named by the request) and calls any other unsupported.
+/// `run_function` echoes the function's bytes as the pickled result (a function whose
+/// pickle names `dask_scheduler` is left to the plugin host, as the real helper does), and
+/// `shuffle_create_run` makes a run owned by the first worker.
 pub fn fake_helper(request: Value) -> Result<Value, HelperError> {
     let op = request.get("op").and_then(Value::as_str).unwrap_or("");
     Ok(match op {
@@ -219,6 +219,14 @@ pub fn fake_helper(request: Value) -> Result<Value, HelperError> {
             ]),
             Err(text) => helper_error(&text),
         },
+        "run_function"
+            if request
+                .get("function")
+                .and_then(Value::as_bin)
+                .is_some_and(|f| f.windows(14).any(|w| w == b"dask_scheduler")) =>
+        {
+            Value::map([("status", Value::from("need-scheduler"))])
+        }
         "run_function" => Value::map([
             ("status", Value::from("OK")),
             (
@@ -226,13 +234,6 @@ pub fn fake_helper(request: Value) -> Result<Value, HelperError> {
                 request.get("function").cloned().unwrap_or(Value::Nil),
             ),
         ]),
-        "scheduler_plugin_start" => match request.get("plugin").and_then(Value::as_bin) {
-            Some(b) if &b[..] == b"startable" => Value::map([
-                ("status", Value::from("OK")),
-                ("name", request.get("name").cloned().unwrap_or(Value::Nil)),
-            ]),
-            _ => Value::map([("status", Value::from("unsupported"))]),
-        },
         "shuffle_create_run" => {
             let first = request
                 .get("workers")
@@ -266,6 +267,8 @@ pub struct Settings {
     pub helper: fn(Value) -> Result<Value, HelperError>,
     /// `--idle-timeout`
     pub idle_timeout: Option<Duration>,
+    /// the Python of the plugin host (none is started unless a test needs it)
+    pub python: String,
 }
 
 impl Default for Settings {
@@ -274,6 +277,7 @@ impl Default for Settings {
             config: Vec::new(),
             helper: fake_helper,
             idle_timeout: None,
+            python: "python3".into(),
         }
     }
 }
@@ -316,6 +320,7 @@ impl TestServer {
             port: 0,
             dashboard_port: 0,
             idle_timeout: settings.idle_timeout,
+            python: settings.python,
             ..ServerConfig::default()
         };
         let ports = Ports::bind(&server_config).await.unwrap();
