@@ -52,9 +52,13 @@ pub struct SchedulerArgs {
     /// Number of graph helper processes
     #[arg(long, default_value_t = 2)]
     graph_helpers: usize,
-    /// Not supported by rask: preloads run Python inside the scheduler
+    /// Module that should be loaded by the scheduler process, like "foo.bar" or
+    /// "/path/to/foo.py" (its `dask_setup(scheduler)` runs in rask's plugin host)
     #[arg(long, num_args = 1)]
     preload: Vec<String>,
+    /// Arguments for the preloads (after `--`), as `dask scheduler` takes them
+    #[arg(last = true)]
+    preload_argv: Vec<String>,
     /// Not supported by rask
     #[arg(long)]
     jupyter: bool,
@@ -87,9 +91,6 @@ struct ConnectionArgs {
 }
 
 fn refuse(args: &SchedulerArgs) -> Result<()> {
-    if !args.preload.is_empty() {
-        bail!("--preload is not supported by rask: the scheduler runs no Python of yours. Use a worker preload (`dask worker --preload`) or a worker plugin instead.");
-    }
     if args.jupyter {
         bail!("--jupyter is not supported by rask: the scheduler runs no Python kernel.");
     }
@@ -251,6 +252,8 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
             .transpose()?,
         python: args.python.clone(),
         graph_helpers: args.graph_helpers.max(1),
+        preload: args.preload.clone(),
+        preload_argv: args.preload_argv.clone(),
         protocol,
         tls: rask_comm::tls::TlsFlags {
             ca_file: pem_path("--tls-ca-file", &args.conn.tls_ca_file)?,
