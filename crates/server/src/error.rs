@@ -268,6 +268,9 @@ pub enum HelperError {
         /// its exit status
         status: String,
     },
+    /// The plugin host could not start: a preload that failed, say (its text).
+    #[error("rask's plugin host (scheduler plugins, --preload) cannot start: {0}")]
+    HostFatal(String),
     /// The plugin host died while it held this request (a plugin or a function that
     /// crashed it); the scheduler starts a new one with the plugins registered again.
     #[error(

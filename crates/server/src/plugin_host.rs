@@ -200,10 +200,7 @@ async fn spawn(config: &HostConfig) -> Result<Running, HelperError> {
         Some("ready") => {}
         Some("fatal") => {
             let error = ready.get("error").and_then(Value::as_str).unwrap_or("?");
-            return Err(HelperError::Fatal {
-                python: config.python.clone(),
-                message: format!("plugin host: {error}"),
-            });
+            return Err(HelperError::HostFatal(error.to_string()));
         }
         _ => {
             return Err(HelperError::Protocol(
