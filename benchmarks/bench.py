@@ -149,11 +149,18 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
             if workers != "zero":
                 # zero workers count every task they see, so only stock runs warm up
                 client.submit(operator.add, 1, 2, key="warm-up").result(timeout=60)
+            if a.plugin:
+                register_counter(client)
             prober = start_probe(addr, workdir) if probe else None
             cpu0 = cpu_seconds(spid)
             t0_unix, t0 = time.time(), time.perf_counter()
             result = case.run(client, built)
             wall = time.perf_counter() - t0
+            if a.plugin:
+                # rask's plugin runs beside the scheduler: when it has seen every task
+                # finish (three transitions each) is the plugin's own finish line
+                seen = wait_counted(client, 3 * (case.tasks or 0))
+                plugin_wall = time.perf_counter() - t0
             cpu1 = cpu_seconds(spid)
             rss = peak_rss(spid)
             # with every task of the graph still known (the client holds the result)
@@ -163,6 +170,8 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
                "rss": rss[0], "rss_helpers": rss[1], "rss_end": rss_now}
         if latency is not None:
             out["probe"] = latency
+        if a.plugin:
+            out["plugin_wall"], out["plugin_transitions"] = plugin_wall, seen
         if workers == "zero":
             procs.stop(zero)
             if zero.returncode != 0:
@@ -177,6 +186,28 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
         return out
     finally:
         procs.stop_all()
+
+
+def register_counter(client) -> None:
+    """`--plugin`: a transition-counting scheduler plugin, pickled by value."""
+    import cloudpickle
+
+    import counting_plugin
+
+    cloudpickle.register_pickle_by_value(counting_plugin)
+    client.register_plugin(counting_plugin.TransitionCounter())
+
+
+def wait_counted(client, expected: int, timeout: float = 120) -> int:
+    """Polls the counter until it has seen `expected` transitions; returns its count."""
+    import counting_plugin
+
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = client.run_on_scheduler(counting_plugin.count)
+        if seen >= expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.005)
 
 
 PROBE = r"""
@@ -245,9 +276,11 @@ def run_case(case: suite.Case, workers: str, nworkers: int, a, workdir: Path, ro
             runs[kind].append(out)
             phase = (f" (to first task {out['to_first']:.3f} s, phase {out['phase']:.3f} s)"
                      if "phase" in out else "")
+            plugin = (f" plugin saw {out['plugin_transitions']} transitions by "
+                      f"{out['plugin_wall']:.3f} s" if "plugin_wall" in out else "")
             print(f"  {case.name} [{workers} x{nworkers}] round {r + 1} {kind}: wall "
                   f"{out['wall']:.3f} s{phase} cpu {out['cpu'] + out['cpu_helpers']:.2f} s "
-                  f"rss {out['rss'] / 2**20:.0f} MiB", flush=True)
+                  f"rss {out['rss'] / 2**20:.0f} MiB{plugin}", flush=True)
     return {"case": case.name, "about": case.about, "workers": workers, "nworkers": nworkers,
             "tasks": case.tasks, "runs": runs}
 
@@ -268,6 +301,10 @@ def main() -> int:
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--schedulers", default="dask,rask", type=lambda s: s.split(","),
                     help="for quick looks at one side; the report needs both")
+    ap.add_argument("--plugin", action="store_true",
+                    help="register a transition-counting scheduler plugin in every run "
+                         "(benchmarks/counting_plugin.py); runs report when it saw every "
+                         "task finish")
     ap.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
     ap.add_argument("--write", default=str(REPO / "BENCHMARKS.md"),
                     help="markdown report to write ('' to skip)")

@@ -2,8 +2,8 @@
 ``NannyPlugin``, ``unregister_worker_plugin``), and what is built on them:
 ``Client.forward_logging``, the stock ``Environ`` nanny plugin, and the stock scheduler
 plugins that only register worker or nanny plugins when they start (``Client.upload_file``,
-``InstallPlugin`` as ``PipInstall`` uses it, ``UploadDirectory``), which rask runs in a
-graph helper.
+``InstallPlugin`` as ``PipInstall`` uses it, ``UploadDirectory``), which rask runs in its
+plugin host.
 
 A plugin reaches the workers (nannies) there are when it is registered and those that join
 later; unregistering runs its ``teardown``. Plugin names carry a fresh uuid where the module's
@@ -215,7 +215,7 @@ def test_install_plugin_runs_on_the_scheduler_and_every_worker(client, tmp_path)
     try:
         assert client.register_plugin(plugin) is None
         pids = {line.split()[1] for line in marks.read_text().splitlines()}
-        # the scheduler's process (rask: a graph helper) and the two workers'
+        # the scheduler's process (rask: its plugin host) and the two workers'
         assert len(pids) == 3
         worker_pids = set(map(str, client.run(os.getpid).values()))
         assert worker_pids < pids
