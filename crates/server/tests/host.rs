@@ -44,6 +44,12 @@ class Recording(SchedulerPlugin):
     def add_worker(self, scheduler, worker):
         self.workers.append(worker)
 
+class Blocking(SchedulerPlugin):
+    name = "blocking"
+    def transition(self, key, start, finish, *args, **kwargs):
+        import time
+        time.sleep(60)
+
 def seen(scheduler):
     p = scheduler.plugins.get("recording")
     return {"seen": p.seen if p else None, "plugins": sorted(scheduler.plugins),
@@ -56,7 +62,7 @@ def crash(dask_scheduler):
     os._exit(3)
 
 for name, obj in [("plugin", Recording()), ("seen", seen), ("address", address),
-                  ("crash", crash)]:
+                  ("crash", crash), ("blocking", Blocking())]:
     print(name, cloudpickle.dumps(obj).hex())
 "#;
     let out = std::process::Command::new(python())
@@ -242,6 +248,28 @@ async fn a_plugin_host_that_dies_is_replaced_with_its_plugins() {
     );
     client.close().await;
     server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_blocks_does_not_stall_the_scheduler() {
+    let p = pickles();
+    let mut server = host_server().await;
+    server.zero_workers(1, 1).await;
+    assert_eq!(
+        rpc(&server.address, register(&p["blocking"])).await,
+        Value::Nil
+    );
+    // its first hook sleeps for a minute; the graph is done long before (bounded wait)
+    let mut client = Client::connect(&server.address).await;
+    client
+        .submit(&[task("x", &[]), task("y", &["x"])], &["y"])
+        .await;
+    assert_eq!(op_of(&client.outcome("y").await), "key-in-memory");
+    client.close().await;
+    // stopping does not wait for the plugin either (its `close` gets a few seconds)
+    bounded("the scheduler to stop", server.stop())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
