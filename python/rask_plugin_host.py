@@ -710,6 +710,10 @@ class SchedulerFacade(_Mirrored):
         ts.priority = tuple(priority) if priority is not None else None
         ts.annotations = dict(rec.get("annotations") or {})
         ts.retries = rec.get("retries") or 0
+        # pickled, as the stock scheduler keeps them Serialized
+        if rec.get("exception") is not None:
+            ts.exception = rec["exception"]
+            ts.traceback = rec.get("traceback")
         return ts
 
     def _wire_record(self, ts: TaskState, rec: dict) -> None:
@@ -730,8 +734,12 @@ class SchedulerFacade(_Mirrored):
             if ws is not None:
                 ts.processing_on = ws
                 ws.processing.add(ts)
+        blame = rec.get("exception_blame")
+        if blame is not None:
+            ts.exception_blame = self.tasks.get(blame)
         typename = rec.get("type")
-        if typename:
+        # rask knows a result's type as the worker's pickle of it; only a name is a name
+        if isinstance(typename, str) and typename:
             ts.type = typename
             ts.group.add_type(typename)
         for client in rec.get("who_wants") or ():
@@ -791,14 +799,19 @@ class SchedulerFacade(_Mirrored):
                 stimulus_id=graph.get("stimulus_id"),
             )
 
-    def _event_transition(self, key, start, finish, stimulus_id, kwargs=None) -> None:
+    def _event_transition(
+        self, key, start, finish, stimulus_id, kwargs=None, placement=None
+    ) -> None:
         kwargs = dict(kwargs) if kwargs else {}
+        # where the task runs or is held, for the mirror only: the hooks get `kwargs`,
+        # what the stock scheduler passes them
+        placement = placement or {}
         ts = self.tasks.get(key)
         if ts is None:
             # a task no graph event announced (scattered data, say): it starts where the
             # transition says it was
             ts = self._new_task(key, start if start in ALL_TASK_STATES else "released")
-        worker = kwargs.get("worker")
+        worker = placement.get("worker", kwargs.get("worker"))
 
         ws = ts.processing_on
         if ws is not None and finish != "processing":
@@ -820,7 +833,7 @@ class SchedulerFacade(_Mirrored):
                 ts.processing_on = ws
                 ws.processing.add(ts)
         elif finish == "memory":
-            nbytes = kwargs.get("nbytes")
+            nbytes = placement.get("nbytes", kwargs.get("nbytes"))
             if type(nbytes) is int and nbytes >= 0:
                 ts.set_nbytes(nbytes)
             # scheduler.py _add_to_memory: ts.type is the result's type *name*; the

@@ -49,7 +49,7 @@ pub enum Command {
 }
 
 /// One transition for scheduler plugins, with what the plugin host's mirror of the task
-/// needs that the transition set: where it runs or is held, its size and type.
+/// needs that the transition set: where it runs or is held, and its size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransitionNote {
     /// the task
@@ -64,8 +64,6 @@ pub struct TransitionNote {
     pub worker: Option<Arc<str>>,
     /// its result's size (`memory`)
     pub nbytes: i64,
-    /// its result's type (`memory`), as the worker reported it
-    pub type_: Value,
 }
 
 /// `compute-task` (`scheduler.py:3576-3600`): every field the worker requires.

@@ -364,7 +364,7 @@ impl SchedulerState {
         finish: TaskStatus,
         sid: &Arc<str>,
     ) {
-        let (mut worker, mut nbytes, mut type_) = (None, 0, Value::Nil);
+        let (mut worker, mut nbytes) = (None, 0);
         if let Some(id) = self.task_id(key) {
             let t = self.expect_task(id);
             let at = match finish {
@@ -375,7 +375,6 @@ impl SchedulerState {
             worker = at.and_then(|w| self.worker(w)).map(|w| w.address.clone());
             if finish == TaskStatus::Memory {
                 nbytes = t.nbytes;
-                type_ = t.type_.clone();
             }
         }
         self.emit(Command::Transition(Box::new(TransitionNote {
@@ -385,7 +384,6 @@ impl SchedulerState {
             stimulus_id: sid.clone(),
             worker,
             nbytes,
-            type_,
         })));
     }
 

@@ -40,7 +40,7 @@ class Recording(SchedulerPlugin):
         self.seen = []
         self.workers = []
     def transition(self, key, start, finish, *args, **kwargs):
-        self.seen.append([key, start, finish])
+        self.seen.append([key, start, finish, sorted(kwargs)])
     def add_worker(self, scheduler, worker):
         self.workers.append(worker)
 
@@ -192,6 +192,21 @@ async fn a_scheduler_plugin_sees_every_transition_and_a_feed_reads_it() {
         ],
         "{r:?}"
     );
+    // keyword arguments as the stock scheduler passes them: the worker's message for the
+    // task that finished, nothing but the stimulus otherwise
+    let kwargs: Vec<Vec<Value>> = r
+        .get("seen")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_array)
+        .filter(|t| t.first() == Some(&s("b")))
+        .map(|t| t[3].as_array().unwrap_or_default().to_vec())
+        .collect();
+    assert_eq!(kwargs[0], [s("stimulus_id")]);
+    assert_eq!(kwargs[1], [s("stimulus_id")]);
+    assert!(kwargs[2].contains(&s("worker")), "{kwargs:?}");
+    assert!(!kwargs[2].contains(&s("key")), "{kwargs:?}");
     let state_of_b = r.get("states").and_then(|s| s.get("b")).cloned();
     assert_eq!(state_of_b, Some(s("memory")), "{r:?}");
 

@@ -51,6 +51,15 @@ pub fn task(core: &SchedulerState, id: TaskId, t: &Task) -> Value {
         ("group", Value::Str(t.group.clone())),
         ("prefix", Value::Str(t.prefix.clone())),
         ("retries", Value::Int(i64::from(t.retries))),
+        // pickled, as the client gets them (an erred task's, or its blamed dependency's)
+        ("exception", super::client::exception_value(&t.exception)),
+        ("traceback", t.traceback.clone()),
+        (
+            "exception_blame",
+            t.exception_blame
+                .and_then(|b| core.task_by_id(b))
+                .map_or(Value::Nil, |b| b.key.to_value()),
+        ),
     ])
 }
 
@@ -126,26 +135,20 @@ pub fn graph(client: &Arc<str>, keys: &[Key], tasks: Vec<Value>, sid: &Arc<str>)
     )
 }
 
-/// `transition`: the hook's arguments. `kwargs` are what the stock scheduler passes the
-/// hooks (a worker's `task-finished`/`task-erred` fields); the mirror's `worker`, `nbytes`
-/// and `type` are added where the stimulus did not give them.
+/// `transition`: the hook's arguments, and where the task now runs or is held (for the
+/// mirror). `kwargs` are what the stock scheduler passes the hooks: a worker's
+/// `task-finished`/`task-erred` fields (scheduler.py:5477), nothing for other transitions.
 pub fn transition(note: &TransitionNote, kwargs: Option<Value>) -> Value {
     let mut kwargs = kwargs.unwrap_or_else(|| Value::Map(Vec::new()));
-    // the hook's own arguments (scheduler.py:5477 passes the rest of the message)
+    // the hook's own arguments
     kwargs.take("key");
     kwargs.take("stimulus_id");
+    let mut placement = Value::Map(Vec::new());
     if let Some(w) = &note.worker {
-        if kwargs.get("worker").is_none() {
-            kwargs.set("worker", Value::Str(w.clone()));
-        }
+        placement.set("worker", Value::Str(w.clone()));
     }
     if note.finish == rask_core::TaskStatus::Memory {
-        if kwargs.get("nbytes").is_none() {
-            kwargs.set("nbytes", Value::Int(note.nbytes));
-        }
-        if kwargs.get("type").is_none() && !matches!(note.type_, Value::Nil) {
-            kwargs.set("type", note.type_.clone());
-        }
+        placement.set("nbytes", Value::Int(note.nbytes));
     }
     event(
         "transition",
@@ -155,6 +158,7 @@ pub fn transition(note: &TransitionNote, kwargs: Option<Value>) -> Value {
             Value::from(note.finish.as_str()),
             Value::Str(note.stimulus_id.clone()),
             kwargs,
+            placement,
         ],
     )
 }
