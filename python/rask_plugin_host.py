@@ -1520,8 +1520,16 @@ class Host:
         except FAILURES as e:
             logger.error("Cannot load the preloads", exc_info=True)
             return f"{type(e).__name__}: {e}"
-        # Like Scheduler.start: a dask_setup that raises is logged, the host goes on.
+        # Like Scheduler.start: a dask_setup that raises is logged, the host goes on;
+        # then every plugin there is (those the preloads added) starts.
         await self.preloads.start()
+        plugins = list(self.facade.plugins.values())
+        started = await asyncio.gather(
+            *[plugin.start(self.facade) for plugin in plugins], return_exceptions=True
+        )
+        for plugin, outcome in zip(plugins, started):
+            if isinstance(outcome, BaseException):
+                logger.error("Plugin %r failed to start", plugin, exc_info=outcome)
         return None
 
     async def shutdown(self) -> None:

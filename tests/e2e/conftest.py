@@ -261,21 +261,27 @@ class ProcessManager:
 # clusters
 
 
-def scheduler_argv(kind: str, scheduler_file: Path) -> list[str]:
+def scheduler_argv(kind: str, scheduler_file: Path, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """``extra`` goes last: it may end with ``-- PRELOAD_ARGV...``, which both CLIs take."""
     common = ["--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)]
     if kind == "dask":
-        return [DASK_CLI, "scheduler", *common]
+        return [DASK_CLI, "scheduler", *common, *extra]
     if kind == "rask":
-        return [str(RASK_BIN), "scheduler", *common, "--python", PYTHON]
+        return [str(RASK_BIN), "scheduler", *common, "--python", PYTHON, *extra]
     raise ValueError(kind)
 
 
 class Cluster:
-    """One scheduler (of ``kind``) plus any number of ``dask worker`` processes."""
+    """One scheduler (of ``kind``) plus any number of ``dask worker`` processes.
+
+    ``scheduler_args``: more scheduler arguments (same spelling for both kinds), e.g.
+    ``["--preload", path, "--", "--preload-option", value]``."""
 
     _counter = 0
 
-    def __init__(self, kind: str, pm: ProcessManager, workdir: Path):
+    def __init__(
+        self, kind: str, pm: ProcessManager, workdir: Path, scheduler_args: list[str] | tuple[str, ...] = ()
+    ):
         self.kind = kind
         self.pm = pm
         self.workdir = workdir
@@ -285,7 +291,7 @@ class Cluster:
         self.tag = f"c{Cluster._counter}"
         scheduler_file = workdir / f"{self.tag}-scheduler.json"
         self.scheduler = pm.start(
-            f"{self.tag}-scheduler-{kind}", scheduler_argv(kind, scheduler_file), tier=1
+            f"{self.tag}-scheduler-{kind}", scheduler_argv(kind, scheduler_file, scheduler_args), tier=1
         )
         self.address = self._wait_scheduler_file(scheduler_file)
 
@@ -396,12 +402,13 @@ def procs(tmp_path):
 
 @pytest.fixture
 def cluster_factory(scheduler_kind, procs, tmp_path):
-    """Function-scoped: ``cluster_factory()`` starts a fresh scheduler of the current kind;
-    add workers with ``cluster.add_workers(n, ...)``."""
+    """Function-scoped: ``cluster_factory()`` starts a fresh scheduler of the current kind
+    (``cluster_factory(scheduler_args=[...])``: with more scheduler arguments); add workers
+    with ``cluster.add_workers(n, ...)``."""
     made: list[Cluster] = []
 
-    def make() -> Cluster:
-        c = Cluster(scheduler_kind, procs, tmp_path)
+    def make(scheduler_args: list[str] | tuple[str, ...] = ()) -> Cluster:
+        c = Cluster(scheduler_kind, procs, tmp_path, scheduler_args)
         made.append(c)
         return c
 

@@ -153,7 +153,10 @@ struct Running {
     incoming: mpsc::UnboundedReceiver<Result<Value, HelperError>>,
 }
 
-async fn spawn(config: &HostConfig) -> Result<Running, HelperError> {
+async fn spawn(
+    config: &HostConfig,
+    notes: &mpsc::UnboundedSender<Event>,
+) -> Result<Running, HelperError> {
     let mut command = Command::new(&config.python);
     command
         .arg("-u")
@@ -193,9 +196,20 @@ async fn spawn(config: &HostConfig) -> Result<Running, HelperError> {
             tracing::info!(target: "rask::plugin_host", "{line}");
         }
     });
-    let ready = tokio::time::timeout(config.start_timeout, read_frame(&mut stdout))
-        .await
-        .map_err(|_| HelperError::StartTimeout(config.start_timeout))??;
+    // A preload that adds plugins makes the host say so before it is ready: the count
+    // goes to the state task (those plugins hear of every change).
+    let ready = tokio::time::timeout(config.start_timeout, async {
+        loop {
+            let msg = read_frame(&mut stdout).await?;
+            if msg.get("op").and_then(Value::as_str) == Some("plugins") {
+                route(msg, &mut Routes::default(), notes);
+                continue;
+            }
+            return Ok::<Value, HelperError>(msg);
+        }
+    })
+    .await
+    .map_err(|_| HelperError::StartTimeout(config.start_timeout))??;
     match ready.get("op").and_then(Value::as_str) {
         Some("ready") => {}
         Some("fatal") => {
@@ -269,7 +283,7 @@ async fn manage(
                                 continue;
                             }
                         }
-                        if let Err(e) = ensure(&config, &mut host, &mut failures).await {
+                        if let Err(e) = ensure(&config, &notes, &mut host, &mut failures).await {
                             fail(msg, e);
                             continue;
                         }
@@ -279,7 +293,7 @@ async fn manage(
                     }
                 }
                 Some(Managed::Start(done)) => {
-                    let _ = done.send(ensure(&config, &mut host, &mut failures).await);
+                    let _ = done.send(ensure(&config, &notes, &mut host, &mut failures).await);
                 }
                 Some(Managed::Close(done)) => {
                     if let Some(mut h) = host.take() {
@@ -315,6 +329,7 @@ async fn manage(
 /// again more and more slowly.
 async fn ensure(
     config: &HostConfig,
+    notes: &mpsc::UnboundedSender<Event>,
     host: &mut Option<Running>,
     failures: &mut u32,
 ) -> Result<(), HelperError> {
@@ -325,7 +340,7 @@ async fn ensure(
         let pause = 200 * u64::from((*failures).min(25));
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    match spawn(config).await {
+    match spawn(config, notes).await {
         Ok(running) => {
             *failures = 0;
             *host = Some(running);

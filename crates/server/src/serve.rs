@@ -120,6 +120,10 @@ pub async fn serve(
         idle_timeout,
         clock.now(),
     );
+    let mut scheduler = scheduler;
+    if !config.preload.is_empty() {
+        scheduler.keep_host_active();
+    }
     let (handle, events) = Handle::channel();
     let (internal_tx, internal) = mpsc::unbounded_channel();
     let (stop_tx, mut stop) = watch::channel(false);

@@ -36,6 +36,9 @@ pub(super) struct HostState {
     active: bool,
     /// changes not yet sent
     pending: Vec<Value>,
+    /// `--preload`: the host keeps the state for as long as the scheduler runs (a preload
+    /// may read the scheduler at any time, as a dask-gateway-like server does)
+    always: bool,
     /// the `task-finished`/`task-erred` being handled, with its fields: the kwargs of its
     /// transition's hooks
     pub(super) current: Option<(Key, Value)>,
@@ -49,6 +52,12 @@ impl HostState {
 }
 
 impl Scheduler {
+    /// The host runs preloads: it has the state from the start, and always.
+    pub fn keep_host_active(&mut self) {
+        self.host.always = true;
+        self.host_activate();
+    }
+
     /// The host must have the state: the core reports transitions from now on, and the
     /// host first gets all of it.
     fn host_activate(&mut self) {
@@ -75,7 +84,7 @@ impl Scheduler {
     /// Nothing runs in the host any more: the changes stop (the host drops its mirror).
     fn host_maybe_idle(&mut self) {
         let h = &mut self.host;
-        if h.active && h.plugins == 0 && h.feeds.is_empty() && h.in_flight == 0 {
+        if h.active && !h.always && h.plugins == 0 && h.feeds.is_empty() && h.in_flight == 0 {
             h.active = false;
             h.current = None;
             h.pending.push(host::drop_state());
@@ -378,6 +387,11 @@ impl Scheduler {
         match note {
             HostNote::Plugins(n) => {
                 self.host.plugins = n;
+                // plugins added in the host itself (a preload's, a function's
+                // `add_plugin`) hear of every change from now on
+                if n > 0 {
+                    self.host_activate();
+                }
                 self.host_maybe_idle();
             }
             HostNote::Died { status } => {
@@ -391,6 +405,10 @@ impl Scheduler {
                 self.ext.events.mirror = false;
                 self.ext.events.published.clear();
                 let registered = self.host.registered.clone();
+                if self.host.always {
+                    // the new host runs the preloads again, on the state
+                    self.host_activate();
+                }
                 if registered.is_empty() {
                     return;
                 }
