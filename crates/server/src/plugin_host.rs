@@ -8,7 +8,6 @@
 //! whole state again and registers its plugins again.
 
 use crate::error::HelperError;
-use crate::event::Event;
 use crate::helper::{read_frame, write_frame};
 use rask_protocol::Value;
 use rustc_hash::FxHashMap;
@@ -63,6 +62,9 @@ pub enum HostNote {
     },
 }
 
+/// Where the host's news goes (the state task's own channel, as `Event::Host`).
+pub type Notify = std::sync::Arc<dyn Fn(HostNote) + Send + Sync>;
+
 /// How to start the host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -97,8 +99,8 @@ enum Managed {
 
 impl HostHandle {
     /// Starts the manager; the host process starts with the first request or `reset`.
-    /// Notes go to the state task on `notes`.
-    pub fn new(config: HostConfig, notes: mpsc::UnboundedSender<Event>) -> HostHandle {
+    /// Its news goes to `notes`.
+    pub fn new(config: HostConfig, notes: Notify) -> HostHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(manage(config, rx, notes));
         HostHandle { tx }
@@ -153,10 +155,7 @@ struct Running {
     incoming: mpsc::UnboundedReceiver<Result<Value, HelperError>>,
 }
 
-async fn spawn(
-    config: &HostConfig,
-    notes: &mpsc::UnboundedSender<Event>,
-) -> Result<Running, HelperError> {
+async fn spawn(config: &HostConfig, notes: &Notify) -> Result<Running, HelperError> {
     let mut command = Command::new(&config.python);
     command
         .arg("-u")
@@ -257,11 +256,7 @@ struct Routes {
     feeds: FxHashMap<i64, mpsc::UnboundedSender<Value>>,
 }
 
-async fn manage(
-    config: HostConfig,
-    mut rx: mpsc::UnboundedReceiver<Managed>,
-    notes: mpsc::UnboundedSender<Event>,
-) {
+async fn manage(config: HostConfig, mut rx: mpsc::UnboundedReceiver<Managed>, notes: Notify) {
     let mut host: Option<Running> = None;
     let mut routes = Routes::default();
     let mut failures = 0u32;
@@ -318,7 +313,7 @@ async fn manage(
                         let _ = reply.send(Err(HelperError::HostDied { status: status.clone() }));
                     }
                     routes.feeds.clear();
-                    let _ = notes.send(Event::Host(HostNote::Died { status }));
+                    notes(HostNote::Died { status });
                 }
             },
         }
@@ -329,7 +324,7 @@ async fn manage(
 /// again more and more slowly.
 async fn ensure(
     config: &HostConfig,
-    notes: &mpsc::UnboundedSender<Event>,
+    notes: &Notify,
     host: &mut Option<Running>,
     failures: &mut u32,
 ) -> Result<(), HelperError> {
@@ -397,10 +392,10 @@ impl Routes {
 }
 
 /// A message from the host: a reply, a feed's response or end, a plugin count.
-fn route(msg: Value, routes: &mut Routes, notes: &mpsc::UnboundedSender<Event>) {
+fn route(msg: Value, routes: &mut Routes, notes: &Notify) {
     if let Some(id) = msg.get("id").and_then(Value::as_i64) {
         if let Some(n) = msg.get("plugins").and_then(Value::as_i64) {
-            let _ = notes.send(Event::Host(HostNote::Plugins(n.max(0) as usize)));
+            notes(HostNote::Plugins(n.max(0) as usize));
         }
         match routes.pending.remove(&id) {
             Some(reply) => {
@@ -427,14 +422,14 @@ fn route(msg: Value, routes: &mut Routes, notes: &mpsc::UnboundedSender<Event>) 
         }
         Some("plugins") => {
             let n = msg.get("count").and_then(Value::as_i64).unwrap_or(0);
-            let _ = notes.send(Event::Host(HostNote::Plugins(n.max(0) as usize)));
+            notes(HostNote::Plugins(n.max(0) as usize));
         }
         _ => tracing::warn!("an unexpected message from the plugin host: {msg:?}"),
     }
 }
 
 /// `close`: the plugins' `before_close` and `close` hooks, then the host exits.
-async fn close(host: &mut Running, routes: &mut Routes, notes: &mpsc::UnboundedSender<Event>) {
+async fn close(host: &mut Running, routes: &mut Routes, notes: &Notify) {
     let (tx, mut rx) = oneshot::channel();
     let request = Value::Map(vec![(Value::from("op"), Value::from("close"))]);
     write(host, routes, ToHost::Request { request, reply: tx });

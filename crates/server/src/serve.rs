@@ -140,7 +140,12 @@ pub async fn serve(
             preload_argv: config.preload_argv.clone(),
             start_timeout: config.helper_start_timeout,
         },
-        internal_tx.clone(),
+        {
+            let internal = internal_tx.clone();
+            Arc::new(move |note| {
+                let _ = internal.send(Event::Host(note));
+            })
+        },
     );
     // `dask scheduler` runs its preloads before it serves; one that fails stops it.
     if !config.preload.is_empty() {
