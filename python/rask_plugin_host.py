@@ -1131,6 +1131,8 @@ class Host:
         self._tasks: set = set()  # every task the host started, to end them at close
         self._reported_plugins = 0
         self._count_check_pending = False
+        # set once `ready` is written: plugin counts go after it
+        self.ready = False
         self._rpc = None
         self._log_events: deque = deque()
         self._log_event_sender = None
@@ -1179,6 +1181,8 @@ class Host:
 
     def _check_plugin_count(self) -> None:
         self._count_check_pending = False
+        if not self.ready:
+            return  # `ready` goes first; main() checks right after it
         n = len(self.facade.plugins)
         if n != self._reported_plugins:
             self.write({"op": "plugins", "count": n})
@@ -1524,9 +1528,15 @@ class Host:
         # then every plugin there is (those the preloads added) starts.
         await self.preloads.start()
         plugins = list(self.facade.plugins.values())
-        started = await asyncio.gather(
-            *[plugin.start(self.facade) for plugin in plugins], return_exceptions=True
-        )
+
+        async def start(plugin):
+            # a plugin's own `start` may be a plain function (register_plugin awaits it
+            # only if it returns an awaitable, so users write both)
+            result = plugin.start(self.facade)
+            if inspect.isawaitable(result):
+                await result
+
+        started = await asyncio.gather(*map(start, plugins), return_exceptions=True)
         for plugin, outcome in zip(plugins, started):
             if isinstance(outcome, BaseException):
                 logger.error("Plugin %r failed to start", plugin, exc_info=outcome)
@@ -1724,6 +1734,7 @@ def run_serve(argv: list[str]) -> int:
         if error is not None:
             return fatal(error)
         host.write({"op": "ready", "pid": os.getpid()})
+        host.ready = True
         # preloads that added plugins: rask learns it as of any change outside a request
         host._check_plugin_count()
         loop = asyncio.get_running_loop()

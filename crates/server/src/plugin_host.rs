@@ -155,7 +155,7 @@ struct Running {
     incoming: mpsc::UnboundedReceiver<Result<Value, HelperError>>,
 }
 
-async fn spawn(config: &HostConfig, notes: &Notify) -> Result<Running, HelperError> {
+async fn spawn(config: &HostConfig) -> Result<Running, HelperError> {
     let mut command = Command::new(&config.python);
     command
         .arg("-u")
@@ -195,20 +195,9 @@ async fn spawn(config: &HostConfig, notes: &Notify) -> Result<Running, HelperErr
             tracing::info!(target: "rask::plugin_host", "{line}");
         }
     });
-    // A preload that adds plugins makes the host say so before it is ready: the count
-    // goes to the state task (those plugins hear of every change).
-    let ready = tokio::time::timeout(config.start_timeout, async {
-        loop {
-            let msg = read_frame(&mut stdout).await?;
-            if msg.get("op").and_then(Value::as_str) == Some("plugins") {
-                route(msg, &mut Routes::default(), notes);
-                continue;
-            }
-            return Ok::<Value, HelperError>(msg);
-        }
-    })
-    .await
-    .map_err(|_| HelperError::StartTimeout(config.start_timeout))??;
+    let ready = tokio::time::timeout(config.start_timeout, read_frame(&mut stdout))
+        .await
+        .map_err(|_| HelperError::StartTimeout(config.start_timeout))??;
     match ready.get("op").and_then(Value::as_str) {
         Some("ready") => {}
         Some("fatal") => {
@@ -278,7 +267,7 @@ async fn manage(config: HostConfig, mut rx: mpsc::UnboundedReceiver<Managed>, no
                                 continue;
                             }
                         }
-                        if let Err(e) = ensure(&config, &notes, &mut host, &mut failures).await {
+                        if let Err(e) = ensure(&config, &mut host, &mut failures).await {
                             fail(msg, e);
                             continue;
                         }
@@ -288,7 +277,7 @@ async fn manage(config: HostConfig, mut rx: mpsc::UnboundedReceiver<Managed>, no
                     }
                 }
                 Some(Managed::Start(done)) => {
-                    let _ = done.send(ensure(&config, &notes, &mut host, &mut failures).await);
+                    let _ = done.send(ensure(&config, &mut host, &mut failures).await);
                 }
                 Some(Managed::Close(done)) => {
                     if let Some(mut h) = host.take() {
@@ -324,7 +313,6 @@ async fn manage(config: HostConfig, mut rx: mpsc::UnboundedReceiver<Managed>, no
 /// again more and more slowly.
 async fn ensure(
     config: &HostConfig,
-    notes: &Notify,
     host: &mut Option<Running>,
     failures: &mut u32,
 ) -> Result<(), HelperError> {
@@ -335,7 +323,7 @@ async fn ensure(
         let pause = 200 * u64::from((*failures).min(25));
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    match spawn(config, notes).await {
+    match spawn(config).await {
         Ok(running) => {
             *failures = 0;
             *host = Some(running);
