@@ -164,7 +164,8 @@ pub async fn serve(
             .rpc(Rpc::Identity { n_workers: -1 })
             .await
             .map_err(|e| StartupError::StateTask(e.to_string()))?;
-        let json = serde_json::to_string_pretty(&to_json(&identity)).unwrap_or_default();
+        let json =
+            serde_json::to_string_pretty(&crate::http::to_json(&identity)).unwrap_or_default();
         std::fs::write(path, json).map_err(|source| StartupError::Write {
             what: "scheduler file",
             path: path.clone(),
@@ -253,31 +254,4 @@ async fn bind_listener(host: &str, port: u16) -> std::io::Result<TcpListener> {
             "the host resolves to no address",
         )
     }))
-}
-
-/// The identity message as JSON, for `--scheduler-file` (`json.dump(self.identity())`).
-fn to_json(v: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        Value::Nil => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(i) => J::from(*i),
-        Value::UInt(u) => J::from(*u),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::Str(s) => J::String(s.to_string()),
-        Value::Bin(b) => J::String(String::from_utf8_lossy(b).into_owned()),
-        Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
-        Value::Map(m) => J::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Value::Str(s) => s.to_string(),
-                        other => format!("{other:?}"),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
-        Value::Opaque(_) => J::Null,
-    }
 }
