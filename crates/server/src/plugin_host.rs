@@ -106,12 +106,6 @@ impl HostHandle {
         HostHandle { tx }
     }
 
-    /// A handle whose host is never there: every request fails (tests without Python).
-    pub fn absent() -> HostHandle {
-        let (tx, _) = mpsc::unbounded_channel();
-        HostHandle { tx }
-    }
-
     /// Starts the host now, if it is not running, and waits until it is ready (its
     /// preloads ran).
     pub async fn start_now(&self) -> Result<(), HelperError> {

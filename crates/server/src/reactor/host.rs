@@ -12,7 +12,7 @@ use super::Scheduler;
 use crate::error::{HelperError, RequestError};
 use crate::event::{AfterHost, Job, Replier};
 use crate::outbox::Outbox;
-use crate::plugin_host::{HostNote, ToHost};
+use crate::plugin_host::{HostNote, HostReply, ToHost};
 use crate::translate::{host, reply};
 use rask_core::{Command, TaskStatus};
 use rask_protocol::{Key, Value};
@@ -119,10 +119,21 @@ impl Scheduler {
 
     /// A request to the host, after the changes before it.
     fn host_request(&mut self, request: Value, then: AfterHost, out: &mut dyn Outbox) {
+        self.host_send(|reply| ToHost::Request { request, reply }, then, out);
+    }
+
+    /// Sends what `message` makes of the reply's sender, after the changes before it, and
+    /// waits for the reply as a job.
+    fn host_send(
+        &mut self,
+        message: impl FnOnce(oneshot::Sender<HostReply>) -> ToHost,
+        then: AfterHost,
+        out: &mut dyn Outbox,
+    ) {
         self.host.in_flight += 1;
         self.host_flush(out);
         let (tx, rx) = oneshot::channel();
-        out.to_host(ToHost::Request { request, reply: tx });
+        out.to_host(message(tx));
         out.start(Job::Host { reply: rx, then });
     }
 
@@ -277,18 +288,16 @@ impl Scheduler {
         let feed = self.host.next_feed;
         self.host.feeds.insert(feed);
         self.host_activate();
-        self.host.in_flight += 1;
-        self.host_flush(out);
-        let (tx, rx) = oneshot::channel();
-        out.to_host(ToHost::Feed {
-            request: host::feed_start(feed, request),
-            reply: tx,
-            responses,
-        });
-        out.start(Job::Host {
-            reply: rx,
-            then: AfterHost::Feed { feed, reply: to },
-        });
+        let request = host::feed_start(feed, request);
+        self.host_send(
+            |reply| ToHost::Feed {
+                request,
+                reply,
+                responses,
+            },
+            AfterHost::Feed { feed, reply: to },
+            out,
+        );
     }
 
     /// The feed's connection closed: its `teardown` runs.
