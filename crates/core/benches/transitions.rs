@@ -224,6 +224,7 @@ fn finished(d: Dispatch, type_: &Value, sid: &Arc<str>) -> Stimulus {
         nbytes: 28,
         type_: type_.clone(),
         compute_duration: Some(0.001),
+        transfer_duration: 0.0,
         stimulus_id: sid.clone(),
     }
 }

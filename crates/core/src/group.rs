@@ -1,17 +1,23 @@
-//! Task groups (`TaskGroup`, `key_split_group`): which group a key belongs to and what the
-//! root-task test reads of a group.
+//! Task groups (`TaskGroup`, `key_split_group`): which group a key belongs to, what the
+//! root-task test reads of a group, and what its prefix's counters need when it goes.
 
 use rask_protocol::Key;
 use rustc_hash::FxHashSet;
 use std::sync::Arc;
 
-/// `TaskGroup`, reduced to what `is_rootish` reads.
+/// `TaskGroup`, reduced to what `is_rootish` and the prefix counters read.
 #[derive(Debug, Default, Clone)]
 pub struct Group {
     /// tasks of the group the scheduler knows (`len(tg)`)
     pub size: usize,
     /// groups its tasks depend on (`tg.dependencies`)
     pub dependencies: FxHashSet<Arc<str>>,
+    /// its prefix (an index into `Prefixes`)
+    pub prefix: u32,
+    /// its tasks forgotten so far (`tg.states["forgotten"]`)
+    pub forgotten: i64,
+    /// bytes of results its tasks produced (`tg.nbytes_total`)
+    pub nbytes_total: i64,
 }
 
 /// `distributed.utils.key_split_group`: the task group a key belongs to. `prefix` is the

@@ -69,6 +69,7 @@ impl SchedulerState {
                 nbytes,
                 type_,
                 compute_duration,
+                transfer_duration,
                 stimulus_id,
             } => self.task_finished(
                 worker,
@@ -76,7 +77,7 @@ impl SchedulerState {
                 run_id,
                 nbytes,
                 type_,
-                compute_duration,
+                (compute_duration, transfer_duration),
                 &stimulus_id,
             ),
             Stimulus::TaskErred {
@@ -280,6 +281,8 @@ impl SchedulerState {
         let allowed_failures = self.config.allowed_failures;
         for id in processing {
             if !expected {
+                let pix = self.expect_task(id).prefix_ix;
+                self.prefixes.get_mut(pix).suspicious += 1;
                 let ts = self.expect_task_mut(id);
                 ts.suspicious += 1;
                 if ts.suspicious > allowed_failures {
@@ -341,6 +344,7 @@ impl SchedulerState {
         self.unrunnable.clear();
         self.queued.clear();
         self.groups.clear();
+        self.prefixes.clear();
         self.steals.clear();
         for ws in self.workers.values_mut() {
             ws.processing.clear();
@@ -645,7 +649,7 @@ impl SchedulerState {
         run_id: u64,
         nbytes: i64,
         type_: Value,
-        compute_duration: Option<f64>,
+        (compute_duration, transfer_duration): (Option<f64>, f64),
         sid: &Arc<str>,
     ) {
         if !self.workers.contains_key(&worker) {
@@ -678,6 +682,7 @@ impl SchedulerState {
                     nbytes,
                     type_,
                     compute_duration,
+                    transfer_duration,
                 };
                 let mut recs = Recs::new();
                 self.transition(id, TaskStatus::Memory, Some(report), &mut recs, sid);
@@ -806,7 +811,7 @@ impl SchedulerState {
             }
             if self.expect_task(id).state == TaskStatus::Memory {
                 // more replicas of a known result
-                self.expect_task_mut(id).nbytes = nbytes;
+                self.set_nbytes(id, nbytes);
                 for w in workers {
                     self.add_replica(id, w);
                 }

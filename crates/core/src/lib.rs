@@ -9,7 +9,7 @@
 //!   (`_transition_<start>_<finish>`), so a reader can check one against the other.
 //! - [`types`] has the ids and states every module names; [`state`] holds the records,
 //!   [`transitions`] the state changes, [`handlers`] one function per stimulus,
-//!   [`decide`] the choice of worker, [`queue`] root-task queuing over [`group`]s, [`steal`]
+//!   [`decide`] the choice of worker, [`counters`] what Dask's metrics read (per task prefix, steals), [`queue`] root-task queuing over [`group`]s, [`steal`]
 //!   work stealing, [`stimulus`] and [`command`] the vocabulary in and out, [`error`] the
 //!   core's own bugs, [`validate`] the invariants checked after every stimulus in tests.
 //! - A transition the table does not have is a bug in the core, never a peer's fault: it is
@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod command;
+pub mod counters;
 pub mod decide;
 pub mod error;
 pub mod group;
@@ -36,6 +37,7 @@ pub mod types;
 pub mod validate;
 
 pub use command::{Command, ComputeTask, ToClient, ToWorker, TransitionNote};
+pub use counters::{Prefix, Prefixes, StealMetrics};
 pub use error::CoreError;
 pub use state::{CoreConfig, SchedulerState, Task, Worker};
 pub use stimulus::{NewTask, Stimulus, WorkerSpec};

@@ -18,6 +18,8 @@ pub struct Task {
     pub prefix: Arc<str>,
     /// `key_split_group(key)`: its task group, for the root-ish test
     pub group: Arc<str>,
+    /// the prefix whose counters it moves: its group's (Dask's `ts.prefix`)
+    pub(crate) prefix_ix: u32,
     /// current state
     pub state: TaskStatus,
     /// pickled `GraphNode`; `None` for scattered data, which cannot be recomputed
@@ -80,6 +82,7 @@ impl Task {
     pub(crate) fn new(key: Key, prefix: Arc<str>, run_spec: Option<Bytes>) -> Task {
         Task {
             group: crate::group::key_split_group(&key, &prefix),
+            prefix_ix: 0,
             key,
             prefix,
             state: TaskStatus::Released,
@@ -258,6 +261,10 @@ pub struct SchedulerState {
     pub(crate) report_transitions: bool,
     /// transitions made so far (`transition_counter`): `check_idle` compares it
     pub(crate) transition_counter: u64,
+    /// task prefixes and their counters (`scheduler.task_prefixes`)
+    pub(crate) prefixes: crate::counters::Prefixes,
+    /// steal requests sent, by cost level
+    pub(crate) steal_metrics: crate::counters::StealMetrics,
 }
 
 impl SchedulerState {
@@ -293,6 +300,8 @@ impl SchedulerState {
             report_done: false,
             report_transitions: false,
             transition_counter: 0,
+            prefixes: Default::default(),
+            steal_metrics: Default::default(),
         }
     }
 
@@ -406,6 +415,21 @@ impl SchedulerState {
             .collect()
     }
 
+    /// Task prefixes and their counters (`Scheduler.task_prefixes`).
+    pub fn prefixes(&self) -> &crate::counters::Prefixes {
+        &self.prefixes
+    }
+
+    /// Steal requests sent so far, by Dask's cost level.
+    pub fn steal_metrics(&self) -> &crate::counters::StealMetrics {
+        &self.steal_metrics
+    }
+
+    /// Task groups known (`len(Scheduler.task_groups)`).
+    pub fn n_groups(&self) -> usize {
+        self.groups.len()
+    }
+
     /// Transitions made so far (`Scheduler.transition_counter`).
     pub fn transition_counter(&self) -> u64 {
         self.transition_counter
@@ -449,9 +473,23 @@ impl SchedulerState {
         v
     }
 
-    pub(crate) fn insert_task(&mut self, task: Task) -> TaskId {
+    pub(crate) fn insert_task(&mut self, mut task: Task) -> TaskId {
         let key = task.key.clone();
-        self.groups.entry(task.group.clone()).or_default().size += 1;
+        let group = match self.groups.get_mut(&task.group) {
+            Some(g) => g,
+            None => {
+                // a new group belongs to the prefix of the task that made it (Dask's
+                // `new_task`), whatever its later tasks' prefixes are
+                let prefix = self.prefixes.intern(&task.prefix);
+                self.groups.entry(task.group.clone()).or_insert(Group {
+                    prefix,
+                    ..Group::default()
+                })
+            }
+        };
+        group.size += 1;
+        task.prefix_ix = group.prefix;
+        self.prefixes.get_mut(task.prefix_ix).states[crate::counters::state_index(task.state)] += 1;
         let id = if let Some(slot) = self.free_task_slots.pop() {
             self.tasks[slot as usize] = Some(task);
             TaskId(slot)
@@ -468,11 +506,10 @@ impl SchedulerState {
             self.task_index.remove(&t.key);
             self.unrunnable.remove(&id);
             self.queued.remove(&(t.priority, id));
+            // the group itself goes once the transition has counted the task forgotten
+            // (`forgotten_in_group`)
             if let Some(g) = self.groups.get_mut(&t.group) {
                 g.size -= 1;
-                if g.size == 0 {
-                    self.groups.remove(&t.group);
-                }
             }
             self.free_task_slots.push(id.0);
         }
@@ -508,6 +545,34 @@ impl SchedulerState {
 
     pub(crate) fn emit(&mut self, c: Command) {
         self.out.push(c);
+    }
+
+    /// `TaskState.set_nbytes`: the result's size, and the change in its group's and prefix's
+    /// totals.
+    pub(crate) fn set_nbytes(&mut self, id: TaskId, nbytes: i64) {
+        let ts = self.expect_task_mut(id);
+        let diff = nbytes - ts.nbytes.max(0);
+        ts.nbytes = nbytes;
+        let (pix, group) = (ts.prefix_ix, ts.group.clone());
+        self.prefixes.get_mut(pix).nbytes_total += diff;
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.nbytes_total += diff;
+        }
+    }
+
+    /// A task of `group` was forgotten. Once all of a group's tasks are, Dask drops the group
+    /// and takes its counts off its prefix (`TaskPrefix.remove_group`).
+    pub(crate) fn forgotten_in_group(&mut self, group: &Arc<str>) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        g.forgotten += 1;
+        if g.size == 0 {
+            let p = self.prefixes.get_mut(g.prefix);
+            p.states[crate::counters::state_index(TaskStatus::Forgotten)] -= g.forgotten;
+            p.nbytes_total -= g.nbytes_total;
+            self.groups.remove(group);
+        }
     }
 
     /// Expected duration of a task: the mean of its prefix so far, else Dask's default.

@@ -11,6 +11,7 @@
 //! [`Stimulus::Balance`]: crate::Stimulus::Balance
 
 use crate::command::{Command, ToWorker};
+use crate::counters::COST_LEVELS;
 use crate::state::{SchedulerState, Steal};
 use crate::types::{TaskId, TaskStatus, WorkerId, WorkerStatus};
 use std::sync::Arc;
@@ -21,6 +22,9 @@ const TINY_TASK: f64 = 0.005;
 /// Tasks of a victim looked at per steal: enough to find a late one without walking a
 /// worker's whole backlog on every balance.
 const SAMPLE: usize = 64;
+
+/// `stealing.LATENCY`: what any transfer costs, in seconds.
+const LATENCY: f64 = 0.1;
 
 /// The worker states in which a task can still be moved (`_WORKER_STATE_CONFIRM`).
 const CONFIRM: [&str; 3] = ["ready", "constrained", "waiting"];
@@ -69,6 +73,7 @@ impl SchedulerState {
                     let Some(id) = self.steal_candidate(victim.0, thief) else {
                         break;
                     };
+                    self.count_steal(id);
                     self.steals.insert(
                         id,
                         Steal {
@@ -132,6 +137,30 @@ impl SchedulerState {
             }
         }
         best.map(|(id, _)| id)
+    }
+
+    /// Counts a steal request at its Dask cost level (`WorkStealing.steal_time_ratio`:
+    /// the transfer of all its inputs against its compute time).
+    fn count_steal(&mut self, id: TaskId) {
+        let compute = self.expected_duration(id);
+        let ts = self.expect_task(id);
+        let level = if ts.dependencies.is_empty() {
+            0
+        } else {
+            let nbytes: i64 = ts
+                .dependencies
+                .iter()
+                .map(|d| self.expect_task(*d).nbytes.max(0))
+                .sum();
+            let ratio = (nbytes as f64 / self.config.bandwidth + LATENCY) / compute;
+            // Dask would not steal above the last level; rask's simpler test may
+            (ratio.log2() + 6.0)
+                .round()
+                .clamp(1.0, (COST_LEVELS - 1) as f64) as usize
+        };
+        let transfer = if level == 0 { 0.0 } else { LATENCY };
+        self.steal_metrics.count[level] += 1;
+        self.steal_metrics.cost[level] += compute + transfer;
     }
 
     /// `move_task_confirm`: the victim says what state the task was in when asked.

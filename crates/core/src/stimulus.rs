@@ -162,6 +162,8 @@ pub enum Stimulus {
         type_: Value,
         /// seconds spent computing (from `startstops`), for duration estimates
         compute_duration: Option<f64>,
+        /// seconds spent fetching its dependencies (`startstops`' transfers)
+        transfer_duration: f64,
         /// why
         stimulus_id: Arc<str>,
     },

@@ -138,6 +138,8 @@ pub(crate) enum Report {
         type_: Value,
         /// seconds computing (Dask's `startstops`), for the prefix's duration estimate
         compute_duration: Option<f64>,
+        /// seconds fetching dependencies (Dask's `startstops`), for the prefix's total
+        transfer_duration: f64,
     },
     /// `task-erred` (`stimulus_task_erred`), or `KilledWorker` (`remove_worker`) ->
     /// `processing -> erred`
@@ -255,10 +257,12 @@ impl SchedulerState {
         sid: &Arc<str>,
     ) -> Option<TaskStatus> {
         use TaskStatus::*;
-        let start = self.expect_task(id).state;
+        let ts = self.expect_task(id);
+        let (start, pix) = (ts.state, ts.prefix_ix);
         if start == finish {
             return None;
         }
+        let group = (finish == Forgotten).then(|| ts.group.clone());
         match (start, finish, report) {
             (Released, Waiting, None) => self.released_waiting(id, recs),
             (Waiting, Released, None) => self.waiting_released(id, recs),
@@ -276,8 +280,16 @@ impl SchedulerState {
                     nbytes,
                     type_,
                     compute_duration,
+                    transfer_duration,
                 }),
-            ) => self.processing_memory(id, worker, nbytes, type_, compute_duration, recs),
+            ) => self.processing_memory(
+                id,
+                worker,
+                nbytes,
+                type_,
+                (compute_duration, transfer_duration),
+                recs,
+            ),
             // Without a report (a dependency's failure blamed on it) processing -> erred
             // takes the way via released below, which also tells the worker to drop the run.
             (
@@ -350,6 +362,17 @@ impl SchedulerState {
                     self.transition_inner(id, next, None, recs, sid);
                 }
                 return Some(Released);
+            }
+        }
+        // the edge is made: the prefix counts it (Dask's `TaskState.state` setter)
+        let now = match self.tasks.get(id.0 as usize) {
+            Some(Some(t)) => t.state,
+            _ => Forgotten,
+        };
+        if now != start {
+            self.prefixes.moved(pix, start, now);
+            if let (Forgotten, Some(group)) = (now, group) {
+                self.forgotten_in_group(&group);
             }
         }
         Some(start)
@@ -683,19 +706,24 @@ impl SchedulerState {
         w: WorkerId,
         nbytes: i64,
         type_: Value,
-        compute_duration: Option<f64>,
+        (compute_duration, transfer_duration): (Option<f64>, f64),
         recs: &mut Recs,
     ) {
         // before `exit_processing`, which takes the updated estimate off the worker's
         // occupancy, as Dask's `add_duration` comes first
+        let micros = |d: f64| (d * 1e6).round().max(0.0) as u64;
+        let pix = self.expect_task(id).prefix_ix;
+        let p = self.prefixes.get_mut(pix);
+        p.transfer_us += micros(transfer_duration);
         if let Some(d) = compute_duration.filter(|d| d.is_finite() && *d >= 0.0) {
+            p.compute_us += micros(d);
             let prefix = self.expect_task(id).prefix.clone();
             let e = self.prefix_durations.entry(prefix).or_insert((0.0, 0));
             e.0 += d;
             e.1 += 1;
         }
         self.exit_processing(id);
-        self.expect_task_mut(id).nbytes = nbytes;
+        self.set_nbytes(id, nbytes);
         self.add_replica(id, w);
         self.add_to_memory(id, type_, recs);
     }
@@ -737,7 +765,7 @@ impl SchedulerState {
             | TaskStatus::Memory
             | TaskStatus::Forgotten => {}
         }
-        self.expect_task_mut(id).nbytes = nbytes;
+        self.set_nbytes(id, nbytes);
         for w in workers {
             self.add_replica(id, w);
         }
@@ -1218,6 +1246,7 @@ mod tests {
             nbytes: 8,
             type_: Value::Nil,
             compute_duration: None,
+            transfer_duration: 0.0,
         };
         s.transition(id, TaskStatus::Memory, Some(finished), &mut recs, &sid);
         assert_eq!(

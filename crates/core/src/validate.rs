@@ -195,6 +195,19 @@ impl SchedulerState {
         for (name, g) in &self.groups {
             assert_eq!(sizes.get(&**name), Some(&g.size), "size of group {name}");
         }
+        // each prefix counts its tasks in each state; forgotten ones count until their
+        // group goes
+        let mut counts: rustc_hash::FxHashMap<u32, [i64; 8]> = Default::default();
+        for (_, ts) in self.tasks() {
+            counts.entry(ts.prefix_ix).or_default()[crate::counters::state_index(ts.state)] += 1;
+        }
+        for g in self.groups.values() {
+            counts.entry(g.prefix).or_default()[7] += g.forgotten;
+        }
+        for (i, p) in self.prefixes.iter().enumerate() {
+            let want = counts.get(&(i as u32)).copied().unwrap_or_default();
+            assert_eq!(p.states, want, "states of prefix {}", p.name);
+        }
         assert_eq!(
             self.total_nthreads,
             self.workers

@@ -720,3 +720,56 @@ fn a_transition_via_released_is_logged_as_two() {
         ]
     );
 }
+
+/// The counters of a task prefix, as Dask's `TaskPrefix` keeps them for `/metrics`: tasks in
+/// each state, entries into each state, compute time, bytes produced; a group's counts leave
+/// its prefix once all its tasks are forgotten.
+#[test]
+fn task_prefix_counters_follow_the_tasks() {
+    use rask_core::counters::state_index;
+    let prefix = |env: &TestEnv, name: &str| env.state.prefixes().get(name).cloned().unwrap();
+    let mut env = TestEnv::new();
+    let c = env.client();
+    let w = env.worker_at(A);
+    let graph = vec![task("x-1"), task("x-2"), task("y").deps(&["x-1", "x-2"])];
+    let mut out = env.submit(c, graph, &["y"]);
+    let (c1, c2) = (out.take_compute(w), out.take_compute(w));
+    out.assert_empty();
+    let x = prefix(&env, "x");
+    assert_eq!(x.states[state_index(Processing)], 2);
+    assert_eq!(x.state_counts[state_index(Waiting)], 2);
+    assert_eq!(x.state_counts[state_index(Processing)], 2);
+    assert_eq!(prefix(&env, "y").states[state_index(Waiting)], 1);
+
+    env.finish(w, &c1).assert_empty();
+    let mut out = env.finish(w, &c2);
+    let cy = out.take_compute(w);
+    out.assert_empty();
+    let x = prefix(&env, "x");
+    assert_eq!(x.state_counts[state_index(Memory)], 2);
+    assert_eq!(x.compute_us, 500_000); // 0.25 s each
+    assert_eq!(x.nbytes_total, nbytes_of(&k("x-1")) + nbytes_of(&k("x-2")));
+
+    // `y` done: `x-1` and `x-2` are not needed any more (released while `y` is known)
+    let mut out = env.finish(w, &cy);
+    out.assert_client(c, vec![key_in_memory("y")]);
+    out.assert_free_keys(w, &["x-1", "x-2"]);
+    out.assert_empty();
+    let x = prefix(&env, "x");
+    assert_eq!(x.states[state_index(Released)], 2);
+    assert_eq!(x.state_counts[state_index(Released)], 2);
+    assert_eq!(prefix(&env, "y").states[state_index(Memory)], 1);
+
+    // the client lets go: every task is forgotten, each group with its counts
+    let mut out = env.release(c, &["y"]);
+    out.assert_free_keys(w, &["y"]);
+    out.assert_empty();
+    for name in ["x", "y"] {
+        let p = prefix(&env, name);
+        assert_eq!(p.states, [0; 8], "{name}'s group went, its counts with it");
+        assert_eq!(p.nbytes_total, 0);
+    }
+    assert_eq!(prefix(&env, "x").state_counts[state_index(Forgotten)], 2);
+    assert_eq!(prefix(&env, "y").state_counts[state_index(Memory)], 1);
+    assert_eq!(env.state.n_groups(), 0);
+}

@@ -801,6 +801,7 @@ impl Sim {
                 nbytes: nbytes_of(&key),
                 type_: typ(&key),
                 compute_duration: Some(0.1),
+                transfer_duration: 0.0,
                 stimulus_id: "finished".into(),
             },
         );

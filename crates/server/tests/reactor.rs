@@ -440,6 +440,7 @@ fn a_sequence_of_events_replays_to_the_same_messages() {
                     nbytes: 8,
                     type_: Value::Nil,
                     compute_duration: Some(0.1),
+                    transfer_duration: 0.0,
                     stimulus_id: "finished".into(),
                 },
             )],

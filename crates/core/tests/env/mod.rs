@@ -439,6 +439,7 @@ impl TestEnv {
             nbytes: nbytes_of(key),
             type_: typ(key),
             compute_duration: Some(0.25),
+            transfer_duration: 0.0,
             stimulus_id: sid("task-finished"),
         })
     }

@@ -164,7 +164,8 @@ pub fn task_finished(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Req
         run_id: run_id(msg)?,
         nbytes: msg.get("nbytes").and_then(Value::as_i64).unwrap_or(0),
         type_: type_.clone(),
-        compute_duration: compute_duration(msg),
+        compute_duration: action_duration(msg, "compute"),
+        transfer_duration: action_duration(msg, "transfer").unwrap_or(0.0),
         stimulus_id: sid(msg, "task-finished"),
     };
     let metadata = msg
@@ -317,13 +318,13 @@ pub fn log_event(msg: &Value, _s: &mut WorkerStream) -> Result<WorkerMsg, Reques
     })))
 }
 
-/// Seconds spent in `compute` according to `startstops`.
-fn compute_duration(msg: &Value) -> Option<f64> {
+/// Seconds spent in `action` according to `startstops`; `None` if it has no such span.
+fn action_duration(msg: &Value, action: &str) -> Option<f64> {
     let spans = msg.get("startstops")?.as_array()?;
     let mut total = 0.0;
     let mut found = false;
     for s in spans {
-        if s.get("action").and_then(Value::as_str) == Some("compute") {
+        if s.get("action").and_then(Value::as_str) == Some(action) {
             total += s.get("stop")?.as_f64()? - s.get("start")?.as_f64()?;
             found = true;
         }
