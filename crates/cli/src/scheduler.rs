@@ -33,7 +33,7 @@ pub struct SchedulerArgs {
     /// Address on which to listen for diagnostics dashboard
     #[arg(long, default_value = ":8787")]
     dashboard_address: String,
-    /// Launch the dashboard [default: on] (rask serves no dashboard yet; the port is advertised)
+    /// Launch the dashboard [default: on]
     #[arg(long, overrides_with = "no_dashboard")]
     dashboard: bool,
     /// Do not launch the dashboard
@@ -192,6 +192,22 @@ fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs.max(0.0)))
 }
 
+/// `--dashboard-prefix`: `proxy/8787`, `/proxy/8787/` and the like become `/proxy/8787`;
+/// a prefix is a path, so characters that would need quoting in one are refused.
+fn dashboard_prefix(p: Option<&str>) -> Result<String> {
+    let p = p.unwrap_or("").trim_matches('/');
+    anyhow::ensure!(
+        p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c)),
+        "bad --dashboard-prefix {p:?}: use letters, digits and / - _ . ~"
+    );
+    Ok(if p.is_empty() {
+        String::new()
+    } else {
+        format!("/{p}")
+    })
+}
+
 fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
     refuse(args)?;
     let (host_scheme, host_port) = match &args.host {
@@ -245,6 +261,8 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
         scheduler_file: args.scheduler_file.clone(),
         pid_file: args.pid_file.clone(),
         dashboard_port,
+        dashboard: !args.no_dashboard || args.dashboard,
+        dashboard_prefix: dashboard_prefix(args.dashboard_prefix.as_deref())?,
         idle_timeout: args
             .idle_timeout
             .as_deref()

@@ -19,6 +19,12 @@ pub struct ServerConfig {
     /// HTTP (dashboard) port advertised as `identity().services.dashboard`; 0 picks a
     /// free one (what `--no-dashboard` does, like the stock scheduler)
     pub dashboard_port: u16,
+    /// serve the dashboard's pages (`--no-dashboard` leaves them out; `/health`,
+    /// `/metrics`, the JSON and API routes stay, as in Dask)
+    pub dashboard: bool,
+    /// `--dashboard-prefix`: every HTTP route under it, e.g. `/proxy/8787` behind a
+    /// Jupyter server proxy; empty or `/...` without a trailing slash
+    pub dashboard_prefix: String,
     /// shut down after this long without clients or work
     pub idle_timeout: Option<Duration>,
     /// interpreter for the graph helpers
@@ -51,6 +57,8 @@ impl Default for ServerConfig {
             scheduler_file: None,
             pid_file: None,
             dashboard_port: 0,
+            dashboard: true,
+            dashboard_prefix: String::new(),
             idle_timeout: None,
             python: "python3".into(),
             graph_helpers: 2,

@@ -91,8 +91,31 @@ pub enum Event {
     Host(crate::plugin_host::HostNote),
     /// What the status page shows.
     Snapshot(oneshot::Sender<Snapshot>),
+    /// What `/metrics`, the JSON routes and the dashboard show.
+    Watch(Watch),
     /// The scheduler is closing: workers are told to close, clients that the stream ends.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A question of the HTTP pages to the state task.
+#[derive(Debug)]
+pub enum Watch {
+    /// `/metrics`: every family
+    Metrics(oneshot::Sender<Vec<crate::monitor::Family>>),
+    /// `/json/counts.json`
+    Counts(oneshot::Sender<serde_json::Value>),
+    /// the dashboard's picture, with the task stream's records from index `since` on (the
+    /// recent ones if `since` is older than what is kept; starts the task stream), or
+    /// without the task stream
+    Dashboard {
+        since: Option<i64>,
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    /// `/info/task/<key>.html`: a task's record, `None` if unknown
+    Task {
+        key: String,
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
 }
 
 /// The answer to `register-worker`.

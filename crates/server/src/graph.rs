@@ -46,7 +46,7 @@ pub async fn materialize(
             let helper_s = started.elapsed().as_secs_f64();
             add_records(&mut streamed, reply.get("tasks"));
             let n = streamed.as_ref().map_or(0, |r| r.tasks.len());
-            log_helper_timings(&reply, n, helper_s);
+            report_helper_timings(&reply, n, helper_s);
             let ordered = match streamed {
                 Ok(r) => order_off_runtime(r).await,
                 Err(e) => Err(e),
@@ -91,8 +91,8 @@ pub async fn materialize(
 
 /// Where a graph's time went, per stage: the helper's own timings (unpickle, materialize,
 /// order, per-task pickling) and the round trip as rask saw it (adds the pipe transfer and
-/// decoding the reply). Debug level unless the graph is big.
-fn log_helper_timings(reply: &Value, n: usize, helper_s: f64) {
+/// decoding the reply). Added to `/metrics`; logged at debug level unless the graph is big.
+fn report_helper_timings(reply: &Value, n: usize, helper_s: f64) {
     let stage = |name: &str| {
         reply
             .get("timings")
@@ -107,6 +107,7 @@ fn log_helper_timings(reply: &Value, n: usize, helper_s: f64) {
         stage("tasks_s"),
         stage("total_s"),
     );
+    crate::monitor::HELPERS.add_graph([de, mat, order, tasks, helper_s]);
     let line = format!(
         "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
          per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"

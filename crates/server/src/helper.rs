@@ -260,6 +260,7 @@ async fn helper_loop(
                 continue;
             }
         };
+        let _alive = crate::monitor::Held::new(&crate::monitor::HELPERS.alive);
         loop {
             let job = {
                 let mut rx = jobs.lock().await;
@@ -269,7 +270,10 @@ async fn helper_loop(
                 let _ = proc.child.kill().await;
                 return;
             };
-            match exchange(&mut proc, job.request, job.chunks.as_ref()).await {
+            let busy = crate::monitor::Held::new(&crate::monitor::HELPERS.busy);
+            let answer = exchange(&mut proc, job.request, job.chunks.as_ref()).await;
+            drop(busy);
+            match answer {
                 Ok(reply) => {
                     let _ = job.reply.send(Ok(reply));
                 }

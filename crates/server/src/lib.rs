@@ -33,6 +33,7 @@ pub mod http;
 pub mod jobs;
 pub mod logs;
 pub mod messages;
+pub mod monitor;
 pub mod ops;
 pub mod ordering;
 pub mod outbox;

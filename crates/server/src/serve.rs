@@ -153,7 +153,11 @@ pub async fn serve(
     }
     let out = Channels::new(internal_tx, jobs, host.clone(), stop_tx);
     let mut state_task = tokio::spawn(reactor::run(scheduler, clock, events, internal, out));
-    let http_task = tokio::spawn(crate::http::serve(http, handle.clone()));
+    let pages = crate::http::Pages {
+        dashboard: config.dashboard,
+        prefix: config.dashboard_prefix.clone(),
+    };
+    let http_task = tokio::spawn(crate::http::serve(http, handle.clone(), pages));
     let ctx = Arc::new(Ctx {
         handle: handle.clone(),
         comm,

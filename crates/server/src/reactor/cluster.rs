@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// `distributed.adaptive.target-duration`'s default (`distributed.yaml`), for a request
 /// that names none (`Adaptive` always sends its own).
-const DEFAULT_TARGET_DURATION: f64 = 5.0;
+pub(super) const DEFAULT_TARGET_DURATION: f64 = 5.0;
 
 /// How often a `replicate` looks at where its keys are and asks for the copies still
 /// missing.
@@ -259,7 +259,7 @@ impl Scheduler {
     // ---- adaptive scaling ------------------------------------------------------------------
 
     /// Workers in registration order (the stock scheduler's `self.workers` dict order).
-    fn workers_in_order(&self) -> Vec<(WorkerId, &rask_core::Worker)> {
+    pub(super) fn workers_in_order(&self) -> Vec<(WorkerId, &rask_core::Worker)> {
         let mut ws: Vec<_> = self.core.workers().collect();
         ws.sort_by_key(|(id, _)| *id);
         ws
@@ -267,7 +267,7 @@ impl Scheduler {
 
     /// `adaptive_target` (scheduler.py:8838-8898): workers wanted for the queued and
     /// running work to take `target_duration`, or for the data to use under 60% of memory.
-    fn adaptive_target(&self, target_duration: f64) -> usize {
+    pub(super) fn adaptive_target(&self, target_duration: f64) -> usize {
         let workers = self.workers_in_order();
         // CPU
         let queued = self.core.waiting_for_workers(100);

@@ -251,6 +251,19 @@ impl Diagnostics {
         }
     }
 
+    /// The task stream's records from index `since` on, at most the last `max` of them, and
+    /// the stream's index; starts the stream, as opening Dask's dashboard does.
+    pub(super) fn stream_since(&mut self, since: i64, max: usize) -> (i64, Vec<&Value>) {
+        let stream = self.stream();
+        let len = stream.records.len() as i64;
+        let first = stream.index - len; // the index of the oldest record kept
+        let from = (since.max(first) - first)
+            .max(len - max as i64)
+            .clamp(0, len) as usize;
+        let records = stream.records.range(from..).map(|(_, r)| r).collect();
+        (stream.index, records)
+    }
+
     /// `TaskStreamPlugin.collect` (task_stream.py:42).
     fn collect(
         &mut self,

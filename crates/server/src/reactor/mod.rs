@@ -16,6 +16,7 @@ mod cluster;
 mod diagnostics;
 mod host;
 mod inspect;
+mod monitor;
 mod peers;
 mod plugins;
 mod requests;
@@ -110,6 +111,8 @@ pub struct Scheduler {
     cluster: cluster::ClusterState,
     /// scheduler plugins, feeds and functions in the plugin host
     host: host::HostState,
+    /// what `/metrics` and the dashboard read that the core does not keep
+    monitor: monitor::Monitor,
 }
 
 /// How often worker heartbeats are checked against `worker-ttl`.
@@ -158,6 +161,7 @@ impl Scheduler {
             plugins,
             cluster: cluster::ClusterState::default(),
             host: host::HostState::default(),
+            monitor: monitor::Monitor::default(),
             config,
         }
     }
@@ -179,6 +183,13 @@ impl Scheduler {
 
     /// Handles one event at time `now` (seconds since the epoch, the state task's clock).
     pub fn handle(&mut self, now: f64, event: Event, out: &mut dyn Outbox) {
+        let started = std::time::Instant::now();
+        self.monitor.turns.messages += match &event {
+            Event::Client { msgs, .. } => msgs.len() as u64,
+            Event::Worker { msgs, .. } => msgs.len() as u64,
+            Event::Rpc { .. } => 1,
+            _ => 0,
+        };
         match event {
             Event::Rpc { request, reply } => self.rpc(now, request, reply, out),
             Event::ClientJoined {
@@ -220,6 +231,7 @@ impl Scheduler {
             Event::Snapshot(tx) => {
                 let _ = tx.send(self.snapshot());
             }
+            Event::Watch(w) => self.watch(now, w),
             Event::Shutdown(tx) => {
                 self.close_workers("scheduler-close", out);
                 for c in self.clients.keys() {
@@ -229,6 +241,7 @@ impl Scheduler {
             }
         }
         self.host_flush(out);
+        self.monitor.turns.record(started.elapsed());
     }
 
     /// Applies one stimulus and sends the resulting commands; a watched task's transition

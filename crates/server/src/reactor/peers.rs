@@ -47,6 +47,7 @@ impl Scheduler {
         // `stream-start` must be the first message on the stream.
         let warning = self.version_warning(versions, "Client");
         out.to_client(id, ToClientMsg::StreamStart { warning });
+        self.monitor.clients_added += 1;
         self.clients.insert(
             id,
             ClientInfo {
@@ -222,6 +223,7 @@ impl Scheduler {
         }
         out.close_client(client);
         if let Some(info) = self.clients.remove(&client) {
+            self.monitor.clients_removed += 1;
             self.client_ids.remove(&info.name);
             tracing::info!(client = %info.name, "Remove client");
             self.with_ext(now, out, |ext, cx| {
@@ -296,6 +298,7 @@ impl Scheduler {
             "Register worker"
         );
         out.open_worker(id, stream);
+        self.monitor.workers_added += 1;
         self.workers.insert(
             id,
             WorkerInfo {
@@ -371,6 +374,7 @@ impl Scheduler {
         self.stimulus(now, s, out);
         self.host_event(|_| host::remove_worker(&address, &stimulus_id));
         self.workers.remove(&worker);
+        self.monitor.workers_removed += 1;
         self.diag.worker_removed(worker);
         out.close_worker(worker);
         tracing::info!(%address, "Remove worker");

@@ -115,8 +115,26 @@ struct Semaphore {
     lease_timeout: Option<f64>,
     /// lease id -> last refresh (state-task clock)
     leases: FxHashMap<Arc<str>, f64>,
-    /// `semaphore_acquire`s waiting for a release: (wait id, lease id, reply)
-    waiters: VecDeque<(u64, Arc<str>, Replier)>,
+    /// `semaphore_acquire`s waiting for a release: (wait id, lease id, reply, since when)
+    waiters: VecDeque<(u64, Arc<str>, Replier, f64)>,
+    /// leases granted (`metrics["acquire_total"]`)
+    acquire_total: u64,
+    /// leases released (`metrics["release_total"]`)
+    release_total: u64,
+    /// `metrics["average_pending_lease_time"]`: each acquire's wait halves the old average
+    average_pending: f64,
+}
+
+/// One semaphore's numbers for `/metrics` (`SemaphoreMetricCollector`).
+#[derive(Debug, Clone)]
+pub struct SemaphoreMetrics {
+    pub name: String,
+    pub max_leases: i64,
+    pub active: usize,
+    pub pending: usize,
+    pub acquire_total: u64,
+    pub release_total: u64,
+    pub average_pending: f64,
 }
 
 impl Semaphore {
@@ -124,23 +142,31 @@ impl Semaphore {
     fn try_lease(&mut self, lease_id: &Arc<str>, now: f64) -> bool {
         if self.leases.contains_key(lease_id) || (self.leases.len() as i64) < self.max_leases {
             self.leases.insert(lease_id.clone(), now);
+            self.acquire_total += 1;
             return true;
         }
         false
     }
 
+    /// An acquire returned after waiting `waited` seconds.
+    fn answered(&mut self, waited: f64) {
+        self.average_pending = (self.average_pending + waited.max(0.0)) / 2.0;
+    }
+
     /// `_release_value`: frees a lease and lets waiters in, in the order they came.
     fn release(&mut self, cx: &mut Cx<'_>, lease_id: &str) {
         self.leases.remove(lease_id);
+        self.release_total += 1;
         let mut still = VecDeque::new();
-        while let Some((wait, id, reply)) = self.waiters.pop_front() {
+        while let Some((wait, id, reply, since)) = self.waiters.pop_front() {
             if reply.is_closed() {
                 continue;
             }
             if self.try_lease(&id, cx.now) {
+                self.answered(cx.now - since);
                 cx.reply(reply, Ok(Value::Bool(true)));
             } else {
-                still.push_back((wait, id, reply));
+                still.push_back((wait, id, reply, since));
             }
         }
         self.waiters = still;
@@ -178,6 +204,9 @@ impl State {
                         lease_timeout,
                         leases: FxHashMap::default(),
                         waiters: VecDeque::new(),
+                        acquire_total: 0,
+                        release_total: 0,
+                        average_pending: 0.0,
                     },
                 );
                 Value::Nil
@@ -203,10 +232,30 @@ impl State {
             return None;
         };
         if sem.try_lease(lease_id, cx.now) {
+            sem.answered(0.0);
             cx.reply(reply, Ok(Value::Bool(true)));
             return None;
         }
         Some(reply)
+    }
+
+    /// Every semaphore's numbers, by name.
+    pub(super) fn semaphore_metrics(&self) -> Vec<SemaphoreMetrics> {
+        let mut all: Vec<SemaphoreMetrics> = self
+            .semaphores
+            .iter()
+            .map(|(name, s)| SemaphoreMetrics {
+                name: stringify(name),
+                max_leases: s.max_leases,
+                active: s.leases.len(),
+                pending: s.waiters.len(),
+                acquire_total: s.acquire_total,
+                release_total: s.release_total,
+                average_pending: s.average_pending,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// Parks a `semaphore_acquire`.
@@ -216,10 +265,11 @@ impl State {
         lease_id: Arc<str>,
         wait: u64,
         reply: Replier,
+        now: f64,
     ) {
         if let Some(sem) = self.semaphores.get_mut(&name) {
-            sem.waiters.retain(|(_, _, r)| !r.is_closed());
-            sem.waiters.push_back((wait, lease_id, reply));
+            sem.waiters.retain(|(_, _, r, _)| !r.is_closed());
+            sem.waiters.push_back((wait, lease_id, reply, now));
         }
     }
 
@@ -228,8 +278,9 @@ impl State {
         let Some(sem) = self.semaphores.get_mut(name) else {
             return;
         };
-        if let Some(i) = sem.waiters.iter().position(|(id, _, _)| *id == wait) {
-            if let Some((_, _, reply)) = sem.waiters.remove(i) {
+        if let Some(i) = sem.waiters.iter().position(|(id, _, _, _)| *id == wait) {
+            if let Some((_, _, reply, since)) = sem.waiters.remove(i) {
+                sem.answered(cx.now - since);
                 cx.reply(reply, Ok(Value::Bool(false)));
             }
         }
@@ -276,7 +327,7 @@ impl State {
             if !sem.leases.is_empty() {
                 tracing::warn!("Closing semaphore {name} but there remain unreleased leases");
             }
-            for (_, _, reply) in sem.waiters {
+            for (_, _, reply, _) in sem.waiters {
                 let e = raised(
                     "RuntimeError",
                     &format!("Semaphore or Lock `{}` not known.", stringify(name)),

@@ -12,7 +12,7 @@
 //! Futures held by an extension are kept alive by pseudo-clients, as in Dask:
 //! `published-<name>`, `variable-<name>`, `queue-<name>`.
 
-mod lock;
+pub mod lock;
 mod publish;
 mod queue;
 mod variable;
@@ -51,6 +51,13 @@ enum Parked {
     SemaphoreAcquire(Key),
     MultiLock(std::sync::Arc<str>),
     PublishFlush(Key),
+}
+
+impl Coordination {
+    /// Every semaphore's (and lock's) numbers, for `/metrics`.
+    pub fn semaphore_metrics(&self) -> Vec<lock::SemaphoreMetrics> {
+        self.lock.semaphore_metrics()
+    }
 }
 
 impl Coordination {
@@ -223,7 +230,8 @@ impl Extension for Coordination {
             } => {
                 if let Some(reply) = self.lock.semaphore_acquire(cx, &name, &lease_id, reply) {
                     let wait = self.park(cx, timeout, Parked::SemaphoreAcquire(name.clone()));
-                    self.lock.semaphore_park(name, lease_id, wait, reply);
+                    self.lock
+                        .semaphore_park(name, lease_id, wait, reply, cx.now);
                 }
             }
             Rpc::SemaphoreRelease { name, lease_id } => {
