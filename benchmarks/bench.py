@@ -71,13 +71,15 @@ class Procs:
         self.log.close()
 
 
-def start_scheduler(kind: str, procs: Procs, workdir: Path, rask: str) -> tuple[str, int]:
+def start_scheduler(kind: str, procs: Procs, workdir: Path, rask: str,
+                    watch: bool = False) -> tuple[str, int]:
     sched_file = workdir / f"{kind}-{time.monotonic_ns()}.json"
     if kind == "dask":
         cmd = [str(BIN / "dask"), "scheduler"]
     else:
         cmd = [rask, "scheduler", "--python", sys.executable]
-    cmd += ["--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+    dashboard = ["--dashboard-address", "127.0.0.1:0"] if watch else ["--no-dashboard"]
+    cmd += ["--host", "127.0.0.1", "--port", "0", *dashboard,
             "--scheduler-file", str(sched_file)]
     p = procs.start(cmd)
     deadline = time.time() + START_TIMEOUT
@@ -86,7 +88,10 @@ def start_scheduler(kind: str, procs: Procs, workdir: Path, rask: str) -> tuple[
             raise RuntimeError(f"{kind} scheduler exited with {p.returncode}; see {procs.log.name}")
         if sched_file.exists() and sched_file.stat().st_size:
             try:
-                return json.loads(sched_file.read_text())["address"], p.pid
+                identity = json.loads(sched_file.read_text())
+                if watch:
+                    start_watcher(identity["services"]["dashboard"])
+                return identity["address"], p.pid
             except (ValueError, KeyError):
                 pass
         if time.time() > deadline:
@@ -123,6 +128,25 @@ def peak_rss(pid: int) -> tuple[int, int]:
     return hwm(pid), kids
 
 
+def start_watcher(port: int) -> None:
+    """`--watch`: what an open dashboard page costs the scheduler. A thread reads rask's
+    dashboard event stream (the page's only connection: a picture every 0.5 s) until the
+    scheduler closes it."""
+    import threading
+    import urllib.request
+
+    def read():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/events",
+                                        timeout=600) as r:
+                for _ in r:
+                    pass
+        except OSError:
+            pass  # the scheduler stopped
+
+    threading.Thread(target=read, daemon=True).start()
+
+
 def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir: Path,
             built, probe: bool = False) -> dict:
     from distributed import Client
@@ -130,7 +154,8 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
     procs = Procs(workdir, f"{case.name}-{kind}-{workers}{nworkers}")
     report = workdir / f"zero-{time.monotonic_ns()}.json"
     try:
-        addr, spid = start_scheduler(kind, procs, workdir, a.rask)
+        addr, spid = start_scheduler(kind, procs, workdir, a.rask,
+                                     watch=a.watch and kind == "rask")
         expect = nworkers
         if workers == "zero":
             zero = procs.start([a.rask, "zero-worker", addr, "--nworkers", str(nworkers),
@@ -301,6 +326,9 @@ def main() -> int:
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--schedulers", default="dask,rask", type=lambda s: s.split(","),
                     help="for quick looks at one side; the report needs both")
+    ap.add_argument("--watch", action="store_true",
+                    help="keep rask's live dashboard open in every rask run (its event "
+                         "stream read by a thread), to measure what watching costs")
     ap.add_argument("--plugin", action="store_true",
                     help="register a transition-counting scheduler plugin in every run "
                          "(benchmarks/counting_plugin.py); runs report when it saw every "
