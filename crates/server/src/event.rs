@@ -89,8 +89,6 @@ pub enum Event {
     Done(Done),
     /// The plugin host's news (its plugin count, its death).
     Host(crate::plugin_host::HostNote),
-    /// What the status page shows.
-    Snapshot(oneshot::Sender<Snapshot>),
     /// What `/metrics`, the JSON routes and the dashboard show.
     Watch(Watch),
     /// The scheduler is closing: workers are told to close, clients that the stream ends.
@@ -133,21 +131,6 @@ pub enum Joined {
         /// the refusal
         reply: Value,
     },
-}
-
-/// A counter-and-address summary for the status page.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// the scheduler's address
-    pub address: String,
-    /// workers connected
-    pub workers: usize,
-    /// their threads
-    pub threads: u64,
-    /// clients connected
-    pub clients: usize,
-    /// tasks the scheduler knows
-    pub tasks: usize,
 }
 
 /// Where an RPC's answer goes: the connection that asked waits on the other end.

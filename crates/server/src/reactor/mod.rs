@@ -25,7 +25,7 @@ mod run;
 pub use run::{run, Clock};
 
 use crate::dask_config::DaskConfig;
-use crate::event::{Done, Event, Snapshot, Timer};
+use crate::event::{Done, Event, Timer};
 use crate::extensions::{Change, Cx, Extensions};
 use crate::messages::{ClientMsg, Registration, ToClientMsg};
 use crate::outbox::Outbox;
@@ -228,9 +228,6 @@ impl Scheduler {
             Event::Timer(t) => self.timer(now, t, out),
             Event::Done(d) => self.done(now, d, out),
             Event::Host(note) => self.host_note(note, out),
-            Event::Snapshot(tx) => {
-                let _ = tx.send(self.snapshot());
-            }
             Event::Watch(w) => self.watch(now, w),
             Event::Shutdown(tx) => {
                 self.close_workers("scheduler-close", out);
@@ -452,20 +449,6 @@ impl Scheduler {
             Done::Helper { result, then } => self.helper_done(now, result, then, out),
             Done::Host { result, then } => self.host_done(result, then, out),
             Done::Reply { result, reply } => out.reply(reply, result),
-        }
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            address: self.identity.address.clone(),
-            workers: self.workers.len(),
-            threads: self
-                .workers
-                .values()
-                .map(|w| u64::from(w.registration.nthreads))
-                .sum(),
-            clients: self.clients.len(),
-            tasks: self.core.n_tasks(),
         }
     }
 }
