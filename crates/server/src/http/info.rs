@@ -147,22 +147,17 @@ pub(super) async fn task(State(app): State<App>, Path(name): Path<String>) -> Re
         return not_found();
     };
     let p = &app.pages.prefix;
-    let link_task = |k: &J| {
-        let k = k.as_str().unwrap_or("");
+    // a link to the info page of a task or worker
+    let link = |kind: &str, v: &J| {
+        let v = v.as_str().unwrap_or("");
         format!(
-            "<a href=\"{p}/info/task/{}.html\">{}</a>",
-            url_escape(k),
-            esc(k)
+            "<a href=\"{p}/info/{kind}/{}.html\">{}</a>",
+            url_escape(v),
+            esc(v)
         )
     };
-    let link_worker = |w: &J| {
-        let w = w.as_str().unwrap_or("");
-        format!(
-            "<a href=\"{p}/info/worker/{}.html\">{}</a>",
-            url_escape(w),
-            esc(w)
-        )
-    };
+    let link_task = |k: &J| link("task", k);
+    let link_worker = |w: &J| link("worker", w);
     let list = |v: &J, f: &dyn Fn(&J) -> String| -> String {
         v.as_array()
             .into_iter()

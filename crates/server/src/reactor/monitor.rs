@@ -92,15 +92,19 @@ impl Scheduler {
         (idle, saturated)
     }
 
+    /// Clients connected, without the fire-and-forget pseudo-client (as Dask counts them).
+    fn n_clients(&self) -> usize {
+        self.clients
+            .keys()
+            .filter(|c| **c != rask_core::FIRE_AND_FORGET)
+            .count()
+    }
+
     /// Every family `/metrics` serves.
     fn metric_families(&mut self) -> Vec<Family> {
         use Kind::{Counter, Gauge};
         let mut f = Vec::new();
-        let clients = self
-            .clients
-            .keys()
-            .filter(|c| **c != rask_core::FIRE_AND_FORGET)
-            .count();
+        let clients = self.n_clients();
         let m = &self.monitor;
         f.push(Family::single(
             "dask_scheduler_clients",
@@ -626,7 +630,7 @@ impl Scheduler {
         let counters = json!({
             "workers": workers.len(),
             "threads": threads,
-            "clients": self.clients.keys().filter(|c| **c != rask_core::FIRE_AND_FORGET).count(),
+            "clients": self.n_clients(),
             "tasks": self.core.n_tasks(),
             "processing": n(TaskStatus::Processing),
             "queued": n(TaskStatus::Queued),
@@ -662,10 +666,16 @@ impl Scheduler {
 
     /// A task's record for its info page.
     fn task_info(&self, key: &str) -> Option<serde_json::Value> {
-        let (_, ts) = self
-            .core
-            .tasks()
-            .find(|(_, t)| crate::translate::coordination::stringify(&t.key) == key)?;
+        // a string key is found by its index; other keys (tuples, numbers) by their text
+        let ts = match self.core.task(&rask_protocol::Key::str(key)) {
+            Some(ts) => ts,
+            None => {
+                self.core
+                    .tasks()
+                    .find(|(_, t)| crate::translate::coordination::stringify(&t.key) == key)?
+                    .1
+            }
+        };
         let names = |ids: &mut dyn Iterator<Item = &rask_core::TaskId>| -> Vec<String> {
             ids.filter_map(|id| self.core.task_by_id(*id))
                 .map(|t| crate::translate::coordination::stringify(&t.key))
