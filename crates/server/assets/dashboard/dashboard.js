@@ -323,6 +323,17 @@
     }
   }
 
+  /** A panel's colour key in its head: [swatch class, text] pairs. */
+  function legend(p, entries) {
+    const key = h("span", "bars-key");
+    for (const [cls, text] of entries) {
+      const item = h("span", "bars-key-item");
+      item.append(h("span", "swatch " + cls), document.createTextNode(text));
+      key.append(item);
+    }
+    p.head.insertBefore(key, p.caption);
+  }
+
   // ---- rendering schedule ----------------------------------------------------------------
 
   let frameRequested = false;
@@ -393,15 +404,7 @@
   function WorkerBarsPanel(spec) {
     const p = panel(spec.id, spec.title);
     p.section.classList.add("panel-bars");
-    if (spec.key) {
-      const key = h("span", "bars-key");
-      for (const [cls, text] of spec.key) {
-        const item = h("span", "bars-key-item");
-        item.append(h("span", "swatch " + cls), document.createTextNode(text));
-        key.append(item);
-      }
-      p.head.insertBefore(key, p.caption);
-    }
+    if (spec.key) legend(p, spec.key);
     const list = h("div", "bars");
     const empty = h("div", "empty", "Waiting for data…");
     p.body.append(list, empty);
@@ -685,14 +688,8 @@
   function ProgressPanel() {
     const p = panel("progress", "Progress");
     p.section.classList.add("panel-progress");
-    const key = h("span", "bars-key");
-    for (const [cls, text] of [["seg-memory", "in memory"], ["seg-forgotten", "forgotten"],
-      ["seg-erred", "erred"], ["seg-processing", "processing"]]) {
-      const item = h("span", "bars-key-item");
-      item.append(h("span", "swatch " + cls), document.createTextNode(text));
-      key.append(item);
-    }
-    p.head.insertBefore(key, p.caption);
+    legend(p, [["seg-memory", "in memory"], ["seg-forgotten", "forgotten"],
+      ["seg-erred", "erred"], ["seg-processing", "processing"]]);
     const list = h("div", "progress-list");
     const empty = h("div", "empty", "Waiting for data…");
     p.body.append(list, empty);
