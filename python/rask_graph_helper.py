@@ -31,7 +31,8 @@ Modes
     unpacked with ``raw=False, strict_map_key=False, use_list=False``, so msgpack arrays
     become tuples and tuple keys round-trip). stderr carries free-form log lines.
 
-    First message written, once the imports are done::
+    First message written, once distributed is imported (numpy, pandas, pyarrow and dask's
+    collections are imported after it, before the first request is read)::
 
         {"op": "ready", "pid": int, "versions": distributed.versions.get_versions(),
          "python": sys.executable, "config": {name: value}}
@@ -753,16 +754,6 @@ def run_serve() -> int:
         return 1
     server = Server(rfile, wfile)
 
-    import importlib
-
-    for mod in PREIMPORTS:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            pass
-        except Exception as e:
-            _log(f"pre-import of {mod} failed: {type(e).__name__}: {e}")
-
     try:
         # distributed.core.Server puts its local_directory on sys.path (core.py:261)
         # (made only when a plugin needs it, so a scheduler that never gets one leaves
@@ -795,6 +786,9 @@ def run_serve() -> int:
                 "worker_plugins": worker_plugins(),
             }
         )
+        # The scheduler listens as soon as it has `ready`; the heavy imports happen after,
+        # so they delay only a graph that arrives first, not the scheduler's start.
+        preimport()
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
@@ -908,6 +902,18 @@ def purge_stale_local_directories(path: str) -> None:
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
         except OSError:
             pass  # alive, another user's
+
+
+def preimport() -> None:
+    import importlib
+
+    for mod in PREIMPORTS:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+        except Exception as e:
+            _log(f"pre-import of {mod} failed: {type(e).__name__}: {e}")
 
 
 def worker_plugins() -> dict:

@@ -296,26 +296,6 @@ pub fn main(args: SchedulerArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let report = rask_server::check_python(&config.python).await?;
-        tracing::info!(
-            "graph helpers: {} (distributed {})",
-            report
-                .get("python")
-                .and_then(|v| v.as_str())
-                .unwrap_or(&config.python),
-            report
-                .get("distributed")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
-        );
-        if let Some(d) = report.get("distributed").and_then(|v| v.as_str()) {
-            if !rask_protocol::is_tested_distributed(d) {
-                tracing::warn!(
-                    "distributed {d} found; rask is tested with {}",
-                    rask_protocol::tested_distributed_releases()
-                );
-            }
-        }
         rask_server::run(config, crate::process::shutdown_signal(), |started| {
             tracing::info!("-----------------------------------------------");
             tracing::info!("  Scheduler at:   {}", started.address);

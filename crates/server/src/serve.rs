@@ -65,13 +65,43 @@ pub async fn run(
     on_start: impl FnOnce(&Started),
 ) -> Result<(), StartupError> {
     let ports = Ports::bind(&config).await?;
-    let (helpers, ready) = HelperPool::start(
+    // No separate environment check before the helpers start (it would cost another
+    // interpreter's imports on the way to listening): the first helper's `ready` says which
+    // Python and distributed it found, and only a helper that fails is followed by the
+    // check, for its clearer message.
+    let (helpers, ready) = match HelperPool::start(
         &config.python,
         config.graph_helpers,
         config.helper_start_timeout,
     )
-    .await?;
+    .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            crate::helper::check_python(&config.python).await?;
+            return Err(e.into());
+        }
+    };
+    log_environment(&config.python, &ready);
     serve(ports, config, helpers, ready, shutdown, on_start).await
+}
+
+/// Logs the helpers' Python and distributed, with a warning for an untested release.
+fn log_environment(python: &str, ready: &Value) {
+    let python = ready.get("python").and_then(Value::as_str).unwrap_or(python);
+    let distributed = ready
+        .get("versions")
+        .and_then(|v| v.get("packages"))
+        .and_then(|p| p.get("distributed"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    tracing::info!("graph helpers: {python} (distributed {distributed})");
+    if !rask_protocol::is_tested_distributed(distributed) {
+        tracing::warn!(
+            "distributed {distributed} found; rask is tested with {}",
+            rask_protocol::tested_distributed_releases()
+        );
+    }
 }
 
 /// Runs the scheduler on bound ports with the given graph helpers; `ready` is a helper's
