@@ -713,7 +713,6 @@ class Server:
 
 
 def run_serve() -> int:
-    global LOCAL_DIRECTORY
     import signal
 
     # Rust owns our lifetime (EOF on stdin); a Ctrl-C sent to the whole process group
@@ -754,7 +753,14 @@ def run_serve() -> int:
         return 1
     server = Server(rfile, wfile)
 
-    try:
+    # RASK_HELPER_BACKGROUND=1: the scheduler is already serving (rask.Scheduler gave it
+    # what `ready` says) while the cluster's workers start, so the imports wait a second
+    # and then run in an idle-priority thread: on two (hyper-threaded) CPUs even an idle
+    # thread slows the workers' start by a third.
+    background = os.environ.get("RASK_HELPER_BACKGROUND") == "1"
+
+    def prepare():
+        global LOCAL_DIRECTORY
         # distributed.core.Server puts its local_directory on sys.path (core.py:261)
         # (made only when a plugin needs it, so a scheduler that never gets one leaves
         # nothing behind even when its helpers are killed)
@@ -762,10 +768,13 @@ def run_serve() -> int:
         purge_stale_local_directories(local_directory)
         sys.path.insert(0, local_directory)
         server.helper = GraphHelper()
-        import distributed.versions
+        ready = ready_message()
+        if background:
+            preimport()
+        return local_directory, ready
 
-        versions = distributed.versions.get_versions()
-        config = scheduler_config()
+    try:
+        local_directory, ready = in_low_priority_thread(prepare, delay=1.0) if background else prepare()
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"
         _log(f"cannot start: {error}")
@@ -776,19 +785,11 @@ def run_serve() -> int:
         return 1
 
     try:
-        server.write(
-            {
-                "op": "ready",
-                "pid": os.getpid(),
-                "versions": versions,
-                "python": sys.executable,
-                "config": config,
-                "worker_plugins": worker_plugins(),
-            }
-        )
-        # The scheduler listens as soon as it has `ready`; the heavy imports happen after,
-        # so they delay only a graph that arrives first, not the scheduler's start.
-        preimport()
+        server.write(ready)
+        if not background:
+            # The scheduler listens as soon as it has `ready`; the heavy imports happen
+            # after, so they delay only a graph that arrives first, not the start.
+            preimport()
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
@@ -902,6 +903,53 @@ def purge_stale_local_directories(path: str) -> None:
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
         except OSError:
             pass  # alive, another user's
+
+
+def ready_message() -> dict:
+    """The helper's first message (see ``serve`` above); ``rask.Scheduler`` computes the
+    same in its own process with this function."""
+    import distributed.versions
+
+    return {
+        "op": "ready",
+        "pid": os.getpid(),
+        "versions": distributed.versions.get_versions(),
+        "python": sys.executable,
+        "config": scheduler_config(),
+        "worker_plugins": worker_plugins(),
+    }
+
+
+def in_low_priority_thread(fn, delay: float = 0.0):
+    """``fn()`` run after ``delay`` seconds in a thread of idle priority (Linux's
+    SCHED_IDLE, else nice 19: on Linux a thread has its own, so the thread serving requests
+    afterwards keeps the process's priority)."""
+    import threading
+
+    result = {}
+
+    def run():
+        time.sleep(delay)
+        tid = threading.get_native_id()
+        try:
+            # Linux: run only when a CPU is otherwise idle
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, 19)
+            except (AttributeError, OSError):
+                pass
+        try:
+            result["value"] = fn()
+        except BaseException as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=run, name="rask-helper-warm-up")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def preimport() -> None:

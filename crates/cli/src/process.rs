@@ -33,3 +33,25 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("Received signal, shutting down");
 }
+
+/// Resolves when standard input reaches its end (never if `watch` is false). A plain
+/// thread reads it: tokio's stdin would hold the runtime open at exit while the parent
+/// still holds the pipe.
+pub async fn stdin_closed(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+    tracing::info!(
+        "Standard input closed (by rask.Scheduler.close, or the Python process that started \
+         rask ended), shutting down"
+    );
+}

@@ -62,6 +62,14 @@ pub struct SchedulerArgs {
     /// Not supported by rask
     #[arg(long)]
     jupyter: bool,
+    /// Shut down when standard input closes: `rask.Scheduler` holds the other end, so the
+    /// scheduler ends with the Python process that started it, however that process ends
+    #[arg(long, hide = true)]
+    exit_on_stdin_eof: bool,
+    /// A graph helper's `ready` message (msgpack) that `rask.Scheduler` wrote from the same
+    /// environment: the scheduler serves without waiting for its helpers' imports
+    #[arg(long, hide = true)]
+    ready_file: Option<PathBuf>,
     /// TLS and connection limits (boxed: they would make every `rask` subcommand's
     /// arguments as large as the scheduler's)
     #[command(flatten)]
@@ -284,6 +292,12 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
             0 => bail!("--max-frames must be at least 1"),
             n => n,
         },
+        ready: match &args.ready_file {
+            Some(path) => Some(
+                std::fs::read(path).with_context(|| format!("--ready-file {}", path.display()))?,
+            ),
+            None => None,
+        },
         ..ServerConfig::default()
     })
 }
@@ -296,7 +310,14 @@ pub fn main(args: SchedulerArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        rask_server::run(config, crate::process::shutdown_signal(), |started| {
+        let stdin_closed = crate::process::stdin_closed(args.exit_on_stdin_eof);
+        let shutdown = async {
+            tokio::select! {
+                _ = crate::process::shutdown_signal() => {}
+                _ = stdin_closed => {}
+            }
+        };
+        rask_server::run(config, shutdown, |started| {
             tracing::info!("-----------------------------------------------");
             tracing::info!("  Scheduler at:   {}", started.address);
             tracing::info!(

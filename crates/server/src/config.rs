@@ -46,6 +46,11 @@ pub struct ServerConfig {
     pub max_message_bytes: u64,
     /// most frames a peer may send in one message
     pub max_frames: u64,
+    /// What a graph helper's `ready` message would say (msgpack: `versions`, `config`,
+    /// `worker_plugins`, `python`), computed by the Python process that started this
+    /// scheduler (`rask.Scheduler`, in the same environment): the scheduler then serves at
+    /// once and its helpers start in the background.
+    pub ready: Option<Vec<u8>>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             tls: rask_comm::tls::TlsFlags::default(),
             max_message_bytes: rask_comm::CommConfig::default().max_message_bytes,
             max_frames: rask_comm::CommConfig::default().max_frames,
+            ready: None,
         }
     }
 }

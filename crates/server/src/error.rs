@@ -359,6 +359,9 @@ pub enum StartupError {
     /// connections nobody can serve.
     #[error("the scheduler state task stopped: {0}")]
     StateTask(String),
+    /// `--ready-file` is not a helper's `ready` message in msgpack.
+    #[error("cannot read the graph helpers' ready message given at start: {0}")]
+    Ready(String),
     /// The listener's own address could not be read.
     #[error("cannot read the listening address: {0}")]
     LocalAddr(std::io::Error),

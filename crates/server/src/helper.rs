@@ -45,6 +45,20 @@ impl HelperPool {
         n: usize,
         start_timeout: Duration,
     ) -> Result<(HelperPool, Value), HelperError> {
+        let (pool, ready) = HelperPool::spawn(python, n, start_timeout, false);
+        let ready = ready.await.map_err(|_| HelperError::Gone)??;
+        Ok((pool, ready))
+    }
+
+    /// Starts `n` helpers without waiting for them; the receiver gets the first one's
+    /// `ready` message (or its start-up error). With `background`, the helpers do their
+    /// imports at a low CPU priority (nobody waits for them but a first graph).
+    pub fn spawn(
+        python: &str,
+        n: usize,
+        start_timeout: Duration,
+        background: bool,
+    ) -> (HelperPool, oneshot::Receiver<Result<Value, HelperError>>) {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let (ready_tx, ready_rx) = oneshot::channel::<Result<Value, HelperError>>();
@@ -53,10 +67,11 @@ impl HelperPool {
             let first = ready_tx.take();
             let python = python.to_string();
             let rx = rx.clone();
-            tokio::spawn(async move { helper_loop(i, python, rx, start_timeout, first).await });
+            tokio::spawn(async move {
+                helper_loop(i, python, rx, start_timeout, background, first).await
+            });
         }
-        let versions = ready_rx.await.map_err(|_| HelperError::Gone)??;
-        Ok((HelperPool { tx }, versions))
+        (HelperPool { tx }, ready_rx)
     }
 
     /// A pool whose "helper" is `answer`, called in-process for every request: the
@@ -117,8 +132,13 @@ async fn spawn(
     index: usize,
     python: &str,
     start_timeout: Duration,
+    background: bool,
 ) -> Result<(Process, Value), HelperError> {
-    let mut child = Command::new(python)
+    let mut command = Command::new(python);
+    if background {
+        command.env("RASK_HELPER_BACKGROUND", "1");
+    }
+    let mut child = command
         .arg("-u")
         .arg("-c")
         .arg(HELPER_SOURCE)
@@ -237,11 +257,12 @@ async fn helper_loop(
     python: String,
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
     start_timeout: Duration,
+    background: bool,
     mut first: Option<oneshot::Sender<Result<Value, HelperError>>>,
 ) {
     let mut failures = 0u32;
     loop {
-        let mut proc = match spawn(index, &python, start_timeout).await {
+        let mut proc = match spawn(index, &python, start_timeout, background).await {
             Ok((p, versions)) => {
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(versions));

@@ -65,6 +65,27 @@ pub async fn run(
     on_start: impl FnOnce(&Started),
 ) -> Result<(), StartupError> {
     let ports = Ports::bind(&config).await?;
+    if let Some(ready) = &config.ready {
+        // The process that started us said what the helpers will: serve now, and let the
+        // helpers start at a low priority while the cluster's workers start.
+        let ready = rask_protocol::msgpack::decode_value(bytes::Bytes::from(ready.clone()))
+            .map_err(|e| StartupError::Ready(e.to_string()))?;
+        let (helpers, first) = HelperPool::spawn(
+            &config.python,
+            config.graph_helpers,
+            config.helper_start_timeout,
+            true,
+        );
+        let python = config.python.clone();
+        tokio::spawn(async move {
+            match first.await {
+                Ok(Ok(ready)) => log_environment(&python, &ready),
+                Ok(Err(e)) => tracing::error!("graph helpers cannot start: {e}"),
+                Err(_) => {}
+            }
+        });
+        return serve(ports, config, helpers, ready, shutdown, on_start).await;
+    }
     // No separate environment check before the helpers start (it would cost another
     // interpreter's imports on the way to listening): the first helper's `ready` says which
     // Python and distributed it found, and only a helper that fails is followed by the
@@ -88,7 +109,10 @@ pub async fn run(
 
 /// Logs the helpers' Python and distributed, with a warning for an untested release.
 fn log_environment(python: &str, ready: &Value) {
-    let python = ready.get("python").and_then(Value::as_str).unwrap_or(python);
+    let python = ready
+        .get("python")
+        .and_then(Value::as_str)
+        .unwrap_or(python);
     let distributed = ready
         .get("versions")
         .and_then(|v| v.get("packages"))

@@ -1,0 +1,1 @@
+../rask_graph_helper.py
