@@ -55,3 +55,19 @@ pub async fn stdin_closed(watch: bool) {
          rask ended), shutting down"
     );
 }
+
+/// The Python a command uses unless told (`--python`, `$RASK_PYTHON`): the one beside this
+/// `rask` when pip installed both into the same environment's `bin/`, else `python3`.
+pub fn default_python() -> String {
+    let beside = std::env::current_exe().ok().and_then(|exe| {
+        let dir = exe.parent()?;
+        ["python3", "python"]
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file())
+    });
+    match beside {
+        Some(path) => path.display().to_string(),
+        None => "python3".to_string(),
+    }
+}

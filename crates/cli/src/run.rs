@@ -50,7 +50,7 @@ pub struct RunArgs {
     memory_limit: String,
     /// Python interpreter for the script, the scheduler's graph helpers and the workers:
     /// it must import distributed
-    #[arg(long, env = "RASK_PYTHON", default_value = "python3")]
+    #[arg(long, env = "RASK_PYTHON", default_value_t = crate::process::default_python())]
     python: String,
     /// Scheduler port; 0 picks a free one
     #[arg(long, default_value_t = 0)]

@@ -47,7 +47,7 @@ pub struct SchedulerArgs {
     idle_timeout: Option<String>,
     /// Python interpreter for rask's graph helpers: it must import distributed (the same
     /// environment as the workers)
-    #[arg(long, env = "RASK_PYTHON", default_value = "python3")]
+    #[arg(long, env = "RASK_PYTHON", default_value_t = crate::process::default_python())]
     python: String,
     /// Number of graph helper processes
     #[arg(long, default_value_t = 2)]

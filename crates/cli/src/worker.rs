@@ -111,7 +111,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Python interpreter of the workers: it must import distributed
-    #[arg(long, env = "RASK_PYTHON", default_value = "python3")]
+    #[arg(long, env = "RASK_PYTHON", default_value_t = crate::process::default_python())]
     python: String,
 }
 
