@@ -754,9 +754,8 @@ def run_serve() -> int:
     server = Server(rfile, wfile)
 
     # RASK_HELPER_BACKGROUND=1: the scheduler is already serving (rask.Scheduler gave it
-    # what `ready` says) while the cluster's workers start, so the imports wait a second
-    # and then run in an idle-priority thread: on two (hyper-threaded) CPUs even an idle
-    # thread slows the workers' start by a third.
+    # what `ready` says) while the cluster's workers start, so the imports run in an
+    # idle-priority thread.
     background = os.environ.get("RASK_HELPER_BACKGROUND") == "1"
 
     def prepare():
@@ -767,14 +766,17 @@ def run_serve() -> int:
         local_directory = LOCAL_DIRECTORY = scheduler_local_directory(create=False)
         purge_stale_local_directories(local_directory)
         sys.path.insert(0, local_directory)
-        server.helper = GraphHelper()
         ready = ready_message()
         if background:
-            preimport()
+            warm()
         return local_directory, ready
 
+    def warm():
+        server.helper = GraphHelper()
+        preimport()
+
     try:
-        local_directory, ready = in_low_priority_thread(prepare, delay=1.0) if background else prepare()
+        local_directory, ready = in_low_priority_thread(prepare) if background else prepare()
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"
         _log(f"cannot start: {error}")
@@ -789,7 +791,7 @@ def run_serve() -> int:
         if not background:
             # The scheduler listens as soon as it has `ready`; the heavy imports happen
             # after, so they delay only a graph that arrives first, not the start.
-            preimport()
+            warm()
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
@@ -920,8 +922,8 @@ def ready_message() -> dict:
     }
 
 
-def in_low_priority_thread(fn, delay: float = 0.0):
-    """``fn()`` run after ``delay`` seconds in a thread of idle priority (Linux's
+def in_low_priority_thread(fn):
+    """``fn()`` run in a thread of idle priority (Linux's
     SCHED_IDLE, else nice 19: on Linux a thread has its own, so the thread serving requests
     afterwards keeps the process's priority)."""
     import threading
@@ -929,7 +931,6 @@ def in_low_priority_thread(fn, delay: float = 0.0):
     result = {}
 
     def run():
-        time.sleep(delay)
         tid = threading.get_native_id()
         try:
             # Linux: run only when a CPU is otherwise idle

@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 /// The helper's Python source.
 pub const HELPER_SOURCE: &str = include_str!("../../../python/rask_graph_helper.py");
 
+/// How long helpers started in the background wait before they start.
+const BACKGROUND_START_DELAY: Duration = Duration::from_secs(1);
+
 /// A helper reply larger than this is refused (a 1M-task graph is a few GB at most).
 const MAX_REPLY_BYTES: u64 = 32 << 30;
 
@@ -51,8 +54,10 @@ impl HelperPool {
     }
 
     /// Starts `n` helpers without waiting for them; the receiver gets the first one's
-    /// `ready` message (or its start-up error). With `background`, the helpers do their
-    /// imports at a low CPU priority (nobody waits for them but a first graph).
+    /// `ready` message (or its start-up error). The others start in the background (a
+    /// second later, their imports at idle CPU priority: nobody waits for them but a
+    /// graph, and on two CPUs a second interpreter importing slows the first by a fifth);
+    /// with `background`, the first one too.
     pub fn spawn(
         python: &str,
         n: usize,
@@ -67,6 +72,7 @@ impl HelperPool {
             let first = ready_tx.take();
             let python = python.to_string();
             let rx = rx.clone();
+            let background = background || i > 0;
             tokio::spawn(async move {
                 helper_loop(i, python, rx, start_timeout, background, first).await
             });
@@ -260,6 +266,11 @@ async fn helper_loop(
     background: bool,
     mut first: Option<oneshot::Sender<Result<Value, HelperError>>>,
 ) {
+    if background {
+        // Nobody waits for these helpers but a first graph, while the cluster's workers are
+        // starting: even an interpreter's start-up slows theirs on two CPUs.
+        tokio::time::sleep(BACKGROUND_START_DELAY).await;
+    }
     let mut failures = 0u32;
     loop {
         let mut proc = match spawn(index, &python, start_timeout, background).await {
