@@ -753,10 +753,14 @@ def run_serve() -> int:
         return 1
     server = Server(rfile, wfile)
 
-    # RASK_HELPER_BACKGROUND=1: the scheduler is already serving (rask.Scheduler gave it
-    # what `ready` says) while the cluster's workers start, so the imports run in an
-    # idle-priority thread.
-    background = os.environ.get("RASK_HELPER_BACKGROUND") == "1"
+    # RASK_HELPER_WARM: when this helper imports dask's collections, numpy, pandas and
+    # pyarrow, which the stock scheduler process has imported before graphs arrive.
+    #   "after-ready" (default): right after `ready`, so they delay only a graph that arrives
+    #     first, not the scheduler's start;
+    #   "idle": before `ready`, in an idle-priority thread: another helper is there for the
+    #     first graphs, and this one leaves the CPU to the cluster's workers and that helper;
+    #   "never": a graph is already waiting for this helper; it imports what it needs.
+    warm = os.environ.get("RASK_HELPER_WARM", "after-ready")
 
     def prepare():
         global LOCAL_DIRECTORY
@@ -767,16 +771,13 @@ def run_serve() -> int:
         purge_stale_local_directories(local_directory)
         sys.path.insert(0, local_directory)
         ready = ready_message()
-        if background:
-            warm()
+        if warm == "idle":
+            server.helper = GraphHelper()
+            preimport()
         return local_directory, ready
 
-    def warm():
-        server.helper = GraphHelper()
-        preimport()
-
     try:
-        local_directory, ready = in_low_priority_thread(prepare) if background else prepare()
+        local_directory, ready = in_low_priority_thread(prepare) if warm == "idle" else prepare()
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"
         _log(f"cannot start: {error}")
@@ -788,10 +789,10 @@ def run_serve() -> int:
 
     try:
         server.write(ready)
-        if not background:
-            # The scheduler listens as soon as it has `ready`; the heavy imports happen
-            # after, so they delay only a graph that arrives first, not the start.
-            warm()
+        if server.helper is None:
+            server.helper = GraphHelper()
+        if warm == "after-ready":
+            preimport()
         return server.run()
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away

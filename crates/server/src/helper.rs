@@ -15,13 +15,26 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 /// The helper's Python source.
 pub const HELPER_SOURCE: &str = include_str!("../../../python/rask_graph_helper.py");
 
-/// How long helpers started in the background wait before they start.
+/// How long helpers that nobody waits for yet stay unstarted: a cluster's workers start in
+/// that time, and on two CPUs even an interpreter's start-up beside them slows theirs.
 const BACKGROUND_START_DELAY: Duration = Duration::from_secs(1);
+
+/// When a helper starts, and when it does its heavy imports (`RASK_HELPER_WARM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// at once: the scheduler waits for its `ready`; the imports right after it
+    Now,
+    /// when the first request arrives (which then waits for it: no imports but what that
+    /// request needs), or after [`BACKGROUND_START_DELAY`] (imports after `ready`)
+    OnDemand,
+    /// after [`BACKGROUND_START_DELAY`], its imports in an idle-priority thread
+    Background,
+}
 
 /// A helper reply larger than this is refused (a 1M-task graph is a few GB at most).
 const MAX_REPLY_BYTES: u64 = 32 << 30;
@@ -37,6 +50,8 @@ struct Job {
 #[derive(Clone)]
 pub struct HelperPool {
     tx: mpsc::UnboundedSender<Job>,
+    /// told of every request, so an [`Start::OnDemand`] helper starts for the first one
+    wanted: Arc<Notify>,
 }
 
 impl HelperPool {
@@ -54,10 +69,10 @@ impl HelperPool {
     }
 
     /// Starts `n` helpers without waiting for them; the receiver gets the first one's
-    /// `ready` message (or its start-up error). The others start in the background (a
-    /// second later, their imports at idle CPU priority: nobody waits for them but a
-    /// graph, and on two CPUs a second interpreter importing slows the first by a fifth);
-    /// with `background`, the first one too.
+    /// `ready` message (or its start-up error). The first starts at once, or with
+    /// `background` (the scheduler already serves) when the first request arrives or a
+    /// second has passed; the others a second later, their imports at idle CPU priority:
+    /// on two CPUs a second interpreter importing beside the first slows it by a fifth.
     pub fn spawn(
         python: &str,
         n: usize,
@@ -66,18 +81,35 @@ impl HelperPool {
     ) -> (HelperPool, oneshot::Receiver<Result<Value, HelperError>>) {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let wanted = Arc::new(Notify::new());
         let (ready_tx, ready_rx) = oneshot::channel::<Result<Value, HelperError>>();
         let mut ready_tx = Some(ready_tx);
         for i in 0..n.max(1) {
             let first = ready_tx.take();
             let python = python.to_string();
             let rx = rx.clone();
-            let background = background || i > 0;
+            let start = match (i, background) {
+                (0, false) => Start::Now,
+                (0, true) => Start::OnDemand,
+                _ => Start::Background,
+            };
+            let wanted = wanted.clone();
             tokio::spawn(async move {
-                helper_loop(i, python, rx, start_timeout, background, first).await
+                let warm = match start {
+                    Start::Now => "after-ready",
+                    Start::OnDemand => tokio::select! {
+                        _ = tokio::time::sleep(BACKGROUND_START_DELAY) => "after-ready",
+                        _ = wanted.notified() => "never",
+                    },
+                    Start::Background => {
+                        tokio::time::sleep(BACKGROUND_START_DELAY).await;
+                        "idle"
+                    }
+                };
+                helper_loop(i, python, rx, start_timeout, warm, first).await
             });
         }
-        (HelperPool { tx }, ready_rx)
+        (HelperPool { tx, wanted }, ready_rx)
     }
 
     /// A pool whose "helper" is `answer`, called in-process for every request: the
@@ -91,7 +123,10 @@ impl HelperPool {
                 let _ = job.reply.send(answer(job.request));
             }
         });
-        HelperPool { tx }
+        HelperPool {
+            tx,
+            wanted: Arc::new(Notify::new()),
+        }
     }
 
     /// Sends one request to the next free helper and waits for its reply.
@@ -116,6 +151,7 @@ impl HelperPool {
         chunks: Option<mpsc::UnboundedSender<Value>>,
     ) -> Result<Value, HelperError> {
         let (tx, rx) = oneshot::channel();
+        self.wanted.notify_one();
         self.tx
             .send(Job {
                 request,
@@ -138,13 +174,10 @@ async fn spawn(
     index: usize,
     python: &str,
     start_timeout: Duration,
-    background: bool,
+    warm: &str,
 ) -> Result<(Process, Value), HelperError> {
-    let mut command = Command::new(python);
-    if background {
-        command.env("RASK_HELPER_BACKGROUND", "1");
-    }
-    let mut child = command
+    let mut child = Command::new(python)
+        .env("RASK_HELPER_WARM", warm)
         .arg("-u")
         .arg("-c")
         .arg(HELPER_SOURCE)
@@ -263,17 +296,12 @@ async fn helper_loop(
     python: String,
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
     start_timeout: Duration,
-    background: bool,
+    warm: &'static str,
     mut first: Option<oneshot::Sender<Result<Value, HelperError>>>,
 ) {
-    if background {
-        // Nobody waits for these helpers but a first graph, while the cluster's workers are
-        // starting: even an interpreter's start-up slows theirs on two CPUs.
-        tokio::time::sleep(BACKGROUND_START_DELAY).await;
-    }
     let mut failures = 0u32;
     loop {
-        let mut proc = match spawn(index, &python, start_timeout, background).await {
+        let mut proc = match spawn(index, &python, start_timeout, warm).await {
             Ok((p, versions)) => {
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(versions));
