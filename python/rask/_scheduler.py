@@ -129,10 +129,10 @@ class Scheduler(ProcessInterface):
     def __repr__(self):
         return f"<rask.Scheduler {self.address or ''} status={self.status.name}>"
 
-    def _command(self, scheduler_file: str) -> list[str]:
+    def _command(self, scheduler_file: str, ready_file: str) -> list[str]:
         cmd = [find_rask_bin(), "scheduler", "--port", str(self.port)]
         cmd += ["--scheduler-file", scheduler_file, "--python", sys.executable]
-        cmd += ["--exit-on-stdin-eof"]
+        cmd += ["--ready-file", ready_file, "--exit-on-stdin-eof"]
         if self.host:
             cmd += ["--host", self.host]
         if self.interface:
@@ -204,8 +204,7 @@ class Scheduler(ProcessInterface):
         scheduler_file = self.scheduler_file or os.path.join(self._tmp, "scheduler.json")
         if os.path.exists(scheduler_file):
             os.remove(scheduler_file)  # a previous run's; the new one is waited for
-        cmd = self._command(scheduler_file)
-        cmd[2:2] = ["--ready-file", self._write_ready()]
+        cmd = self._command(scheduler_file, self._write_ready())
         logger.info("starting rask scheduler: %s", " ".join(cmd))
         self.process = await asyncio.create_subprocess_exec(
             *cmd,

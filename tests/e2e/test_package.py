@@ -121,6 +121,13 @@ def test_wheel_gives_the_command_the_module_and_the_package(venv, tmp_path):
         env=env,
         cwd=tmp_path,
     ).stdout.split()
+    # what a scheduler in another process cannot honour is refused, not ignored
+    refused = subprocess.run(
+        [venv / "bin" / "python", "-c", "import rask; rask.Scheduler(transition_counter_max=5)"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )
+    assert refused.returncode == 1
+    assert "TypeError: rask.Scheduler does not take transition_counter_max" in refused.stderr
     assert where[0] == str(venv / "bin" / "rask")
     assert where[1].startswith(str(venv))
     assert version == f"rask {where[2]}"

@@ -60,15 +60,15 @@ impl Ports {
 /// timeout passes). `on_start` is called once the listener is bound and the scheduler file
 /// written.
 pub async fn run(
-    config: ServerConfig,
+    mut config: ServerConfig,
     shutdown: impl Future<Output = ()>,
     on_start: impl FnOnce(&Started),
 ) -> Result<(), StartupError> {
     let ports = Ports::bind(&config).await?;
-    if let Some(ready) = &config.ready {
-        // The process that started us said what the helpers will: serve now, and let the
-        // helpers start at a low priority while the cluster's workers start.
-        let ready = rask_protocol::msgpack::decode_value(bytes::Bytes::from(ready.clone()))
+    if let Some(ready) = config.ready.take() {
+        // The process that started us said what the helpers will: serve now, and start the
+        // helpers when a graph needs one or once the cluster's workers have started.
+        let ready = rask_protocol::msgpack::decode_value(bytes::Bytes::from(ready))
             .map_err(|e| StartupError::Ready(e.to_string()))?;
         let (helpers, first) = HelperPool::spawn(
             &config.python,
