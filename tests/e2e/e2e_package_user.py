@@ -112,6 +112,20 @@ def local_cluster(kind, out):
     )
 
 
+def tls(kind, out):
+    """security=True: LocalCluster makes temporary certificates in memory (rask.Scheduler
+    writes its own to private files) and everything speaks tls://."""
+    from distributed import Client
+
+    LocalCluster, _ = classes(kind)
+    with LocalCluster(n_workers=1, threads_per_worker=1, security=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            total = client.submit(sum, [1, 2, 3]).result(timeout=60)
+            address = cluster.scheduler_address
+            worker_addresses = list(client.scheduler_info()["workers"])
+    write(out, total=total, address=address, workers=worker_addresses)
+
+
 def adapt(kind, out):
     """adapt() scales up from nothing for work, and back down when it is done."""
     from distributed import Client
@@ -200,6 +214,7 @@ def jobqueue(kind, out, system, queue_dir):
 
 SCENARIOS = {
     "local_cluster": local_cluster,
+    "tls": tls,
     "adapt": adapt,
     "killed": killed,
     "spec_cluster": spec_cluster,

@@ -53,7 +53,8 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
-    """A fresh venv with the wheel, the pinned Dask and dask-jobqueue, nothing else."""
+    """A fresh venv with the wheel, the pinned Dask, dask-jobqueue and cryptography, nothing
+    else."""
     if DISTRIBUTED_RELEASE != TESTED_RELEASE:
         pytest.skip("the package is tested on the pinned release")
     path = tmp_path_factory.mktemp("venv") / "env"
@@ -63,6 +64,7 @@ def venv(wheel, tmp_path_factory) -> Path:
         [
             path / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
             str(wheel), f"dask[distributed,dataframe,array]=={TESTED_RELEASE}", "dask-jobqueue==0.9.0",
+            "cryptography==50.0.2",  # Security.temporary(), for LocalCluster(security=True)
         ],
         900,
     )
@@ -161,6 +163,13 @@ def test_local_cluster_computes(venv, tmp_path, scheduler_kind):
         assert result["scheduler_exe"] == str(venv / "bin" / "rask")
         assert len(result["scheduler_pids"]) >= 2  # the binary and its graph helpers
     assert gone(result["scheduler_pids"])
+
+
+def test_local_cluster_with_temporary_tls(venv, tmp_path, scheduler_kind):
+    result = run_user(venv, "tls", scheduler_kind, tmp_path)
+    assert result["total"] == 6
+    assert result["address"].startswith("tls://")
+    assert [a.startswith("tls://") for a in result["workers"]] == [True]
 
 
 def test_local_cluster_adapts(venv, tmp_path, scheduler_kind):
