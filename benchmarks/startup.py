@@ -111,24 +111,27 @@ def main() -> None:
     print(f"dask: {dask_cli} (distributed {distributed.__version__}); rask: {rask_bin}; {args.rounds} rounds")
     with tempfile.TemporaryDirectory(prefix="rask-startup-") as tmp:
         workdir = Path(tmp)
-        if args.only in (None, "scheduler"):
-            times = {"dask": [], "rask": []}
-            for _ in range(args.rounds):
-                times["dask"].append(time_scheduler_cli([dask_cli, "scheduler"], workdir))
-                times["rask"].append(time_scheduler_cli([rask_bin, "scheduler", "--python", sys.executable], workdir))
-            report("scheduler", times["dask"], times["rask"])
-        if args.only in (None, "local-cluster"):
-            times = {"dask": [], "rask": []}
-            for _ in range(args.rounds):
-                times["dask"].append(time_local_cluster(distributed.LocalCluster))
-                times["rask"].append(time_local_cluster(rask.LocalCluster))
-            report("local-cluster", times["dask"], times["rask"])
-        if args.only in (None, "first-result"):
-            times = {"dask": [], "rask": []}
-            for _ in range(args.rounds):
-                times["dask"].append(time_first_result(distributed.LocalCluster))
-                times["rask"].append(time_first_result(rask.LocalCluster))
-            report("first-result", times["dask"], times["rask"])
+        cases = {
+            "scheduler": (
+                lambda: time_scheduler_cli([dask_cli, "scheduler"], workdir),
+                lambda: time_scheduler_cli([rask_bin, "scheduler", "--python", sys.executable], workdir),
+            ),
+            "local-cluster": (
+                lambda: time_local_cluster(distributed.LocalCluster),
+                lambda: time_local_cluster(rask.LocalCluster),
+            ),
+            "first-result": (
+                lambda: time_first_result(distributed.LocalCluster),
+                lambda: time_first_result(rask.LocalCluster),
+            ),
+        }
+        for name, (run_dask, run_rask) in cases.items():
+            if args.only in (None, name):
+                dask_times, rask_times = [], []
+                for _ in range(args.rounds):  # alternating, so drift hits both
+                    dask_times.append(run_dask())
+                    rask_times.append(run_rask())
+                report(name, dask_times, rask_times)
 
 
 if __name__ == "__main__":
