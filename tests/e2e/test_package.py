@@ -45,6 +45,8 @@ def run(argv, timeout, **kwargs):
 def wheel(tmp_path_factory) -> Path:
     given = os.environ.get("RASK_WHEEL")
     if given:
+        if not Path(given).is_file():
+            pytest.fail(f"$RASK_WHEEL is {given!r}, which is not a file (give an absolute path)", pytrace=False)
         return Path(given)
     out = tmp_path_factory.mktemp("wheel")
     run([sys.executable, "-m", "maturin", "build", "--release", "--out", str(out)], 1800, cwd=REPO)

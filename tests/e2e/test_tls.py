@@ -34,6 +34,7 @@ from conftest import (
     Cluster,
     child_env,
     scheduler_argv,
+    wait_until,
 )
 from e2e_remote import add, inc
 
@@ -338,8 +339,13 @@ def test_x509_v1_client_certificate(scheduler_kind, procs, tmp_path, certs):
             return
         with pytest.raises(Exception):
             Client(cluster.address, security=v1, timeout=5, set_as_default=False)
-        log = cluster.scheduler.log_path.read_text(errors="replace")
-        assert "X.509 v1" in log and "-extfile" in log, log
+        # the client may give up before the scheduler has written why it refused it
+        def refusal():
+            log = cluster.scheduler.log_path.read_text(errors="replace")
+            return log if "X.509 v1" in log else None
+
+        log = wait_until(refusal, "the X.509 v1 refusal in the scheduler's log", timeout=15)
+        assert "-extfile" in log, log
         with cluster.client() as client:
             assert client.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
     finally:
