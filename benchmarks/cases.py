@@ -85,6 +85,21 @@ def reduce_1m(n: int = 1_000_000, fan_in: int = 1000) -> Case:
                 _get_sync, tasks=n + n // fan_in + 1)
 
 
+def delayed_merge(n: int) -> Case:
+    """A merge written with dask.delayed, `delayed(max)(*parts)` over n calls, timed from
+    building the delayed objects (graph construction on the client is in the time). The
+    scheduler culls a delayed graph one layer per task; Dask's cull is quadratic there."""
+
+    def run(client, _):
+        from dask import delayed
+
+        parts = [delayed(operator.add)(i, 1) for i in range(n)]
+        return client.compute(delayed(max)(*parts), sync=True)
+
+    return Case(f"delayed-merge-{_size(n)}", f"dask.delayed: {n:,} calls + 1 taking them all, "
+                "graph construction included", lambda: None, run, lambda _: n, tasks=n + 1)
+
+
 def client_map(n: int) -> Case:
     """`client.gather(client.map(f, range(n)))` with a builtin no-op-like function."""
 
@@ -172,8 +187,8 @@ def _size(n: int) -> str:
 def zero_worker_suite() -> list[Case]:
     """Scheduler alone: every task finishes at once, so only the scheduler is measured."""
     return [
-        merge(1_000), merge(20_000), tree(10), tree(15), client_map(10_000),
-        array(3000, 50), bag(200_000, 2_000), groupby(720), join(240),
+        merge(1_000), merge(20_000), delayed_merge(20_000), tree(10), tree(15),
+        client_map(10_000), array(3000, 50), bag(200_000, 2_000), groupby(720), join(240),
     ]
 
 

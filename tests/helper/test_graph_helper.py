@@ -551,6 +551,19 @@ def test_delayed_graph(helper, stock):
     assert_matches_stock(r, frames, stock)
 
 
+def test_wide_delayed_merges(helper, stock):
+    """Delayed merges, culled by the helper's linear HighLevelGraph.cull (see
+    test_linear_cull.py), with some results wanted twice and some not at all."""
+    parts = [delayed(operator.add)(i, 1) for i in range(2_000)]
+    unused = [delayed(operator.mul)(p, 2) for p in parts[:50]]
+    merged = delayed(lambda *xs: len(xs))(*parts[::3], *unused[:5])
+    expr, keys = collection_expr(delayed(sum)(parts), merged)
+    frames = update_graph_frames(expr, keys)
+    r = update(helper, frames)
+    assert len(r["tasks"]) == 2_000 + 5 + 2
+    assert_matches_stock(r, frames, stock)
+
+
 def test_chunked_records(helper):
     """With chunk_size, records stream in chunks before the final reply; together they are
     exactly the records of the unchunked reply."""
