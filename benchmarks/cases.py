@@ -100,6 +100,27 @@ def delayed_merge(n: int) -> Case:
                 "graph construction included", lambda: None, run, lambda _: n, tasks=n + 1)
 
 
+def seed_delayed(n: int) -> Case:
+    """The seed document's delayed example over n items (inc, double, add per item, then
+    `delayed(sum)` of all), with operator functions the workers can import, timed from
+    building the delayed objects: `delayed(sum)(list)` optimizes its argument on the client,
+    which is quadratic in Dask (the same on both schedulers)."""
+
+    def run(client, _):
+        from dask import delayed
+
+        out = []
+        for x in range(n):
+            a = delayed(operator.add)(x, 1)
+            b = delayed(operator.mul)(x, 2)
+            out.append(delayed(operator.add)(a, b))
+        return client.compute(delayed(sum)(out), sync=True)
+
+    return Case(f"seed-delayed-{_size(n)}", f"the seed's delayed example over {n:,} items "
+                "(3 calls each + sum), graph construction included", lambda: None, run,
+                lambda _: sum((x + 1) + 2 * x for x in range(n)), tasks=3 * n + 1)
+
+
 def client_map(n: int) -> Case:
     """`client.gather(client.map(f, range(n)))` with a builtin no-op-like function."""
 
@@ -195,7 +216,7 @@ def zero_worker_suite() -> list[Case]:
 def stock_worker_suite() -> list[Case]:
     """Real execution on stock Python workers: sizes a 2-core machine runs in seconds."""
     return [
-        merge(1_000), merge(10_000), tree(12), client_map(5_000),
+        seed_delayed(3_000), merge(1_000), merge(10_000), tree(12), client_map(10_000),
         array(2000, 100), bag(100_000, 500), groupby(240), join(72),
     ]
 

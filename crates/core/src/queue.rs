@@ -7,11 +7,30 @@
 //! priority. Workers then finish the downstream tasks of the roots they hold before they
 //! load new roots, so a huge graph does not flood their memory; a worker that joins
 //! later takes from the same queue.
+//!
+//! Unlike Dask, a worker may hold more roots while they are short: with Dask's cap a
+//! one-thread worker holds two tasks, so each 100 µs task waits a whole round trip
+//! (`task-finished` to the scheduler, the next `compute-task` back) and the worker idles
+//! most of the time. Once a root of the queued kind has finished, a worker may hold
+//! `round trip / mean duration` more per thread, at most [`MAX_EXTRA_ROOTS_PER_THREAD`],
+//! and only as many as [`EXTRA_ROOT_BYTES_PER_THREAD`] of their results fit in: what
+//! queuing protects, memory, stays bounded; roots that take longer than a round trip are
+//! queued exactly as Dask queues them. The allowance goes back to none when the queue
+//! empties, so the next graph's roots start at Dask's cap until one of them finishes.
 
 use crate::decide::SMALL_POOL;
 use crate::state::{SchedulerState, Worker};
 use crate::types::{TaskId, TaskStatus, WorkerId};
 use std::sync::Arc;
+
+/// What a queued root waits between a thread finishing a task and its next task arriving:
+/// the worker batches `task-finished` for up to 2 ms (worker.py:641), then the scheduler
+/// answers and the worker starts the task. An estimate, not a measurement.
+const ROUND_TRIP_S: f64 = 0.005;
+/// The most roots a worker holds per thread beyond `worker-saturation`.
+const MAX_EXTRA_ROOTS_PER_THREAD: u32 = 32;
+/// The most memory the results of those extra roots may take, per thread.
+const EXTRA_ROOT_BYTES_PER_THREAD: f64 = 8.0 * 1024.0 * 1024.0;
 
 /// `distributed.scheduler.rootish-taskgroup` and `rootish-taskgroup-dependencies`.
 const ROOTISH_TG_THRESHOLD: usize = 5;
@@ -59,9 +78,10 @@ impl SchedulerState {
     }
 
     /// `_task_slots_available`: tasks the worker may still be sent; a seceded
-    /// (long-running) task holds no slot.
+    /// (long-running) task holds no slot. Plus the extra roots short tasks allow.
     pub(crate) fn slots_available(&self, ws: &Worker) -> i64 {
-        let cap = (self.config.worker_saturation * f64::from(ws.nthreads)).ceil();
+        let cap = (self.config.worker_saturation * f64::from(ws.nthreads)).ceil()
+            + f64::from(self.extra_roots_per_thread) * f64::from(ws.nthreads);
         let busy = ws.processing.len().saturating_sub(ws.long_running);
         // an infinite saturation (no queuing) saturates to i64::MAX
         (cap as i64).max(1) - busy as i64
@@ -88,11 +108,51 @@ impl SchedulerState {
         best.map(|(_, w)| w)
     }
 
+    /// A root-ish task finished in `nbytes`: how many extra roots per thread its kind
+    /// allows (its prefix's mean duration against [`ROUND_TRIP_S`], its size against
+    /// [`EXTRA_ROOT_BYTES_PER_THREAD`]), rounded down to a power of two so that the
+    /// allowance, and with it every worker's slots, changes rarely.
+    pub(crate) fn root_finished(&mut self, id: TaskId, nbytes: i64) {
+        let mean = match self.prefix_durations.get(&self.expect_task(id).prefix) {
+            Some((sum, n)) if *n > 0 => sum / f64::from(*n),
+            _ => return,
+        };
+        let by_time = if mean > 0.0 {
+            ROUND_TRIP_S / mean
+        } else {
+            f64::INFINITY
+        };
+        let by_memory = EXTRA_ROOT_BYTES_PER_THREAD / (nbytes.max(1) as f64);
+        let extra = by_time
+            .min(by_memory)
+            .min(f64::from(MAX_EXTRA_ROOTS_PER_THREAD))
+            .floor() as u32;
+        let extra = if extra == 0 { 0 } else { 1 << extra.ilog2() };
+        self.set_extra_roots(extra);
+    }
+
+    fn set_extra_roots(&mut self, extra: u32) {
+        if extra == self.extra_roots_per_thread {
+            return;
+        }
+        self.extra_roots_per_thread = extra;
+        let workers: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for w in workers {
+            self.refresh_worker(w);
+        }
+        self.slots_maybe_opened = true;
+    }
+
     /// `stimulus_queue_slots_maybe_opened`: after a stimulus that may have freed slots
     /// (a task left a worker, a worker arrived or resumed), move the front of the queue
     /// to the workers with room.
     pub(crate) fn queue_slots_maybe_opened(&mut self) {
-        if !std::mem::take(&mut self.slots_maybe_opened) || self.queued.is_empty() {
+        if !std::mem::take(&mut self.slots_maybe_opened) {
+            return;
+        }
+        if self.queued.is_empty() {
+            self.set_extra_roots(0);
+            self.slots_maybe_opened = false;
             return;
         }
         let sid: Arc<str> = Arc::from("queue-slots-opened");

@@ -243,6 +243,9 @@ pub struct SchedulerState {
     pub(crate) queued: std::collections::BTreeSet<([i64; 3], TaskId)>,
     /// a worker may have gained a free slot since the queue was last looked at
     pub(crate) slots_maybe_opened: bool,
+    /// root-ish tasks a worker may hold per thread beyond `worker-saturation`, while the
+    /// roots being queued are short (see `queue.rs`)
+    pub(crate) extra_roots_per_thread: u32,
     /// task groups by name (`scheduler.task_groups`)
     pub(crate) groups: FxHashMap<Arc<str>, Group>,
     /// threads of all workers, running or not (`total_nthreads`)
@@ -291,6 +294,7 @@ impl SchedulerState {
             unrunnable: FxHashSet::default(),
             queued: Default::default(),
             slots_maybe_opened: false,
+            extra_roots_per_thread: 0,
             groups: FxHashMap::default(),
             total_nthreads: 0,
             steals: FxHashMap::default(),

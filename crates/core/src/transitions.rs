@@ -721,6 +721,9 @@ impl SchedulerState {
             let e = self.prefix_durations.entry(prefix).or_insert((0.0, 0));
             e.0 += d;
             e.1 += 1;
+            if self.queuing() && self.is_rootish(id) {
+                self.root_finished(id, nbytes);
+            }
         }
         self.exit_processing(id);
         self.set_nbytes(id, nbytes);

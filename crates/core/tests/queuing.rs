@@ -156,3 +156,82 @@ fn a_task_leaving_no_worker_is_not_queued() {
     out.assert_empty();
     assert_eq!(env.state.queued_len(), 0);
 }
+
+/// Finishes `ct` as a task of `duration` seconds with an `nbytes` result, and returns the
+/// roots sent to `w` after it (the client hears of the result).
+fn finish_root(
+    env: &mut TestEnv,
+    (c, w): (rask_core::ClientId, rask_core::WorkerId),
+    ct: &rask_core::ComputeTask,
+    duration: f64,
+    nbytes: i64,
+) -> Vec<rask_core::ComputeTask> {
+    let mut out = env.finish_measured(w, &ct.key, ct.run_id, duration, nbytes);
+    out.take_client(c);
+    let sent = out.take_computes(w);
+    out.assert_empty();
+    sent
+}
+
+/// Short roots: once one has finished, a worker may hold round trip (5 ms) / duration more
+/// per thread, at most 32; the next graph starts again at Dask's cap.
+#[test]
+fn short_roots_fill_a_worker_beyond_saturation_until_the_queue_empties() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let first = submit_roots(&mut env, c, 100).take_computes(w);
+    assert_eq!(first.len(), 2); // ceil(1.1 * 1)
+                                // 100 µs: 50 per round trip, capped at 32: 2 + 32 slots, one of them still busy
+    assert_eq!(finish_root(&mut env, (c, w), &first[0], 1e-4, 28).len(), 33);
+    assert_eq!(env.state.queued_len(), 100 - 2 - 33);
+
+    // 1 ms tasks in another graph: 5 per round trip, rounded down to 4
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let first = submit_roots(&mut env, c, 100).take_computes(w);
+    assert_eq!(
+        finish_root(&mut env, (c, w), &first[0], 1e-3, 28).len(),
+        1 + 4
+    );
+
+    // the queue empties; the next graph's roots get Dask's cap until one finishes
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let first = submit_roots(&mut env, c, 10).take_computes(w);
+    let rest = finish_root(&mut env, (c, w), &first[0], 1e-4, 28);
+    assert_eq!(rest.len(), 8);
+    assert_eq!(env.state.queued_len(), 0);
+    for ct in first[1..].iter().chain(&rest) {
+        assert!(finish_root(&mut env, (c, w), ct, 1e-4, 28).is_empty());
+    }
+    let names: Vec<String> = (0..10).map(|i| format!("y-{i}")).collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = env.submit(c, names.iter().map(|n| task(n)).collect(), &wanted);
+    assert_eq!(out.take_computes(w).len(), 2);
+    out.assert_empty();
+}
+
+/// What queuing is for stays: roots with big results get only as many extra as fit in
+/// 8 MiB per thread, and roots longer than a round trip none.
+#[test]
+fn big_or_long_roots_get_few_or_no_extra_slots() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A).nthreads(2));
+    let c = env.client();
+    let first = submit_roots(&mut env, c, 100).take_computes(w);
+    assert_eq!(first.len(), 3); // ceil(1.1 * 2)
+                                // 3 MiB results: 2 more per thread fit in 8 MiB
+    assert_eq!(
+        finish_root(&mut env, (c, w), &first[0], 1e-4, 3 << 20).len(),
+        1 + 2 * 2
+    );
+
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A).nthreads(2));
+    let c = env.client();
+    let first = submit_roots(&mut env, c, 100).take_computes(w);
+    assert_eq!(finish_root(&mut env, (c, w), &first[0], 0.01, 28).len(), 1);
+}

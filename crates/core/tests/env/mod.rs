@@ -432,13 +432,25 @@ impl TestEnv {
 
     /// `task-finished` for an explicit key and run id.
     pub fn finish_run(&mut self, w: WorkerId, key: &Key, run_id: u64) -> Out {
+        self.finish_measured(w, key, run_id, 0.25, nbytes_of(key))
+    }
+
+    /// `task-finished` that took `compute_duration` seconds and gave `nbytes`.
+    pub fn finish_measured(
+        &mut self,
+        w: WorkerId,
+        key: &Key,
+        run_id: u64,
+        compute_duration: f64,
+        nbytes: i64,
+    ) -> Out {
         self.handle(Stimulus::TaskFinished {
             worker: w,
             key: key.clone(),
             run_id,
-            nbytes: nbytes_of(key),
+            nbytes,
             type_: typ(key),
-            compute_duration: Some(0.25),
+            compute_duration: Some(compute_duration),
             transfer_duration: 0.0,
             stimulus_id: sid("task-finished"),
         })
