@@ -24,7 +24,7 @@ use crate::types::{TaskId, TaskStatus, WorkerId};
 use std::sync::Arc;
 
 /// What a queued root waits between a thread finishing a task and its next task arriving:
-/// the worker batches `task-finished` for up to 2 ms (worker.py:641), then the scheduler
+/// the worker batches `task-finished` for up to 2 ms (distributed/worker.py:641), then the scheduler
 /// answers and the worker starts the task. An estimate, not a measurement.
 const ROUND_TRIP_S: f64 = 0.005;
 /// The most roots a worker holds per thread beyond `worker-saturation`.
