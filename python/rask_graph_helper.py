@@ -290,7 +290,6 @@ def linear_hlg_cull(dask_cull):
     The keys within a culled layer may come in another order than Dask's; the priorities
     ``dask.order`` gives do not depend on it (tests/helper/test_linear_cull.py checks).
     """
-    from dask._task_spec import GraphNode
     from dask.base import tokenize
     from dask.core import flatten
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
@@ -299,13 +298,11 @@ def linear_hlg_cull(dask_cull):
         total = 0
         every_key = set()
         for layer in hlg.layers.values():
-            if type(layer) is not MaterializedLayer:
+            # has_legacy_tasks is cached: Dask's cull, if it runs, asks it again
+            if type(layer) is not MaterializedLayer or layer.has_legacy_tasks:
                 return False
-            mapping = layer.mapping
-            if not all(isinstance(v, GraphNode) for v in mapping.values()):
-                return False
-            total += len(mapping)
-            every_key.update(mapping)
+            total += len(layer.mapping)
+            every_key.update(layer.mapping)
         return total == len(every_key)
 
     def cull(self, keys):

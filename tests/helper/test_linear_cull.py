@@ -87,7 +87,7 @@ def assert_same_hlg(mine: HighLevelGraph, theirs: HighLevelGraph) -> None:
     assert mine.dependencies == theirs.dependencies
     for name, layer in theirs.layers.items():
         other = mine.layers[name]
-        assert dict(other) == dict(layer), name  # same nodes: identity, via __eq__ tokens
+        assert dict(other) == dict(layer), name  # same keys, equal nodes
         assert all(other[k] is layer[k] for k in layer)
         assert other.annotations == layer.annotations
 
@@ -151,22 +151,25 @@ def materialized(expr) -> tuple[dict, dict, dict]:
     return {k: dumps(v) for k, v in dsk.items()}, dict(annotations), priorities
 
 
-@pytest.mark.parametrize("seed", range(60))
-def test_random_delayed_graphs_materialize_like_dask(seed, monkeypatch):
-    expr, _ = collection_expr(*random_delayed(random.Random(seed)))
+def materialized_both_ways(expr, monkeypatch) -> tuple[tuple, tuple]:
+    """``materialized`` with the linear cull and with Dask's, each on its own copy of the
+    expression (it caches its optimized graph)."""
     wire = dumps(expr)
     theirs = materialized(loads(wire))
     monkeypatch.setattr(HighLevelGraph, "cull", LINEAR_CULL)
-    mine = materialized(loads(wire))
+    return materialized(loads(wire)), theirs
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_delayed_graphs_materialize_like_dask(seed, monkeypatch):
+    expr, _ = collection_expr(*random_delayed(random.Random(seed)))
+    mine, theirs = materialized_both_ways(expr, monkeypatch)
     assert mine == theirs  # keys, byte-identical run_spec pickles, annotations, priorities
 
 
 def test_a_wide_merge_materializes_like_dask(monkeypatch):
     parts = [delayed(operator.add)(i, 1) for i in range(3_000)]
     expr, _ = collection_expr(delayed(sum)(parts), delayed(_f)(*parts[:10]))
-    wire = dumps(expr)
-    theirs = materialized(loads(wire))
-    monkeypatch.setattr(HighLevelGraph, "cull", LINEAR_CULL)
-    mine = materialized(loads(wire))
+    mine, theirs = materialized_both_ways(expr, monkeypatch)
     assert len(mine[0]) == 3_002
     assert mine == theirs

@@ -24,8 +24,8 @@ use crate::types::{TaskId, TaskStatus, WorkerId};
 use std::sync::Arc;
 
 /// What a queued root waits between a thread finishing a task and its next task arriving:
-/// the worker batches `task-finished` for up to 2 ms (distributed/worker.py:641), then the scheduler
-/// answers and the worker starts the task. An estimate, not a measurement.
+/// the worker batches `task-finished` for up to 2 ms (distributed/worker.py:641), then
+/// the scheduler answers and the worker starts the task. An estimate, not a measurement.
 const ROUND_TRIP_S: f64 = 0.005;
 /// The most roots a worker holds per thread beyond `worker-saturation`.
 const MAX_EXTRA_ROOTS_PER_THREAD: u32 = 32;
@@ -108,15 +108,12 @@ impl SchedulerState {
         best.map(|(_, w)| w)
     }
 
-    /// A root-ish task finished in `nbytes`: how many extra roots per thread its kind
-    /// allows (its prefix's mean duration against [`ROUND_TRIP_S`], its size against
-    /// [`EXTRA_ROOT_BYTES_PER_THREAD`]), rounded down to a power of two so that the
-    /// allowance, and with it every worker's slots, changes rarely.
-    pub(crate) fn root_finished(&mut self, id: TaskId, nbytes: i64) {
-        let mean = match self.prefix_durations.get(&self.expect_task(id).prefix) {
-            Some((sum, n)) if *n > 0 => sum / f64::from(*n),
-            _ => return,
-        };
+    /// A root-ish task finished in `nbytes`, its prefix's tasks taking `mean` seconds: how
+    /// many extra roots per thread its kind allows (`mean` against [`ROUND_TRIP_S`], its
+    /// size against [`EXTRA_ROOT_BYTES_PER_THREAD`]), rounded down to a power of two so
+    /// that the allowance, and with it every worker's slots, changes rarely. The caller
+    /// takes the task off its worker next, which has the queue looked at.
+    pub(crate) fn root_finished(&mut self, mean: f64, nbytes: i64) {
         let by_time = if mean > 0.0 {
             ROUND_TRIP_S / mean
         } else {
@@ -131,6 +128,7 @@ impl SchedulerState {
         self.set_extra_roots(extra);
     }
 
+    /// Sets the allowance and puts each worker into or out of `open_slots` by it.
     fn set_extra_roots(&mut self, extra: u32) {
         if extra == self.extra_roots_per_thread {
             return;
@@ -140,7 +138,6 @@ impl SchedulerState {
         for w in workers {
             self.refresh_worker(w);
         }
-        self.slots_maybe_opened = true;
     }
 
     /// `stimulus_queue_slots_maybe_opened`: after a stimulus that may have freed slots
@@ -152,7 +149,6 @@ impl SchedulerState {
         }
         if self.queued.is_empty() {
             self.set_extra_roots(0);
-            self.slots_maybe_opened = false;
             return;
         }
         let sid: Arc<str> = Arc::from("queue-slots-opened");

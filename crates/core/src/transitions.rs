@@ -721,8 +721,9 @@ impl SchedulerState {
             let e = self.prefix_durations.entry(prefix).or_insert((0.0, 0));
             e.0 += d;
             e.1 += 1;
+            let mean = e.0 / f64::from(e.1);
             if self.queuing() && self.is_rootish(id) {
-                self.root_finished(id, nbytes);
+                self.root_finished(mean, nbytes);
             }
         }
         self.exit_processing(id);

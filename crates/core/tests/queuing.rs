@@ -157,6 +157,24 @@ fn a_task_leaving_no_worker_is_not_queued() {
     assert_eq!(env.state.queued_len(), 0);
 }
 
+/// `n` roots submitted to one worker of `nthreads` threads: the env, the client, the
+/// worker and the roots it was sent.
+fn roots_on_one_worker(
+    nthreads: u32,
+    n: usize,
+) -> (
+    TestEnv,
+    rask_core::ClientId,
+    rask_core::WorkerId,
+    Vec<rask_core::ComputeTask>,
+) {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A).nthreads(nthreads));
+    let c = env.client();
+    let sent = submit_roots(&mut env, c, n).take_computes(w);
+    (env, c, w, sent)
+}
+
 /// Finishes `ct` as a task of `duration` seconds with an `nbytes` result, and returns the
 /// roots sent to `w` after it (the client hears of the result).
 fn finish_root(
@@ -177,30 +195,20 @@ fn finish_root(
 /// per thread, at most 32; the next graph starts again at Dask's cap.
 #[test]
 fn short_roots_fill_a_worker_beyond_saturation_until_the_queue_empties() {
-    let mut env = TestEnv::new();
-    let w = env.worker(worker(A));
-    let c = env.client();
-    let first = submit_roots(&mut env, c, 100).take_computes(w);
-    assert_eq!(first.len(), 2); // ceil(1.1 * 1)
-                                // 100 µs: 50 per round trip, capped at 32: 2 + 32 slots, one of them still busy
+    // ceil(1.1 * 1) = 2 at first; 100 µs tasks: 50 per round trip, capped at 32, so
+    // 2 + 32 slots, one of them still busy
+    let (mut env, c, w, first) = roots_on_one_worker(1, 100);
+    assert_eq!(first.len(), 2);
     assert_eq!(finish_root(&mut env, (c, w), &first[0], 1e-4, 28).len(), 33);
     assert_eq!(env.state.queued_len(), 100 - 2 - 33);
 
-    // 1 ms tasks in another graph: 5 per round trip, rounded down to 4
-    let mut env = TestEnv::new();
-    let w = env.worker(worker(A));
-    let c = env.client();
-    let first = submit_roots(&mut env, c, 100).take_computes(w);
-    assert_eq!(
-        finish_root(&mut env, (c, w), &first[0], 1e-3, 28).len(),
-        1 + 4
-    );
+    // 1 ms tasks: 5 per round trip, rounded down to 4
+    let (mut env, c, w, first) = roots_on_one_worker(1, 100);
+    let sent = finish_root(&mut env, (c, w), &first[0], 1e-3, 28);
+    assert_eq!(sent.len(), 1 + 4);
 
     // the queue empties; the next graph's roots get Dask's cap until one finishes
-    let mut env = TestEnv::new();
-    let w = env.worker(worker(A));
-    let c = env.client();
-    let first = submit_roots(&mut env, c, 10).take_computes(w);
+    let (mut env, c, w, first) = roots_on_one_worker(1, 10);
     let rest = finish_root(&mut env, (c, w), &first[0], 1e-4, 28);
     assert_eq!(rest.len(), 8);
     assert_eq!(env.state.queued_len(), 0);
@@ -218,20 +226,12 @@ fn short_roots_fill_a_worker_beyond_saturation_until_the_queue_empties() {
 /// 8 MiB per thread, and roots longer than a round trip none.
 #[test]
 fn big_or_long_roots_get_few_or_no_extra_slots() {
-    let mut env = TestEnv::new();
-    let w = env.worker(worker(A).nthreads(2));
-    let c = env.client();
-    let first = submit_roots(&mut env, c, 100).take_computes(w);
-    assert_eq!(first.len(), 3); // ceil(1.1 * 2)
-                                // 3 MiB results: 2 more per thread fit in 8 MiB
-    assert_eq!(
-        finish_root(&mut env, (c, w), &first[0], 1e-4, 3 << 20).len(),
-        1 + 2 * 2
-    );
+    // ceil(1.1 * 2) = 3 at first; 3 MiB results: 2 more per thread fit in 8 MiB
+    let (mut env, c, w, first) = roots_on_one_worker(2, 100);
+    assert_eq!(first.len(), 3);
+    let sent = finish_root(&mut env, (c, w), &first[0], 1e-4, 3 << 20);
+    assert_eq!(sent.len(), 1 + 2 * 2);
 
-    let mut env = TestEnv::new();
-    let w = env.worker(worker(A).nthreads(2));
-    let c = env.client();
-    let first = submit_roots(&mut env, c, 100).take_computes(w);
+    let (mut env, c, w, first) = roots_on_one_worker(2, 100);
     assert_eq!(finish_root(&mut env, (c, w), &first[0], 0.01, 28).len(), 1);
 }
