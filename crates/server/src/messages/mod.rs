@@ -95,8 +95,14 @@ pub enum Rpc {
         /// a deliberate close: its running tasks are not suspicious
         expected: bool,
     },
-    /// `retry {keys}`: run erred keys again.
+    /// `retry {keys}`: which keys running erred keys again touches (the answer); the
+    /// connection sends [`Rpc::RunRetry`] once the answer is written.
     Retry {
+        /// the keys
+        keys: Vec<Key>,
+    },
+    /// The second half of `retry`: run the erred keys again.
+    RunRetry {
         /// the keys
         keys: Vec<Key>,
     },

@@ -72,14 +72,14 @@ impl Scheduler {
                     Value::from("OK")
                 }
             }),
-            Rpc::Retry { keys } => {
-                let (_, touched) = self.core.retry_plan(&keys);
+            Rpc::Retry { keys } => Ok(reply::keys(&self.core.retry_plan(&keys).1)),
+            Rpc::RunRetry { keys } => {
                 let s = Stimulus::Retry {
                     keys,
                     stimulus_id: format!("retry-{now}").into(),
                 };
                 self.stimulus(now, s, out);
-                Ok(reply::keys(&touched))
+                Ok(Value::Nil)
             }
             Rpc::Broadcast(b) => return self.broadcast(*b, to, out),
             Rpc::Echo { data } => Ok(data),
