@@ -10,7 +10,10 @@ CPU are the case's own. Measured per run:
 - cpu: scheduler CPU seconds (user+system) spent during `wall`; for rask this includes its
   Python graph helpers, which are reported separately too;
 - rss: the scheduler process's peak RSS (VmHWM), and its RSS when the result arrived;
-  rask's helpers separately.
+  rask's helpers separately; on stock workers also the largest worker's peak RSS.
+
+The users' part runs its cases twice: with Dask's default config and with
+`worker-saturation: inf` given to both schedulers (`DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION`).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class Procs:
 
 
 def start_scheduler(kind: str, procs: Procs, workdir: Path, rask: str,
-                    watch: bool = False) -> tuple[str, int]:
+                    watch: bool = False, env: dict | None = None) -> tuple[str, int]:
     sched_file = workdir / f"{kind}-{time.monotonic_ns()}.json"
     if kind == "dask":
         cmd = [str(BIN / "dask"), "scheduler"]
@@ -81,7 +84,7 @@ def start_scheduler(kind: str, procs: Procs, workdir: Path, rask: str,
     dashboard = ["--dashboard-address", "127.0.0.1:0"] if watch else ["--no-dashboard"]
     cmd += ["--host", "127.0.0.1", "--port", "0", *dashboard,
             "--scheduler-file", str(sched_file)]
-    p = procs.start(cmd)
+    p = procs.start(cmd, env={**os.environ, **env} if env else None)
     deadline = time.time() + START_TIMEOUT
     while True:
         if p.poll() is not None:
@@ -112,18 +115,19 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return own, children
 
 
+def hwm(pid: int) -> int:
+    """The process's peak RSS (VmHWM) in bytes; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def peak_rss(pid: int) -> tuple[int, int]:
     """(VmHWM of the process, sum of its descendants' VmHWM) in bytes."""
-
-    def hwm(p: int) -> int:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
     kids = sum(hwm(c.pid) for c in psutil.Process(pid).children(recursive=True))
     return hwm(pid), kids
 
@@ -148,14 +152,15 @@ def start_watcher(port: int) -> None:
 
 
 def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir: Path,
-            built, probe: bool = False) -> dict:
+            built, probe: bool = False, env: dict | None = None) -> dict:
     from distributed import Client
 
     procs = Procs(workdir, f"{case.name}-{kind}-{workers}{nworkers}")
     report = workdir / f"zero-{time.monotonic_ns()}.json"
+    stock = []
     try:
         addr, spid = start_scheduler(kind, procs, workdir, a.rask,
-                                     watch=a.watch and kind == "rask")
+                                     watch=a.watch and kind == "rask", env=env)
         expect = nworkers
         if workers == "zero":
             zero = procs.start([a.rask, "zero-worker", addr, "--nworkers", str(nworkers),
@@ -166,9 +171,9 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
                 procs.start([a.rask, "zero-worker", addr, "--name-prefix", "probe"])
                 expect += 1
         else:
-            for i in range(nworkers):
-                procs.start([str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--no-nanny",
-                             "--no-dashboard", "--name", f"w{i}"])
+            stock = [procs.start([str(BIN / "dask"), "worker", addr, "--nthreads", "1",
+                                  "--no-nanny", "--no-dashboard", "--name", f"w{i}"])
+                     for i in range(nworkers)]
         with Client(addr, timeout=60) as client:
             client.wait_for_workers(expect, timeout=START_TIMEOUT)
             if workers != "zero":
@@ -193,6 +198,8 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
             latency = stop_probe(prober) if prober else None
         out = {"wall": wall, "cpu": cpu1[0] - cpu0[0], "cpu_helpers": cpu1[1] - cpu0[1],
                "rss": rss[0], "rss_helpers": rss[1], "rss_end": rss_now}
+        if stock:
+            out["rss_worker"] = max(hwm(p.pid) for p in stock)
         if latency is not None:
             out["probe"] = latency
         if a.plugin:
@@ -280,6 +287,8 @@ def equal(a, b) -> bool:
     import numpy as np
     import pandas as pd
 
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-9))
     if isinstance(a, pd.Series):
         try:
             pd.testing.assert_series_equal(a.sort_index(), b.sort_index(), check_exact=False)
@@ -292,22 +301,28 @@ def equal(a, b) -> bool:
 
 
 def run_case(case: suite.Case, workers: str, nworkers: int, a, workdir: Path, rounds: int,
-             probe: bool = False) -> dict:
+             probe: bool = False, config: str = "default") -> dict:
     built = case.build()
     runs = {k: [] for k in KINDS}
+    env = CONFIGS[config]
     for r in range(rounds):
         for kind in a.schedulers:
-            out = one_run(kind, case, workers, nworkers, a, workdir, built, probe)
+            out = one_run(kind, case, workers, nworkers, a, workdir, built, probe, env)
             runs[kind].append(out)
             phase = (f" (to first task {out['to_first']:.3f} s, phase {out['phase']:.3f} s)"
                      if "phase" in out else "")
             plugin = (f" plugin saw {out['plugin_transitions']} transitions by "
                       f"{out['plugin_wall']:.3f} s" if "plugin_wall" in out else "")
-            print(f"  {case.name} [{workers} x{nworkers}] round {r + 1} {kind}: wall "
+            print(f"  {case.name} [{workers} x{nworkers}, {config}] round {r + 1} {kind}: wall "
                   f"{out['wall']:.3f} s{phase} cpu {out['cpu'] + out['cpu_helpers']:.2f} s "
                   f"rss {out['rss'] / 2**20:.0f} MiB{plugin}", flush=True)
     return {"case": case.name, "about": case.about, "workers": workers, "nworkers": nworkers,
-            "tasks": case.tasks, "runs": runs}
+            "tasks": case.tasks, "config": config, "runs": runs}
+
+
+# the scheduler's environment per config of the users' part
+CONFIGS = {"default": None,
+           "saturation-inf": {"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "inf"}}
 
 
 def main() -> int:
@@ -322,7 +337,8 @@ def main() -> int:
                     help="zero-worker counts for the throughput plot")
     ap.add_argument("--scaling-case", default="merge-20k")
     ap.add_argument("--only", default="",
-                    help="comma-separated parts: zero,stock,million,scaling (default: all)")
+                    help="comma-separated parts: zero,stock,users,million,scaling "
+                         "(default: all)")
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--schedulers", default="dask,rask", type=lambda s: s.split(","),
                     help="for quick looks at one side; the report needs both")
@@ -337,13 +353,19 @@ def main() -> int:
     ap.add_argument("--write", default=str(REPO / "BENCHMARKS.md"),
                     help="markdown report to write ('' to skip)")
     a = ap.parse_args()
-    parts = set(filter(None, a.only.split(","))) or {"zero", "stock", "million", "scaling"}
+    parts = (set(filter(None, a.only.split(",")))
+             or {"zero", "stock", "users", "million", "scaling"})
     wanted = set(filter(None, a.cases.split(",")))
 
     def pick(cs):
         return [c for c in cs if not wanted or c.name in wanted]
 
-    results = {"meta": meta(a), "zero": [], "stock": [], "million": [], "scaling": []}
+    results = {"meta": meta(a), "zero": [], "stock": [], "users": [], "million": [],
+               "scaling": []}
+
+    def save():
+        # after every case, so an interrupted run keeps what it measured
+        Path(a.json).write_text(json.dumps(results, indent=1))
     with tempfile.TemporaryDirectory(prefix="rask-bench-") as wd:
         workdir = Path(wd)
         if "zero" in parts:
@@ -351,22 +373,34 @@ def main() -> int:
             for case in pick(suite.zero_worker_suite()):
                 results["zero"].append(run_case(case, "zero", a.zero_workers, a, workdir,
                                                 a.rounds))
+                save()
         if "stock" in parts:
             print(f"== stock workers: {a.stock_workers} x dask worker --nthreads 1", flush=True)
             for case in pick(suite.stock_worker_suite()):
                 results["stock"].append(run_case(case, "stock", a.stock_workers, a, workdir,
                                                  a.rounds))
+                save()
+        if "users" in parts:
+            for config in CONFIGS:
+                print(f"== users' graphs: {a.stock_workers} x dask worker --nthreads 1, "
+                      f"{config} config", flush=True)
+                for case in pick(suite.users_suite()):
+                    results["users"].append(run_case(case, "stock", a.stock_workers, a,
+                                                     workdir, a.rounds, config=config))
+                    save()
         if "million" in parts:
             print("== 1M tasks on zero workers, with a second client submitting", flush=True)
             for case in pick([suite.million()]):
                 results["million"].append(run_case(case, "zero", a.zero_workers, a, workdir,
                                                    a.rounds, probe=True))
+                save()
         if "scaling" in parts:
             case = suite.by_name()[a.scaling_case]
             for n in [int(x) for x in a.scaling.split(",")]:
                 print(f"== scaling: {case.name} on {n} zero workers", flush=True)
                 results["scaling"].append(run_case(case, "zero", n, a, workdir, a.rounds))
-        Path(a.json).write_text(json.dumps(results, indent=1))
+                save()
+        save()
         print(f"wrote {a.json}")
     if a.write:
         import report

@@ -1,5 +1,6 @@
 """The benchmark graphs: the RSDS suite (merge-N, tree-N, array reduction, bag, pandas
-groupby and join) plus `client.map` of N no-op tasks and a 1M-task graph.
+groupby and join), `client.map` of N no-op tasks, delayed graphs, the seed document's
+examples and a 1M-task graph.
 
 Every case is built before the clock starts (`Case.build()`), then submitted and waited
 for (`Case.run(client, built)`). Task functions are builtins or `operator` functions so the
@@ -131,6 +132,70 @@ def client_map(n: int) -> Case:
                 lambda _: [-i for i in range(n)], tasks=n)
 
 
+def compute_many(n: int) -> Case:
+    """`dask.compute(*parts)` over n two-call delayed chains (2n tasks), timed from building
+    them."""
+
+    def run(client, _):
+        import dask
+        from dask import delayed
+
+        parts = [delayed(operator.mul)(delayed(operator.add)(i, 1), 2) for i in range(n)]
+        return list(dask.compute(*parts))
+
+    return Case(f"compute-many-{_size(n)}", f"dask.compute(*parts) over {n:,} delayed "
+                "chains of 2 calls, construction included", lambda: None, run,
+                lambda _: [(i + 1) * 2 for i in range(n)], tasks=2 * n)
+
+
+_CSV_DIRS: list[str] = []
+
+
+def read_csv_filter(partitions: int, rows: int = 20_000) -> Case:
+    """The seed's dataframe example: read_csv over one CSV file per partition, a filter and
+    a groupby sum. The files are written by `build`, before the clock starts."""
+
+    def build():
+        import atexit
+        import shutil
+        import tempfile
+
+        import dask.dataframe as dd
+        import numpy as np
+        import pandas as pd
+
+        if not _CSV_DIRS:
+            _CSV_DIRS.append(tempfile.mkdtemp(prefix="rask-bench-csv-"))
+            atexit.register(shutil.rmtree, _CSV_DIRS[0], True)
+            rng = np.random.default_rng(0)
+            for i in range(partitions):
+                pd.DataFrame({"g": rng.choice(list("abcdefgh"), rows),
+                              "x": rng.integers(-100, 100, rows),
+                              "y": rng.random(rows)}).to_csv(
+                    f"{_CSV_DIRS[0]}/part-{i:03d}.csv", index=False)
+        df = dd.read_csv(f"{_CSV_DIRS[0]}/part-*.csv")
+        return df[df.x > 0].groupby("g").y.sum()
+
+    return Case(f"read-csv-{partitions}p", f"dask.dataframe read_csv of {partitions} files "
+                f"x {rows:,} rows, filter, groupby('g').y.sum()", build, _compute,
+                lambda x: x.compute(scheduler="sync").sort_index())
+
+
+def seed_array(side: int = 10_000, chunk: int = 1000) -> Case:
+    """The seed's (and Dask's quick-start's) array example: `(x + x.T)[::2, side/2:]
+    .mean(axis=1)` on random data; 8 MB blocks, so it also shows what queuing holds back."""
+
+    def build():
+        import dask.array as da
+
+        x = da.random.random((side, side), chunks=(chunk, chunk))
+        return (x + x.T)[::2, side // 2:].mean(axis=1)
+
+    return Case(f"random-array-{(side // chunk) ** 2}b", f"dask.array random {side}x{side}, "
+                f"{chunk}x{chunk} chunks: (x + x.T)[::2, {side // 2}:].mean(axis=1)", build,
+                _compute, lambda x: x.compute(scheduler="sync"))
+
+
 def _compute(client, x):
     return client.compute(x, sync=True)
 
@@ -216,8 +281,18 @@ def zero_worker_suite() -> list[Case]:
 def stock_worker_suite() -> list[Case]:
     """Real execution on stock Python workers: sizes a 2-core machine runs in seconds."""
     return [
-        seed_delayed(3_000), merge(1_000), merge(10_000), tree(12), client_map(10_000),
-        array(2000, 100), bag(100_000, 500), groupby(240), join(72),
+        merge(1_000), merge(10_000), tree(12), array(2000, 100), bag(100_000, 500),
+        groupby(240), join(72),
+    ]
+
+
+def users_suite() -> list[Case]:
+    """The graphs users write (the seed document's examples, `client.map`, `dask.compute`
+    of many delayed objects), on stock workers; run with Dask's default config and with
+    `worker-saturation: inf`."""
+    return [
+        seed_delayed(3_000), seed_delayed(10_000), read_csv_filter(100), seed_array(),
+        client_map(10_000), compute_many(5_000),
     ]
 
 
@@ -226,5 +301,5 @@ def million() -> Case:
 
 
 def by_name() -> dict[str, Case]:
-    cases = zero_worker_suite() + stock_worker_suite() + [million()]
+    cases = zero_worker_suite() + stock_worker_suite() + users_suite() + [million()]
     return {c.name: c for c in cases}

@@ -79,6 +79,31 @@ def stock_table(entries: list[dict]) -> tuple[list[str], float]:
     return out, geo
 
 
+def users_table(entries: list[dict]) -> list[str]:
+    """One row per case: Dask's default config beside `worker-saturation: inf`."""
+    out = [
+        "| case | default: dask | rask | **dask/rask** | largest worker's peak RSS dask "
+        "| rask | saturation inf: dask | rask | **dask/rask** | results equal to sync |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    by = {(e["case"], e.get("config", "default")): e for e in entries}
+    for name in dict.fromkeys(e["case"] for e in entries):
+        cells, ok = [], True
+        for config in ("default", "saturation-inf"):
+            e = by.get((name, config))
+            if e is None:
+                cells += ["", "", ""] + (["", ""] if config == "default" else [])
+                continue
+            d, r = e["runs"]["dask"], e["runs"]["rask"]
+            wd, wr = med(d, "wall"), med(r, "wall")
+            ok = ok and all(x.get("correct", True) for x in d + r)
+            cells += [secs(wd), secs(wr), f"**{wd / wr:.2f}×**"]
+            if config == "default":
+                cells += [mib(med(d, "rss_worker")), mib(med(r, "rss_worker"))]
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {'yes' if ok else '**NO**'} |")
+    return out
+
+
 def million_table(entries: list[dict]) -> list[str]:
     out = []
     for e in entries:
@@ -178,6 +203,13 @@ def write(results: dict, out: Path, png: Path) -> None:
                   "Two `dask worker --nthreads 1 --no-nanny`; results are compared with "
                   "`scheduler=\"sync\"`.", ""]
         lines += table + ["", f"Geometric mean of dask/rask: **{geo:.2f}×**.", ""]
+    if results.get("users"):
+        lines += ["## Users' graphs on stock workers", "",
+                  "The same two workers; each case timed from building its collection "
+                  "(for the delayed cases, construction on the client is in the time) to "
+                  "the result, with Dask's default config and again with "
+                  "`worker-saturation: inf` given to both schedulers.", ""]
+        lines += users_table(results["users"]) + [""]
     if results["million"]:
         lines += ["## One million tasks", ""] + million_table(results["million"])
     if results["scaling"]:
