@@ -158,6 +158,9 @@ MAX_FRAME = 1 << 40
 
 # Modules the stock scheduler process has imported by the time graphs arrive; importing
 # them up front keeps 0.2-0.5 s of first-use import cost off the first graph.
+# how long a helper must have been idle before it imports the next of PREIMPORTS
+WARM_AFTER_IDLE_S = 0.5
+
 PREIMPORTS = (
     "numpy",
     "pandas",
@@ -785,9 +788,19 @@ class Server:
         reply["id"] = rid
         return reply
 
-    def run(self) -> int:
+    def run(self, warm: tuple[str, ...] = ()) -> int:
+        """Serves requests until stdin closes. `warm`: modules to import while idle, one
+        after each [`WARM_AFTER_IDLE_S`] without a request, so a graph that comes soon after
+        the start or after another graph does not wait for imports it may not need (the
+        scheduler sends a helper one request at a time, so nothing is buffered beyond what
+        `select` sees)."""
+        import select
+
         read = self.rfile.read
+        pending = list(warm)
         while True:
+            while pending and not select.select([self.rfile], [], [], WARM_AFTER_IDLE_S)[0]:
+                preimport((pending.pop(0),))
             head = read(8)
             if len(head) < 8:
                 if head:
@@ -855,8 +868,8 @@ def run_serve() -> int:
 
     # RASK_HELPER_WARM: when this helper imports dask's collections, numpy, pandas and
     # pyarrow, which the stock scheduler process has imported before graphs arrive.
-    #   "after-ready" (default): right after `ready`, so they delay only a graph that arrives
-    #     first, not the scheduler's start;
+    #   "after-ready" (default): after `ready`, one module at a time while the helper is
+    #     idle, so they delay neither the scheduler's start nor, mostly, an early graph;
     #   "idle": before `ready`, in an idle-priority thread: another helper is there for the
     #     first graphs, and this one leaves the CPU to the cluster's workers and that helper;
     #   "never": a graph is already waiting for this helper; it imports what it needs.
@@ -891,9 +904,7 @@ def run_serve() -> int:
         server.write(ready)
         if server.helper is None:
             server.helper = GraphHelper()
-        if warm == "after-ready":
-            preimport()
-        return server.run()
+        return server.run(PREIMPORTS if warm == "after-ready" else ())
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
     finally:
@@ -1054,10 +1065,10 @@ def in_low_priority_thread(fn):
     return result["value"]
 
 
-def preimport() -> None:
+def preimport(modules: tuple[str, ...] = PREIMPORTS) -> None:
     import importlib
 
-    for mod in PREIMPORTS:
+    for mod in modules:
         try:
             importlib.import_module(mod)
         except ImportError:

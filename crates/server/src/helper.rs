@@ -27,7 +27,7 @@ const BACKGROUND_START_DELAY: Duration = Duration::from_secs(1);
 /// When a helper starts, and when it does its heavy imports (`RASK_HELPER_WARM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
-    /// at once: the scheduler waits for its `ready`; the imports right after it
+    /// at once: the scheduler waits for its `ready`; the imports after it, while it is idle
     Now,
     /// when the first request arrives (which then waits for it: no imports but what that
     /// request needs), or after [`BACKGROUND_START_DELAY`] (imports after `ready`)
