@@ -23,6 +23,7 @@ import json
 import operator
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -366,8 +367,9 @@ def main() -> int:
     def save():
         # after every case, so an interrupted run keeps what it measured
         Path(a.json).write_text(json.dumps(results, indent=1))
-    with tempfile.TemporaryDirectory(prefix="rask-bench-") as wd:
-        workdir = Path(wd)
+    # the processes' logs stay when a run fails, for its post-mortem
+    workdir = Path(tempfile.mkdtemp(prefix="rask-bench-"))
+    try:
         if "zero" in parts:
             print(f"== scheduler alone: {a.zero_workers} zero workers", flush=True)
             for case in pick(suite.zero_worker_suite()):
@@ -402,6 +404,10 @@ def main() -> int:
                 save()
         save()
         print(f"wrote {a.json}")
+    except BaseException:
+        print(f"logs of the runs kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
     if a.write:
         import report
 
