@@ -187,7 +187,8 @@ def write(results: dict, out: Path, png: Path) -> None:
         "tables.",
         "",
         f"Run: `{m['command']}` on {m['date']}, commit {m['commit']}, {m['machine']}, "
-        f"distributed {m['distributed']}, {m['rounds']} rounds per case.",
+        f"distributed {m['distributed']}, {m['rounds']} rounds per case."
+        + (f" {m['note']}" if m.get("note") else ""),
         "",
     ]
     if results["zero"]:
