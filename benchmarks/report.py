@@ -206,9 +206,9 @@ def write(results: dict, out: Path, png: Path) -> None:
         lines += table + ["", f"Geometric mean of dask/rask: **{geo:.2f}×**.", ""]
     if results.get("users"):
         lines += ["## Users' graphs on stock workers", "",
-                  "The same two workers; each case timed from building its collection "
-                  "(for the delayed cases, construction on the client is in the time) to "
-                  "the result, with Dask's default config and again with "
+                  "The same two workers; each case timed from submission to the result "
+                  "(the delayed cases from building their calls on the client, so that "
+                  "construction is in the time), with Dask's default config and again with "
                   "`worker-saturation: inf` given to both schedulers.", ""]
         lines += users_table(results["users"]) + [""]
     if results["million"]:
