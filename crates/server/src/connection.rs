@@ -142,20 +142,13 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
                 op: op.to_string(),
             }),
         };
-        // `retry`'s answer names the futures the client then resets to pending, so it must
-        // be on the wire before the retry can finish one of them: a `key-in-memory` read
-        // first would be overwritten and its future would wait forever. Dask gets this order
-        // by answering in the same event-loop turn; here the answer is written first and the
-        // retry runs after it.
-        let then = match &request {
-            Ok(Rpc::Retry { keys }) => Some(Rpc::RunRetry { keys: keys.clone() }),
-            _ => None,
-        };
+        let then = request.as_ref().ok().and_then(Rpc::after_answer);
         let answer = match request {
             Ok(request) => ctx.handle.rpc(request).await,
             Err(e) => Err(e),
         };
-        let answered = answer.is_ok();
+        // a failed request has nothing to follow it
+        let then = then.filter(|_| answer.is_ok());
         match answer {
             Ok(v) if wants_reply => comm.writer.write(&v).await?,
             Ok(_) => {}
@@ -163,8 +156,8 @@ async fn serve_requests(mut comm: Comm, ctx: &Arc<Ctx>) -> Result<(), Connection
                 answer_error(&mut comm, &op, e).await?;
             }
         }
-        if let Some(then) = then.filter(|_| answered) {
-            // its errors were the plan's, already answered
+        if let Some(then) = then {
+            // what could fail was the first half's, already answered
             let _ = ctx.handle.rpc(then).await;
         }
         if close {

@@ -206,6 +206,20 @@ pub enum Rpc {
     Cluster(cluster::Rpc),
 }
 
+impl Rpc {
+    /// What the connection sends once this request's answer is written, if anything.
+    /// `retry`'s answer names the futures the client then resets to pending, so it must be
+    /// on the wire before the retry can finish one of them: a `key-in-memory` read first
+    /// would be overwritten and its future would wait forever. Dask gets this order by
+    /// answering in the same event-loop turn.
+    pub fn after_answer(&self) -> Option<Rpc> {
+        match self {
+            Rpc::Retry { keys } => Some(Rpc::RunRetry { keys: keys.clone() }),
+            _ => None,
+        }
+    }
+}
+
 /// `scatter`'s arguments.
 #[derive(Debug, Clone)]
 pub struct Scatter {
