@@ -103,6 +103,15 @@ def start_scheduler(kind: str, procs: Procs, workdir: Path, rask: str,
         time.sleep(0.05)
 
 
+def start_stock_workers(procs: Procs, addr: str, n: int,
+                        env: dict | None = None) -> list[subprocess.Popen]:
+    """`n` x `dask worker --nthreads 1 --no-nanny`, named w0, w1, ..."""
+    return [procs.start([str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--no-nanny",
+                         "--no-dashboard", "--name", f"w{i}"],
+                        env={**os.environ, **env} if env else None)
+            for i in range(n)]
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(the process's own CPU, its descendants' CPU) in seconds, live processes only."""
     proc = psutil.Process(pid)
@@ -172,9 +181,7 @@ def one_run(kind: str, case: suite.Case, workers: str, nworkers: int, a, workdir
                 procs.start([a.rask, "zero-worker", addr, "--name-prefix", "probe"])
                 expect += 1
         else:
-            stock = [procs.start([str(BIN / "dask"), "worker", addr, "--nthreads", "1",
-                                  "--no-nanny", "--no-dashboard", "--name", f"w{i}"])
-                     for i in range(nworkers)]
+            stock = start_stock_workers(procs, addr, nworkers)
         with Client(addr, timeout=60) as client:
             client.wait_for_workers(expect, timeout=START_TIMEOUT)
             if workers != "zero":

@@ -10,6 +10,7 @@ placeholders, so only stock-worker runs compare results (`Case.check`).
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -148,7 +149,24 @@ def compute_many(n: int) -> Case:
                 lambda _: [(i + 1) * 2 for i in range(n)], tasks=2 * n)
 
 
-_CSV_DIRS: list[str] = []
+@functools.cache
+def _csv_files(partitions: int, rows: int) -> str:
+    """A directory of `partitions` CSV files of `rows` random rows, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import pandas as pd
+
+    path = tempfile.mkdtemp(prefix="rask-bench-csv-")
+    atexit.register(shutil.rmtree, path, True)
+    rng = np.random.default_rng(0)
+    for i in range(partitions):
+        pd.DataFrame({"g": rng.choice(list("abcdefgh"), rows),
+                      "x": rng.integers(-100, 100, rows),
+                      "y": rng.random(rows)}).to_csv(f"{path}/part-{i:03d}.csv", index=False)
+    return path
 
 
 def read_csv_filter(partitions: int, rows: int = 20_000) -> Case:
@@ -156,24 +174,9 @@ def read_csv_filter(partitions: int, rows: int = 20_000) -> Case:
     a groupby sum. The files are written by `build`, before the clock starts."""
 
     def build():
-        import atexit
-        import shutil
-        import tempfile
-
         import dask.dataframe as dd
-        import numpy as np
-        import pandas as pd
 
-        if not _CSV_DIRS:
-            _CSV_DIRS.append(tempfile.mkdtemp(prefix="rask-bench-csv-"))
-            atexit.register(shutil.rmtree, _CSV_DIRS[0], True)
-            rng = np.random.default_rng(0)
-            for i in range(partitions):
-                pd.DataFrame({"g": rng.choice(list("abcdefgh"), rows),
-                              "x": rng.integers(-100, 100, rows),
-                              "y": rng.random(rows)}).to_csv(
-                    f"{_CSV_DIRS[0]}/part-{i:03d}.csv", index=False)
-        df = dd.read_csv(f"{_CSV_DIRS[0]}/part-*.csv")
+        df = dd.read_csv(f"{_csv_files(partitions, rows)}/part-*.csv")
         return df[df.x > 0].groupby("g").y.sum()
 
     return Case(f"read-csv-{partitions}p", f"dask.dataframe read_csv of {partitions} files "

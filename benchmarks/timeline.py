@@ -18,7 +18,6 @@ All processes run on this machine, so their `time()` stamps are comparable.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -43,13 +42,10 @@ def one(kind: str, case: suite.Case, a, workdir: Path) -> dict:
     env = {"DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": LOG_LENGTH}
     if a.saturation:
         env["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] = a.saturation
-    os.environ.update(env)  # the workers and this client too
     procs = bench.Procs(workdir, f"timeline-{kind}")
     try:
         addr, _ = bench.start_scheduler(kind, procs, workdir, a.rask, env=env)
-        for i in range(2):
-            procs.start([str(bench.BIN / "dask"), "worker", addr, "--nthreads", "1",
-                         "--no-nanny", "--no-dashboard", "--name", f"w{i}"])
+        bench.start_stock_workers(procs, addr, 2, env=env)
         with Client(addr, timeout=60) as client:
             client.wait_for_workers(2, timeout=bench.START_TIMEOUT)
             client.submit(sum, [1, 2], key="warm-up").result(timeout=60)

@@ -158,9 +158,6 @@ MAX_FRAME = 1 << 40
 
 # Modules the stock scheduler process has imported by the time graphs arrive; importing
 # them up front keeps 0.2-0.5 s of first-use import cost off the first graph.
-# how long a helper must have been idle before it imports the next of PREIMPORTS
-WARM_AFTER_IDLE_S = 0.5
-
 PREIMPORTS = (
     "numpy",
     "pandas",
@@ -173,6 +170,9 @@ PREIMPORTS = (
     "distributed",
     "distributed.shuffle",
 )
+
+# how long a helper must have been idle before it imports the next of PREIMPORTS
+WARM_AFTER_IDLE_S = 0.5
 
 
 def _log(msg: str) -> None:
