@@ -89,6 +89,8 @@ Modes
                        node.dependencies frozenset
         "prefix"       str    dask.utils.key_split(key)       (TaskPrefix name)
         "group"        str    distributed.utils.key_split_group(key) (TaskGroup name)
+        "data_producer" true  only if node.data_producer (a DataNode, a reader's task):
+                       root-ish whatever its group's size (is_rootish, scheduler.py:3114)
         "annotations"  map    only if non-empty: global annotations (callables called
                        with the key) overridden by layer annotations, exactly what the
                        stock scheduler stores in ts.annotations; msgpack-safe
@@ -560,6 +562,8 @@ class GraphHelper:
                 "prefix": prefix,
                 "group": group,
             }
+            if node.data_producer:
+                rec["data_producer"] = True
             if prio is not None:
                 rec["order"] = prio(key, 0)
             else:

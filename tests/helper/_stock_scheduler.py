@@ -33,6 +33,8 @@ def summarize(ts) -> dict:
         "kind": type(ts.run_spec).__name__,
         "prefix": ts.prefix.name,
         "group": ts.group.name,
+        # what makes it root-ish whatever its group's size (Scheduler.is_rootish)
+        "data_producer": bool(ts.run_spec and ts.run_spec.data_producer),
         "annotations": pickle_dumps(ts.annotations or {}),
         "worker_restrictions": sorted(ts.worker_restrictions or ()),
         "host_restrictions": sorted(ts.host_restrictions or ()),

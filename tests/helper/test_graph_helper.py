@@ -327,6 +327,7 @@ def assert_matches_stock(reply: dict, frames: list[bytes], stock: Stock) -> Stoc
         assert t["kind"] == ts["kind"] == type(node).__name__
         assert t["prefix"] == ts["prefix"]
         assert t["group"] == ts["group"]
+        assert t.get("data_producer", False) == ts["data_producer"], key
         assert _tuples(task_annotations(t)) == _tuples(pickle.loads(ts["annotations"])), key
         r = t.get("restrictions", {})
         assert all(type(w) is str for w in r.get("workers", ()))

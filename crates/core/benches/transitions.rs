@@ -65,6 +65,7 @@ fn new_task(key: Key, prefix: &Arc<str>, deps: Vec<Key>, order: usize, spec: &By
         retries: 0,
         user_priority: 0,
         watch: false,
+        data_producer: false,
     }
 }
 

@@ -133,7 +133,7 @@ impl SchedulerState {
 
     /// Bytes of the task's dependencies already on each worker that holds one, and the
     /// bytes of all its dependencies.
-    fn dependency_bytes(&self, id: TaskId) -> (FxHashMap<WorkerId, i64>, i64) {
+    pub(crate) fn dependency_bytes(&self, id: TaskId) -> (FxHashMap<WorkerId, i64>, i64) {
         let mut local: FxHashMap<WorkerId, i64> = FxHashMap::default();
         let mut total: i64 = 0;
         for &d in &self.expect_task(id).dependencies {
@@ -149,7 +149,7 @@ impl SchedulerState {
     /// The candidate with the earliest estimated start: queued work per thread plus the
     /// time to fetch the dependencies it lacks (`local`, `total`: see
     /// [`Self::dependency_bytes`]). `candidates` must be distinct.
-    fn best_of(
+    pub(crate) fn best_of(
         &mut self,
         candidates: &[WorkerId],
         local: &FxHashMap<WorkerId, i64>,

@@ -1,6 +1,7 @@
 //! Task groups (`TaskGroup`, `key_split_group`): which group a key belongs to, what the
 //! root-task test reads of a group, and what its prefix's counters need when it goes.
 
+use crate::types::WorkerId;
 use rask_protocol::Key;
 use rustc_hash::FxHashSet;
 use std::sync::Arc;
@@ -18,6 +19,12 @@ pub struct Group {
     pub forgotten: i64,
     /// bytes of results its tasks produced (`tg.nbytes_total`)
     pub nbytes_total: i64,
+    /// its tasks released or waiting (`tg.states["released"] + tg.states["waiting"]`)
+    pub runnable: i64,
+    /// without queuing, the worker its last root-ish task went to (`tg.last_worker`)
+    pub last_worker: Option<WorkerId>,
+    /// how many more of its root-ish tasks that worker gets (`tg.last_worker_tasks_left`)
+    pub last_worker_tasks_left: i64,
 }
 
 /// `distributed.utils.key_split_group`: the task group a key belongs to. `prefix` is the

@@ -429,6 +429,7 @@ impl SchedulerState {
             ts.annotations = nt.annotations;
             ts.loose_restrictions = nt.allow_other_workers;
             ts.watch = nt.watch;
+            ts.data_producer = nt.data_producer;
             ts.resource_restrictions = nt.resources;
             for w in nt.workers {
                 match self.coerce_address(&w) {

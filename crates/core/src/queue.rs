@@ -42,7 +42,8 @@ impl SchedulerState {
         self.config.worker_saturation.is_finite()
     }
 
-    /// `is_rootish`: part of a group much larger than the cluster, with few dependencies.
+    /// `is_rootish`: a data producer, or part of a group much larger than the cluster, with
+    /// few dependencies.
     pub(crate) fn is_rootish(&self, id: TaskId) -> bool {
         let ts = self.expect_task(id);
         if !ts.resource_restrictions.is_empty()
@@ -51,6 +52,9 @@ impl SchedulerState {
             || ts.actor
         {
             return false;
+        }
+        if ts.data_producer {
+            return true;
         }
         let Some(g) = self.groups.get(&ts.group) else {
             return false;
@@ -106,6 +110,44 @@ impl SchedulerState {
             }
         }
         best.map(|(_, w)| w)
+    }
+
+    /// `decide_worker_rootish_queuing_disabled` (`worker-saturation: inf`): called on a
+    /// group's root-ish tasks in priority order, it gives one worker a run of them, the
+    /// group's share of that worker's threads, so that neighbours, which the tasks after
+    /// them combine, are made in one place. `None` without a running worker.
+    pub(crate) fn decide_worker_rootish_queuing_disabled(
+        &mut self,
+        id: TaskId,
+    ) -> Option<WorkerId> {
+        let group = self.expect_task(id).group.clone();
+        let g = self.groups.get(&group)?;
+        let (last, left, size) = (g.last_worker, g.last_worker_tasks_left, g.size);
+        let ws = match last {
+            // Python's truth: a run that went below zero (fewer tasks than threads) goes on
+            Some(w) if left != 0 && self.running.contains(w) => w,
+            _ => {
+                let pool = if self.idle.is_empty() {
+                    self.running.as_slice()
+                } else {
+                    self.idle.as_slice()
+                }
+                .to_vec();
+                let (local, total) = self.dependency_bytes(id);
+                let w = self.best_of(&pool, &local, total)?;
+                let share = size as f64 / self.total_nthreads as f64;
+                let run = (share * f64::from(self.workers[&w].nthreads)).floor() as i64;
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.last_worker_tasks_left = run;
+                }
+                w
+            }
+        };
+        let g = self.groups.get_mut(&group)?;
+        // cleared on the group's last task, so a later batch of it picks afresh
+        g.last_worker = (g.runnable > 1).then_some(ws);
+        g.last_worker_tasks_left -= 1;
+        Some(ws)
     }
 
     /// A root-ish task finished in `nbytes`, its prefix's tasks taking `mean` seconds: how

@@ -76,6 +76,8 @@ pub struct Task {
     pub watch: bool,
     /// an actor (`actor=True`): its worker keeps the object and serves calls on it
     pub actor: bool,
+    /// `run_spec.data_producer`: root-ish whatever the size of its group (`is_rootish`)
+    pub data_producer: bool,
 }
 
 impl Task {
@@ -113,6 +115,7 @@ impl Task {
             long_running: false,
             watch: false,
             actor: false,
+            data_producer: false,
         }
     }
 
@@ -492,6 +495,9 @@ impl SchedulerState {
             }
         };
         group.size += 1;
+        if task.state.is_runnable() {
+            group.runnable += 1;
+        }
         task.prefix_ix = group.prefix;
         self.prefixes.get_mut(task.prefix_ix).states[crate::counters::state_index(task.state)] += 1;
         let id = if let Some(slot) = self.free_task_slots.pop() {

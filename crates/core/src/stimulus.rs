@@ -49,6 +49,9 @@ pub struct NewTask {
     pub user_priority: i64,
     /// report this task's transitions to released/erred/forgotten (`Command::Transitioned`)
     pub watch: bool,
+    /// `run_spec.data_producer`: a `DataNode`, or a task that reads or makes data
+    /// (`read_csv`, `from_array`, ...)
+    pub data_producer: bool,
 }
 
 /// A stimulus: one event from a peer or a timer. Each carries the `stimulus_id` Dask uses to

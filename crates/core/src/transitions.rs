@@ -371,6 +371,16 @@ impl SchedulerState {
         };
         if now != start {
             self.prefixes.moved(pix, start, now);
+            if start.is_runnable() != now.is_runnable() {
+                let name = match (&group, self.tasks.get(id.0 as usize)) {
+                    (Some(g), _) => Some(g),
+                    (None, Some(Some(t))) => Some(&t.group),
+                    _ => None,
+                };
+                if let Some(g) = name.and_then(|n| self.groups.get_mut(n)) {
+                    g.runnable += if now.is_runnable() { 1 } else { -1 };
+                }
+            }
             if let (Forgotten, Some(group)) = (now, group) {
                 self.forgotten_in_group(&group);
             }
@@ -533,15 +543,18 @@ impl SchedulerState {
     /// it, it recommends `queued` (root-ish with queuing on: every worker is saturated) or
     /// `no-worker` (no running worker may run it).
     fn waiting_processing(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
-        let rootish = self.queuing() && self.is_rootish(id);
-        let choice = if rootish {
+        let rootish = self.is_rootish(id);
+        let queue = rootish && self.queuing();
+        let choice = if queue {
             self.decide_worker_rootish()
+        } else if rootish {
+            self.decide_worker_rootish_queuing_disabled(id)
         } else {
             self.decide_worker(id)
         };
         match choice {
             Some(w) => self.start_processing(id, w, sid),
-            None if rootish => recs.push((id, TaskStatus::Queued)),
+            None if queue => recs.push((id, TaskStatus::Queued)),
             None => recs.push((id, TaskStatus::NoWorker)),
         }
     }

@@ -39,6 +39,11 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Released or waiting: what a task group's `runnable` counts.
+    pub fn is_runnable(self) -> bool {
+        matches!(self, TaskStatus::Released | TaskStatus::Waiting)
+    }
+
     /// Dask's spelling.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -187,13 +187,20 @@ impl SchedulerState {
                 "a task in the queue not in queued"
             );
         }
-        let mut sizes: rustc_hash::FxHashMap<&str, usize> = Default::default();
+        // per group: (tasks, tasks released or waiting)
+        let mut sizes: rustc_hash::FxHashMap<&str, (usize, i64)> = Default::default();
         for (_, ts) in self.tasks() {
-            *sizes.entry(&ts.group).or_default() += 1;
+            let s = sizes.entry(&ts.group).or_default();
+            s.0 += 1;
+            s.1 += i64::from(ts.state.is_runnable());
         }
         assert_eq!(sizes.len(), self.groups.len(), "task groups");
         for (name, g) in &self.groups {
-            assert_eq!(sizes.get(&**name), Some(&g.size), "size of group {name}");
+            assert_eq!(
+                sizes.get(&**name),
+                Some(&(g.size, g.runnable)),
+                "size and runnable tasks of group {name}"
+            );
         }
         // each prefix counts its tasks in each state; forgotten ones count until their
         // group goes

@@ -7,6 +7,7 @@ mod env;
 
 use env::*;
 use rask_core::{CoreConfig, Stimulus, TaskStatus::*};
+use rask_protocol::Key;
 
 /// `n` root tasks `x-0..` (one group, `x`), each with a dependent `y-i`, all wanted.
 fn roots_with_dependents(n: usize) -> (Vec<TaskBuilder>, Vec<String>) {
@@ -117,6 +118,52 @@ fn infinite_saturation_sends_every_root_at_once() {
     let mut out = submit_roots(&mut env, c, 6);
     assert_eq!(out.take_computes(w).len(), 6);
     out.assert_empty();
+}
+
+/// Without queuing, sibling roots go out in priority order in runs, one worker's share of
+/// the group each (`decide_worker_rootish_queuing_disabled`): 8 roots on two one-thread
+/// workers are two runs of 4, so neighbours meet on one worker.
+#[test]
+fn without_queuing_sibling_roots_go_to_one_worker_in_runs() {
+    let mut env = TestEnv::with_config(CoreConfig {
+        worker_saturation: f64::INFINITY,
+        ..CoreConfig::default()
+    });
+    let wa = env.worker(worker(A));
+    let wb = env.worker(worker(B));
+    let c = env.client();
+    let mut out = submit_roots(&mut env, c, 8);
+    let keys = |cts: Vec<rask_core::ComputeTask>| -> Vec<Key> {
+        cts.into_iter().map(|ct| ct.key).collect()
+    };
+    let (on_a, on_b) = (keys(out.take_computes(wa)), keys(out.take_computes(wb)));
+    out.assert_empty();
+    let (first, second) = (
+        ks(&["x-0", "x-1", "x-2", "x-3"]),
+        ks(&["x-4", "x-5", "x-6", "x-7"]),
+    );
+    assert!(
+        (on_a == first && on_b == second) || (on_a == second && on_b == first),
+        "runs of 4: {on_a:?} {on_b:?}"
+    );
+}
+
+/// A data producer (a `DataNode`, a reader's task) is root-ish whatever the size of its
+/// group, so it is queued: of three on one thread, two go out.
+#[test]
+fn data_producers_are_queued_in_a_small_group() {
+    let mut env = TestEnv::new();
+    let w = env.worker(worker(A));
+    let c = env.client();
+    let tasks = vec![
+        task("read-0").data_producer(),
+        task("read-1").data_producer(),
+        task("read-2").data_producer(),
+    ];
+    let mut out = env.submit(c, tasks, &["read-0", "read-1", "read-2"]);
+    out.assert_computes(w, &["read-0", "read-1"]);
+    out.assert_empty();
+    env.assert_states(&[("read-2", Queued)]);
 }
 
 #[test]

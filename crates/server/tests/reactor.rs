@@ -206,6 +206,7 @@ fn materialized(client: ClientId, key: &str) -> Done {
                 retries: 0,
                 user_priority: 0,
                 watch: false,
+                data_producer: false,
             }],
             keys: vec![Key::str(key)],
             fifo_timeout: 0.1,

@@ -121,6 +121,7 @@ pub struct TaskBuilder {
     retries: u32,
     user_priority: i64,
     watch: bool,
+    data_producer: bool,
 }
 
 /// A task with a string key, no dependencies and default everything.
@@ -143,6 +144,7 @@ pub fn task_k(key: Key) -> TaskBuilder {
         retries: 0,
         user_priority: 0,
         watch: false,
+        data_producer: false,
     }
 }
 
@@ -204,6 +206,12 @@ impl TaskBuilder {
         self
     }
 
+    /// `run_spec.data_producer` (a `DataNode`, a task that reads data)
+    pub fn data_producer(mut self) -> Self {
+        self.data_producer = true;
+        self
+    }
+
     pub fn priority(mut self, p: i64) -> Self {
         self.user_priority = p;
         self
@@ -228,6 +236,7 @@ impl TaskBuilder {
             retries: self.retries,
             user_priority: self.user_priority,
             watch: self.watch,
+            data_producer: self.data_producer,
         }
     }
 }

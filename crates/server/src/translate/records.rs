@@ -51,6 +51,7 @@ pub fn new_task(rec: &Value) -> Result<NewTask, FieldError> {
         retries: r.get("retries").and_then(Value::as_i64).unwrap_or(0).max(0) as u32,
         user_priority: r.get("priority").and_then(Value::as_f64).unwrap_or(0.0) as i64,
         watch,
+        data_producer: rec.get("data_producer").is_some_and(Value::truthy),
     })
 }
 
