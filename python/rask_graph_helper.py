@@ -158,18 +158,12 @@ DESERIALIZATION_ERROR = textwrap.dedent(
 # A length prefix above this cannot be a real request: the stream is out of sync.
 MAX_FRAME = 1 << 40
 
-# Modules the stock scheduler process has imported by the time graphs arrive; importing
-# them up front keeps 0.2-0.5 s of first-use import cost off the first graph.
+# Modules the stock scheduler process has imported by the time graphs arrive (`dask
+# scheduler` 2026.8.0: not pandas, pyarrow or dask's collections, which the first graph
+# that needs them imports, in rask's helper as in Dask's scheduler). Importing those too
+# took a second of CPU per helper from the workers of the first computation on two CPUs.
 PREIMPORTS = (
     "numpy",
-    "pandas",
-    "pyarrow",
-    "dask",
-    "dask.order",
-    "dask.array",
-    "dask.dataframe",
-    "dask.bag",
-    "distributed",
     "distributed.shuffle",
 )
 
@@ -830,6 +824,7 @@ class Server:
 
 
 def run_serve() -> int:
+    global LOCAL_DIRECTORY
     import signal
 
     # Rust owns our lifetime (EOF on stdin); a Ctrl-C sent to the whole process group
@@ -870,17 +865,13 @@ def run_serve() -> int:
         return 1
     server = Server(rfile, wfile)
 
-    # RASK_HELPER_WARM: when this helper imports dask's collections, numpy, pandas and
-    # pyarrow, which the stock scheduler process has imported before graphs arrive.
+    # RASK_HELPER_WARM: when this helper imports PREIMPORTS.
     #   "after-ready" (default): after `ready`, one module at a time while the helper is
     #     idle, so they delay neither the scheduler's start nor, mostly, an early graph;
-    #   "idle": before `ready`, in an idle-priority thread: another helper is there for the
-    #     first graphs, and this one leaves the CPU to the cluster's workers and that helper;
     #   "never": a graph is already waiting for this helper; it imports what it needs.
     warm = os.environ.get("RASK_HELPER_WARM", "after-ready")
 
-    def prepare():
-        global LOCAL_DIRECTORY
+    try:
         # distributed.core.Server puts its local_directory on sys.path (core.py:261)
         # (made only when a plugin needs it, so a scheduler that never gets one leaves
         # nothing behind even when its helpers are killed)
@@ -888,13 +879,6 @@ def run_serve() -> int:
         purge_stale_local_directories(local_directory)
         sys.path.insert(0, local_directory)
         ready = ready_message()
-        if warm == "idle":
-            server.helper = GraphHelper()
-            preimport()
-        return local_directory, ready
-
-    try:
-        local_directory, ready = in_low_priority_thread(prepare) if warm == "idle" else prepare()
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"
         _log(f"cannot start: {error}")
@@ -906,8 +890,7 @@ def run_serve() -> int:
 
     try:
         server.write(ready)
-        if server.helper is None:
-            server.helper = GraphHelper()
+        server.helper = GraphHelper()
         return server.run(PREIMPORTS if warm == "after-ready" else ())
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the scheduler went away
@@ -1036,37 +1019,6 @@ def ready_message() -> dict:
         "config": scheduler_config(),
         "worker_plugins": worker_plugins(),
     }
-
-
-def in_low_priority_thread(fn):
-    """``fn()`` run in a thread of idle priority (Linux's
-    SCHED_IDLE, else nice 19: on Linux a thread has its own, so the thread serving requests
-    afterwards keeps the process's priority)."""
-    import threading
-
-    result = {}
-
-    def run():
-        tid = threading.get_native_id()
-        try:
-            # Linux: run only when a CPU is otherwise idle
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, 19)
-            except (AttributeError, OSError):
-                pass
-        try:
-            result["value"] = fn()
-        except BaseException as e:
-            result["error"] = e
-
-    thread = threading.Thread(target=run, name="rask-helper-warm-up")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def preimport(modules: tuple[str, ...] = PREIMPORTS) -> None:

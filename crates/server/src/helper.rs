@@ -20,11 +20,20 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 /// The helper's Python source.
 pub const HELPER_SOURCE: &str = include_str!("../../../python/rask_graph_helper.py");
 
-/// How long helpers that nobody waits for yet stay unstarted: a cluster's workers start in
-/// that time, and on two CPUs even an interpreter's start-up beside them slows theirs.
+/// How long the first helper stays unstarted when nobody waits for it yet: a cluster's
+/// workers start in that time, and on two CPUs even an interpreter's start-up beside them
+/// slows theirs.
 const BACKGROUND_START_DELAY: Duration = Duration::from_secs(1);
 
-/// When a helper starts, and when it does its heavy imports (`RASK_HELPER_WARM`).
+/// How long a helper works on one request before the next helper is started, so that other
+/// graphs need not wait long behind a big one. Most graphs take milliseconds (a first
+/// `dask.array` graph 0.16 s with its imports), and a spare interpreter starting beside a
+/// running computation takes a core from its workers for most of a second: on two CPUs the
+/// random-array case took 1.42 s with a second helper starting in the background against
+/// 1.18 s without.
+const SPARE_AFTER: Duration = Duration::from_secs(1);
+
+/// When a helper starts, and when it does its imports (`RASK_HELPER_WARM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
     /// at once: the scheduler waits for its `ready`; the imports after it, while it is idle
@@ -32,8 +41,8 @@ enum Start {
     /// when the first request arrives (which then waits for it: no imports but what that
     /// request needs), or after [`BACKGROUND_START_DELAY`] (imports after `ready`)
     OnDemand,
-    /// after [`BACKGROUND_START_DELAY`], its imports in an idle-priority thread
-    Background,
+    /// a spare: when a helper has worked on one request for [`SPARE_AFTER`]
+    Spare,
 }
 
 /// A helper reply larger than this is refused (a 1M-task graph is a few GB at most).
@@ -50,8 +59,16 @@ struct Job {
 #[derive(Clone)]
 pub struct HelperPool {
     tx: mpsc::UnboundedSender<Job>,
-    /// told of every request, so an [`Start::OnDemand`] helper starts for the first one
+    triggers: Triggers,
+}
+
+/// What starts helpers that are not running yet.
+#[derive(Clone, Default)]
+struct Triggers {
+    /// a request arrived ([`Start::OnDemand`])
     wanted: Arc<Notify>,
+    /// a helper is busy with a long request ([`Start::Spare`]); one permit per spare
+    spare: Arc<Notify>,
 }
 
 impl HelperPool {
@@ -68,11 +85,10 @@ impl HelperPool {
         Ok((pool, ready))
     }
 
-    /// Starts `n` helpers without waiting for them; the receiver gets the first one's
-    /// `ready` message (or its start-up error). The first starts at once, or with
-    /// `background` (the scheduler already serves) when the first request arrives or a
-    /// second has passed; the others a second later, their imports at idle CPU priority:
-    /// on two CPUs a second interpreter importing beside the first slows it by a fifth.
+    /// Starts up to `n` helpers; the receiver gets the first one's `ready` message (or its
+    /// start-up error). The first starts at once, or with `background` (the scheduler
+    /// already serves) when the first request arrives or a second has passed; each of the
+    /// others once a request has kept a helper busy for [`SPARE_AFTER`].
     pub fn spawn(
         python: &str,
         n: usize,
@@ -81,7 +97,7 @@ impl HelperPool {
     ) -> (HelperPool, oneshot::Receiver<Result<Value, HelperError>>) {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let wanted = Arc::new(Notify::new());
+        let triggers = Triggers::default();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<Value, HelperError>>();
         let mut ready_tx = Some(ready_tx);
         for i in 0..n.max(1) {
@@ -91,25 +107,25 @@ impl HelperPool {
             let start = match (i, background) {
                 (0, false) => Start::Now,
                 (0, true) => Start::OnDemand,
-                _ => Start::Background,
+                _ => Start::Spare,
             };
-            let wanted = wanted.clone();
+            let triggers = triggers.clone();
             tokio::spawn(async move {
                 let warm = match start {
                     Start::Now => "after-ready",
                     Start::OnDemand => tokio::select! {
                         _ = tokio::time::sleep(BACKGROUND_START_DELAY) => "after-ready",
-                        _ = wanted.notified() => "never",
+                        _ = triggers.wanted.notified() => "never",
                     },
-                    Start::Background => {
-                        tokio::time::sleep(BACKGROUND_START_DELAY).await;
-                        "idle"
+                    Start::Spare => {
+                        triggers.spare.notified().await;
+                        "after-ready"
                     }
                 };
-                helper_loop(i, python, rx, start_timeout, warm, first).await
+                helper_loop(i, python, rx, start_timeout, warm, first, triggers.spare).await
             });
         }
-        (HelperPool { tx, wanted }, ready_rx)
+        (HelperPool { tx, triggers }, ready_rx)
     }
 
     /// A pool whose "helper" is `answer`, called in-process for every request: the
@@ -125,7 +141,7 @@ impl HelperPool {
         });
         HelperPool {
             tx,
-            wanted: Arc::new(Notify::new()),
+            triggers: Triggers::default(),
         }
     }
 
@@ -151,7 +167,7 @@ impl HelperPool {
         chunks: Option<mpsc::UnboundedSender<Value>>,
     ) -> Result<Value, HelperError> {
         let (tx, rx) = oneshot::channel();
-        self.wanted.notify_one();
+        self.triggers.wanted.notify_one();
         self.tx
             .send(Job {
                 request,
@@ -298,6 +314,7 @@ async fn helper_loop(
     start_timeout: Duration,
     warm: &'static str,
     mut first: Option<oneshot::Sender<Result<Value, HelperError>>>,
+    spare: Arc<Notify>,
 ) {
     let mut failures = 0u32;
     loop {
@@ -331,7 +348,18 @@ async fn helper_loop(
                 return;
             };
             let busy = crate::monitor::Held::new(&crate::monitor::HELPERS.busy);
-            let answer = exchange(&mut proc, job.request, job.chunks.as_ref()).await;
+            let answer = {
+                let exchange = exchange(&mut proc, job.request, job.chunks.as_ref());
+                tokio::pin!(exchange);
+                tokio::select! {
+                    answer = &mut exchange => answer,
+                    () = tokio::time::sleep(SPARE_AFTER) => {
+                        // a long one: the next unstarted helper (if any) starts
+                        spare.notify_one();
+                        exchange.await
+                    }
+                }
+            };
             drop(busy);
             match answer {
                 Ok(reply) => {
