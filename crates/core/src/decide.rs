@@ -15,7 +15,8 @@ use rustc_hash::FxHashMap;
 impl SchedulerState {
     /// Workers allowed to run the task, or `None` if it has no restrictions.
     pub(crate) fn valid_workers(&self, id: TaskId) -> Option<Vec<WorkerId>> {
-        let ts = self.expect_task(id);
+        let task = self.expect_task(id);
+        let ts = task.rare();
         let restricted = !ts.worker_restrictions.is_empty() || !ts.host_restrictions.is_empty();
         if !restricted && ts.resource_restrictions.is_empty() {
             return None;
@@ -39,7 +40,7 @@ impl SchedulerState {
             })
             .map(|(id, _)| *id)
             .collect();
-        if valid.is_empty() && ts.loose_restrictions && restricted {
+        if valid.is_empty() && task.loose_restrictions && restricted {
             valid = self
                 .workers
                 .iter()

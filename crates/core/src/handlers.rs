@@ -153,7 +153,8 @@ impl SchedulerState {
                 // `set_restrictions` (scheduler.py): takes effect at the next dispatch
                 if let Some(id) = self.task_id(&key) {
                     let ts = self.expect_task_mut(id);
-                    ts.worker_restrictions = workers.unwrap_or_default().into_iter().collect();
+                    ts.rare_mut().worker_restrictions =
+                        workers.unwrap_or_default().into_iter().collect();
                     ts.loose_restrictions = false;
                 }
             }
@@ -426,15 +427,19 @@ impl SchedulerState {
             let mut ts = Task::new(nt.key, nt.prefix, Some(nt.run_spec));
             ts.priority = [-nt.user_priority, self.generation, nt.order];
             ts.retries = nt.retries;
-            ts.annotations = nt.annotations;
+            if !matches!(&nt.annotations, Value::Map(m) if m.is_empty()) {
+                ts.rare_mut().annotations = nt.annotations;
+            }
             ts.loose_restrictions = nt.allow_other_workers;
             ts.watch = nt.watch;
             ts.data_producer = nt.data_producer;
-            ts.resource_restrictions = nt.resources;
+            if !nt.resources.is_empty() {
+                ts.rare_mut().resource_restrictions = nt.resources;
+            }
             for w in nt.workers {
                 match self.coerce_address(&w) {
-                    Some(addr) => ts.worker_restrictions.insert(addr),
-                    None => ts.host_restrictions.insert(w),
+                    Some(addr) => ts.rare_mut().worker_restrictions.insert(addr),
+                    None => ts.rare_mut().host_restrictions.insert(w),
                 };
             }
             let id = self.insert_task(ts);

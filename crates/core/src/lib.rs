@@ -39,7 +39,7 @@ pub mod validate;
 pub use command::{Command, ComputeTask, ToClient, ToWorker, TransitionNote};
 pub use counters::{Prefix, Prefixes, StealMetrics};
 pub use error::CoreError;
-pub use state::{CoreConfig, SchedulerState, Task, Worker};
+pub use state::{CoreConfig, Rare, SchedulerState, Task, Worker};
 pub use stimulus::{NewTask, Stimulus, WorkerSpec};
 pub use transitions::FIRE_AND_FORGET;
 pub use types::{ClientId, Exception, TaskId, TaskStatus, Transition, WorkerId, WorkerStatus};

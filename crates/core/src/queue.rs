@@ -46,9 +46,10 @@ impl SchedulerState {
     /// few dependencies.
     pub(crate) fn is_rootish(&self, id: TaskId) -> bool {
         let ts = self.expect_task(id);
-        if !ts.resource_restrictions.is_empty()
-            || !ts.worker_restrictions.is_empty()
-            || !ts.host_restrictions.is_empty()
+        let r = ts.rare();
+        if !r.resource_restrictions.is_empty()
+            || !r.worker_restrictions.is_empty()
+            || !r.host_restrictions.is_empty()
             || ts.actor
         {
             return false;

@@ -109,9 +109,9 @@ impl SchedulerState {
             let ts = self.expect_task(id);
             if self.steals.contains_key(&id)
                 || ts.long_running
-                || !ts.worker_restrictions.is_empty()
-                || !ts.host_restrictions.is_empty()
-                || !ts.resource_restrictions.is_empty()
+                || !ts.rare().worker_restrictions.is_empty()
+                || !ts.rare().host_restrictions.is_empty()
+                || !ts.rare().resource_restrictions.is_empty()
             {
                 continue;
             }

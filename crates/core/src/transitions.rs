@@ -631,9 +631,9 @@ impl SchedulerState {
             nbytes,
             run_spec: ts.run_spec.clone().unwrap_or_default(),
             actor: ts.actor,
-            resource_restrictions: (!ts.resource_restrictions.is_empty())
-                .then(|| ts.resource_restrictions.clone()),
-            annotations: ts.annotations.clone(),
+            resource_restrictions: (!ts.rare().resource_restrictions.is_empty())
+                .then(|| ts.rare().resource_restrictions.clone()),
+            annotations: ts.rare().annotations.clone(),
             stimulus_id: sid.clone(),
         }
     }
@@ -834,7 +834,7 @@ impl SchedulerState {
         if ts.actor && !ts.who_wants.is_empty() {
             // scheduler.py:2554-2562: an actor's state cannot be recreated; its futures err
             ts.exception_blame = Some(id);
-            ts.exception = Exception::ActorLost;
+            ts.rare_mut().exception = Exception::ActorLost;
             recs.push((id, TaskStatus::Erred));
             return;
         }
@@ -887,7 +887,7 @@ impl SchedulerState {
         }
         let ts = self.expect_task_mut(id);
         ts.exception_blame = Some(id);
-        ts.exception = Exception::ActorLost;
+        ts.rare_mut().exception = Exception::ActorLost;
         ts.state = TaskStatus::Erred;
         self.report_erred(id, id);
     }
@@ -915,11 +915,9 @@ impl SchedulerState {
 
     fn erred_released(&mut self, id: TaskId, recs: &mut Recs, sid: &Arc<str>) {
         let ts = self.expect_task_mut(id);
-        ts.exception = Exception::Pickled(Value::Nil);
-        ts.traceback = Value::Nil;
+        let erred_on = ts.clear_failure();
         ts.exception_blame = None;
         ts.state = TaskStatus::Released;
-        let erred_on: Vec<WorkerId> = ts.erred_on.drain().collect();
         let key = ts.key.clone();
         for d in self.expect_task(id).dependents.clone() {
             if self.expect_task(d).state == TaskStatus::Erred {
@@ -974,13 +972,13 @@ impl SchedulerState {
         let ts = self.expect_task_mut(id);
         ts.state = TaskStatus::Erred;
         if let Some(w) = worker {
-            ts.erred_on.insert(w);
+            ts.rare_mut().erred_on.insert(w);
         }
         if !exception.is_nil() {
-            ts.exception = exception;
+            ts.rare_mut().exception = exception;
         }
         if !traceback.is_nil() {
-            ts.traceback = traceback;
+            ts.rare_mut().traceback = traceback;
         }
         if let Some(c) = cause {
             ts.exception_blame = Some(c);
@@ -1006,7 +1004,7 @@ impl SchedulerState {
 
     fn report_erred(&mut self, id: TaskId, failing: TaskId) {
         let f = self.expect_task(failing);
-        let (exception, traceback) = (f.exception.clone(), f.traceback.clone());
+        let (exception, traceback) = (f.rare().exception.clone(), f.rare().traceback.clone());
         let ts = self.expect_task(id);
         let key = ts.key.clone();
         let clients: Vec<ClientId> = ts.who_wants.iter().copied().collect();
@@ -1161,8 +1159,8 @@ impl SchedulerState {
                 let f = self.expect_task(ts.exception_blame.unwrap_or(id));
                 let msg = ToClient::TaskErred {
                     key: key.clone(),
-                    exception: f.exception.clone(),
-                    traceback: f.traceback.clone(),
+                    exception: f.rare().exception.clone(),
+                    traceback: f.rare().traceback.clone(),
                 };
                 self.emit(Command::Client(client, msg));
             }

@@ -927,7 +927,7 @@ impl Sim {
         let live: BTreeSet<String> = self.workers.values().map(|w| w.address.clone()).collect();
         let mut pinned: BTreeSet<String> = BTreeSet::new();
         for (_, t) in self.env.state.tasks() {
-            for a in &t.worker_restrictions {
+            for a in &t.rare().worker_restrictions {
                 if !live.contains(&**a) {
                     pinned.insert(a.to_string());
                 }

@@ -118,8 +118,8 @@ fn restriction_to_a_host() {
         .assert_empty();
     env.assert_states(&[("a", NoWorker)]);
     let t = env.task("a");
-    assert!(t.worker_restrictions.is_empty());
-    assert!(t.host_restrictions.contains("10.0.0.2"));
+    assert!(t.rare().worker_restrictions.is_empty());
+    assert!(t.rare().host_restrictions.contains("10.0.0.2"));
     // B and C live on 10.0.0.2; A does not
     let (wb, mut out) = env.add_worker(worker(B));
     out.take_compute(wb);

@@ -581,7 +581,7 @@ impl TestEnv {
             run_spec: t.run_spec.clone().unwrap_or_default(),
             actor: t.actor,
             resource_restrictions: None,
-            annotations: t.annotations.clone(),
+            annotations: t.rare().annotations.clone(),
             stimulus_id: "".into(),
         }
     }

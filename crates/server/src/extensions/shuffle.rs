@@ -152,7 +152,7 @@ impl Shuffle {
         };
         // `_calculate_worker_for`: the barrier's restricted workers or all, in registration
         // order, rotated so concurrent small shuffles spread out.
-        let mut workers: Vec<Arc<str>> = if barrier.worker_restrictions.is_empty() {
+        let mut workers: Vec<Arc<str>> = if barrier.rare().worker_restrictions.is_empty() {
             let mut ws: Vec<_> = cx
                 .core
                 .workers()
@@ -161,7 +161,8 @@ impl Shuffle {
             ws.sort();
             ws.into_iter().map(|(_, a)| a).collect()
         } else {
-            let mut ws: Vec<Arc<str>> = barrier.worker_restrictions.iter().cloned().collect();
+            let mut ws: Vec<Arc<str>> =
+                barrier.rare().worker_restrictions.iter().cloned().collect();
             ws.sort();
             ws
         };
@@ -334,8 +335,8 @@ impl Shuffle {
         };
         // Hash joins pin an output task once per side: keep the first original.
         if !self.original_restrictions.contains_key(&key) {
-            let original = (!task.worker_restrictions.is_empty())
-                .then(|| task.worker_restrictions.iter().cloned().collect());
+            let original = (!task.rare().worker_restrictions.is_empty())
+                .then(|| task.rare().worker_restrictions.iter().cloned().collect());
             self.original_restrictions.insert(key.clone(), original);
             cx.stimulus(Stimulus::SetRestrictions {
                 key,

@@ -317,7 +317,7 @@ impl Scheduler {
                 ),
                 (
                     "erred_on",
-                    Value::Array(t.erred_on.iter().map(worker_repr).collect()),
+                    Value::Array(t.rare().erred_on.iter().map(worker_repr).collect()),
                 ),
                 ("retries", Value::from(u64::from(t.retries))),
                 ("suspicious", Value::from(u64::from(t.suspicious))),
@@ -325,11 +325,14 @@ impl Scheduler {
                     "has_lost_dependencies",
                     Value::Bool(t.has_lost_dependencies),
                 ),
-                ("annotations", to_plain(&t.annotations)),
-                ("worker_restrictions", strs(&t.worker_restrictions)),
-                ("host_restrictions", strs(&t.host_restrictions)),
+                ("annotations", to_plain(&t.rare().annotations)),
+                ("worker_restrictions", strs(&t.rare().worker_restrictions)),
+                ("host_restrictions", strs(&t.rare().host_restrictions)),
                 ("loose_restrictions", Value::Bool(t.loose_restrictions)),
-                ("resource_restrictions", resources(&t.resource_restrictions)),
+                (
+                    "resource_restrictions",
+                    resources(&t.rare().resource_restrictions),
+                ),
                 ("actor", Value::Bool(false)),
             ]);
             tasks.push((t.key.to_value(), entry));

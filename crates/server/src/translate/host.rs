@@ -46,14 +46,17 @@ pub fn task(core: &SchedulerState, id: TaskId, t: &Task) -> Value {
             "priority",
             Value::Array(t.priority.iter().map(|p| Value::Int(*p)).collect()),
         ),
-        ("annotations", t.annotations.clone()),
+        ("annotations", t.rare().annotations.clone()),
         ("who_wants", Value::Array(clients.collect())),
         ("group", Value::Str(t.group.clone())),
         ("prefix", Value::Str(t.prefix.clone())),
         ("retries", Value::Int(i64::from(t.retries))),
         // pickled, as the client gets them (an erred task's, or its blamed dependency's)
-        ("exception", super::client::exception_value(&t.exception)),
-        ("traceback", t.traceback.clone()),
+        (
+            "exception",
+            super::client::exception_value(&t.rare().exception),
+        ),
+        ("traceback", t.rare().traceback.clone()),
         (
             "exception_blame",
             t.exception_blame

@@ -359,8 +359,8 @@ fn reply_of(cx: &Cx<'_>, record: &Record, token: Option<&str>) -> Value {
                         .and_then(|b| cx.core.task_by_id(b))
                         .unwrap_or(t);
                     (
-                        crate::translate::client::exception_value(&blame.exception),
-                        blame.traceback.clone(),
+                        crate::translate::client::exception_value(&blame.rare().exception),
+                        blame.rare().traceback.clone(),
                     )
                 }),
             },
