@@ -1,6 +1,6 @@
-"""Chaos, bounded in time: workers SIGKILLed while a 5,000-task graph runs, a client that
-disconnects mid-graph, and a task that always kills its worker. Each must end with the
-right result (or `KilledWorker`), never a hang.
+"""Chaos, bounded in time: workers SIGKILLed while a 5,000-task graph runs (one every 2 s
+for its first 30 s), a client that disconnects mid-graph, and a task that always kills its
+worker. Each must end with the right result (or `KilledWorker`), never a hang.
 
 `scripts/reliability ROUNDS` repeats these rounds and tabulates them for RELIABILITY.md;
 each round appends a JSON line to `$RASK_CHAOS_LOG` when it is set.
@@ -24,6 +24,10 @@ from conftest import RESULT_TIMEOUT
 # A hang is a failure: the whole round must end well within this.
 CHAOS_TIMEOUT = 240.0
 KILL_EVERY = float(os.environ.get("RASK_CHAOS_KILL_EVERY", "2.0"))
+# Kills stop after this long, so the graph can finish: under kills that never stop, the stock
+# scheduler did not finish on a busy two-core machine (119 workers killed in 240 s), and a
+# test that the reference fails is a wrong test.
+KILL_FOR = float(os.environ.get("RASK_CHAOS_KILL_FOR", "30.0"))
 WORKERS = 4
 
 
@@ -94,7 +98,7 @@ def test_a_worker_sigkilled_every_2s_loses_no_result(cluster_factory, monkeypatc
                 if time.monotonic() - started > CHAOS_TIMEOUT:
                     outcome = "hang"
                     pytest.fail(f"no result after {CHAOS_TIMEOUT}s ({kills} workers killed)")
-                if time.monotonic() >= next_kill:
+                if time.monotonic() >= next_kill and time.monotonic() - started < KILL_FOR:
                     alive = workers.alive()
                     if alive:
                         rng.choice(alive).kill()
