@@ -129,8 +129,8 @@ impl Task {
 }
 
 /// What few tasks carry: annotations, restrictions, and what a failure left. Behind one
-/// pointer in [`Task`], so a task without any does not pay for them: inline they were
-/// about 250 of its bytes, on a 1M-task graph 250 MB.
+/// pointer in [`Task`], so a task without any does not pay for them: inline they made a
+/// task 736 bytes instead of 448, on a 1M-task graph 288 MB.
 #[derive(Debug, Clone)]
 pub struct Rare {
     /// forwarded to workers in `compute-task`
