@@ -77,11 +77,7 @@ impl SchedulerState {
             .collect();
         self.round_robin = self.round_robin.wrapping_add(1);
         let rr = self.round_robin;
-        let pool = if self.idle.is_empty() {
-            self.running.as_slice()
-        } else {
-            self.idle.as_slice()
-        };
+        let pool = self.idle_or_running();
         if pool.is_empty() {
             return None;
         }
@@ -104,6 +100,16 @@ impl SchedulerState {
         }
         holders.sort();
         self.best_of(&holders, &local, total)
+    }
+
+    /// The workers a task without dependencies may go to: the idle ones, else every running
+    /// one (Dask's `self.idle.values() if self.idle else self.running`).
+    pub(crate) fn idle_or_running(&self) -> &[WorkerId] {
+        if self.idle.is_empty() {
+            self.running.as_slice()
+        } else {
+            self.idle.as_slice()
+        }
     }
 
     /// An actor goes to the allowed worker with the fewest actors, then the earliest start,

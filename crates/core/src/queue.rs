@@ -46,12 +46,7 @@ impl SchedulerState {
     /// few dependencies.
     pub(crate) fn is_rootish(&self, id: TaskId) -> bool {
         let ts = self.expect_task(id);
-        let r = ts.rare();
-        if !r.resource_restrictions.is_empty()
-            || !r.worker_restrictions.is_empty()
-            || !r.host_restrictions.is_empty()
-            || ts.actor
-        {
+        if ts.is_restricted() || ts.actor {
             return false;
         }
         if ts.data_producer {
@@ -124,27 +119,22 @@ impl SchedulerState {
         let group = self.expect_task(id).group.clone();
         let g = self.groups.get(&group)?;
         let (last, left, size) = (g.last_worker, g.last_worker_tasks_left, g.size);
-        let ws = match last {
+        let (ws, new_run) = match last {
             // Python's truth: a run that went below zero (fewer tasks than threads) goes on
-            Some(w) if left != 0 && self.running.contains(w) => w,
+            Some(w) if left != 0 && self.running.contains(w) => (w, None),
             _ => {
-                let pool = if self.idle.is_empty() {
-                    self.running.as_slice()
-                } else {
-                    self.idle.as_slice()
-                }
-                .to_vec();
+                let pool = self.idle_or_running().to_vec();
                 let (local, total) = self.dependency_bytes(id);
                 let w = self.best_of(&pool, &local, total)?;
                 let share = size as f64 / self.total_nthreads as f64;
                 let run = (share * f64::from(self.workers[&w].nthreads)).floor() as i64;
-                if let Some(g) = self.groups.get_mut(&group) {
-                    g.last_worker_tasks_left = run;
-                }
-                w
+                (w, Some(run))
             }
         };
         let g = self.groups.get_mut(&group)?;
+        if let Some(run) = new_run {
+            g.last_worker_tasks_left = run;
+        }
         // cleared on the group's last task, so a later batch of it picks afresh
         g.last_worker = (g.runnable > 1).then_some(ws);
         g.last_worker_tasks_left -= 1;

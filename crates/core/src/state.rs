@@ -112,6 +112,15 @@ impl Task {
         self.rare.as_deref().unwrap_or(&NONE)
     }
 
+    /// Whether it may run only on some workers (`workers=`, `resources=`).
+    pub fn is_restricted(&self) -> bool {
+        self.rare.as_deref().is_some_and(|r| {
+            !r.worker_restrictions.is_empty()
+                || !r.host_restrictions.is_empty()
+                || !r.resource_restrictions.is_empty()
+        })
+    }
+
     /// [`Task::rare`] to change: the task gets a [`Rare`] of its own if it had none.
     pub(crate) fn rare_mut(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)

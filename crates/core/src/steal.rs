@@ -107,12 +107,7 @@ impl SchedulerState {
         let mut best: Option<(TaskId, [i64; 3])> = None;
         for &id in vws.processing.iter().take(SAMPLE) {
             let ts = self.expect_task(id);
-            if self.steals.contains_key(&id)
-                || ts.long_running
-                || !ts.rare().worker_restrictions.is_empty()
-                || !ts.rare().host_restrictions.is_empty()
-                || !ts.rare().resource_restrictions.is_empty()
-            {
+            if self.steals.contains_key(&id) || ts.long_running || ts.is_restricted() {
                 continue;
             }
             let duration = self.expected_duration(id);
