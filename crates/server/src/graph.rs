@@ -25,11 +25,12 @@ pub async fn materialize(
         fifo_timeout,
         actors,
         helper_request,
+        big,
     } = request;
     let started = std::time::Instant::now();
     // Records arrive in chunks and become tasks while the helper pickles the next chunk.
     let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
-    let call = helpers.call_chunked(helper_request, chunk_tx);
+    let call = helpers.call_chunked(helper_request, chunk_tx, big);
     tokio::pin!(call);
     let mut streamed: Result<Records, HelperError> = Ok(Records::default());
     let result = loop {

@@ -33,6 +33,13 @@ const BACKGROUND_START_DELAY: Duration = Duration::from_secs(1);
 /// 1.18 s without.
 const SPARE_AFTER: Duration = Duration::from_secs(1);
 
+/// A graph whose pickled expression is at least this large is "big": it goes to a spare
+/// helper, started at once if need be, so the first helper stays free for everyone else's
+/// small graphs. A 1M-task graph is hundreds of MB and keeps a helper for tens of seconds;
+/// with it in the only running helper, another client's `submit` waited for the spare's
+/// start (a second at least) behind it.
+pub const BIG_GRAPH_BYTES: usize = 16 << 20;
+
 /// When a helper starts, and when it does its imports (`RASK_HELPER_WARM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -59,8 +66,12 @@ struct Job {
 #[derive(Clone)]
 pub struct HelperPool {
     tx: mpsc::UnboundedSender<Job>,
+    /// big requests, which only spares take (`None` with a single helper)
+    big_tx: Option<mpsc::UnboundedSender<Job>>,
     triggers: Triggers,
 }
+
+type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Job>>>;
 
 /// What starts helpers that are not running yet.
 #[derive(Clone, Default)]
@@ -88,7 +99,8 @@ impl HelperPool {
     /// Starts up to `n` helpers; the receiver gets the first one's `ready` message (or its
     /// start-up error). The first starts at once, or with `background` (the scheduler
     /// already serves) when the first request arrives or a second has passed; each of the
-    /// others once a request has kept a helper busy for [`SPARE_AFTER`].
+    /// others once a request has kept a helper busy for [`SPARE_AFTER`], or a big one
+    /// arrives (which only the others take).
     pub fn spawn(
         python: &str,
         n: usize,
@@ -97,13 +109,18 @@ impl HelperPool {
     ) -> (HelperPool, oneshot::Receiver<Result<Value, HelperError>>) {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let (big_tx, big_rx) = mpsc::unbounded_channel::<Job>();
+        let big_rx = Arc::new(Mutex::new(big_rx));
         let triggers = Triggers::default();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<Value, HelperError>>();
         let mut ready_tx = Some(ready_tx);
         for i in 0..n.max(1) {
             let first = ready_tx.take();
             let python = python.to_string();
-            let rx = rx.clone();
+            let queues = Queues {
+                jobs: rx.clone(),
+                big: (i > 0).then(|| big_rx.clone()),
+            };
             let start = match (i, background) {
                 (0, false) => Start::Now,
                 (0, true) => Start::OnDemand,
@@ -122,10 +139,27 @@ impl HelperPool {
                         "after-ready"
                     }
                 };
-                helper_loop(i, python, rx, start_timeout, warm, first, triggers.spare).await
+                helper_loop(
+                    i,
+                    python,
+                    queues,
+                    start_timeout,
+                    warm,
+                    first,
+                    triggers.spare,
+                )
+                .await
             });
         }
-        (HelperPool { tx, triggers }, ready_rx)
+        let big_tx = (n > 1).then_some(big_tx);
+        (
+            HelperPool {
+                tx,
+                big_tx,
+                triggers,
+            },
+            ready_rx,
+        )
     }
 
     /// A pool whose "helper" is `answer`, called in-process for every request: the
@@ -141,34 +175,45 @@ impl HelperPool {
         });
         HelperPool {
             tx,
+            big_tx: None,
             triggers: Triggers::default(),
         }
     }
 
     /// Sends one request to the next free helper and waits for its reply.
     pub async fn call(&self, request: Value) -> Result<Value, HelperError> {
-        self.submit(request, None).await
+        self.submit(request, None, false).await
     }
 
     /// Like [`HelperPool::call`] for a request with a `chunk_size`: each
     /// `{"chunk": [...]}` message that precedes the reply is decoded and sent to `chunks`
-    /// as it arrives, so the caller works on it while the helper makes the next one.
+    /// as it arrives, so the caller works on it while the helper makes the next one. A
+    /// `big` request goes to a spare (see [`BIG_GRAPH_BYTES`]).
     pub async fn call_chunked(
         &self,
         request: Value,
         chunks: mpsc::UnboundedSender<Value>,
+        big: bool,
     ) -> Result<Value, HelperError> {
-        self.submit(request, Some(chunks)).await
+        self.submit(request, Some(chunks), big).await
     }
 
     async fn submit(
         &self,
         request: Value,
         chunks: Option<mpsc::UnboundedSender<Value>>,
+        big: bool,
     ) -> Result<Value, HelperError> {
         let (tx, rx) = oneshot::channel();
         self.triggers.wanted.notify_one();
-        self.tx
+        let queue = match &self.big_tx {
+            Some(big_tx) if big => {
+                self.triggers.spare.notify_one();
+                big_tx
+            }
+            _ => &self.tx,
+        };
+        queue
             .send(Job {
                 request,
                 reply: tx,
@@ -307,10 +352,31 @@ async fn exchange(
     }
 }
 
+/// Where a helper takes its jobs: the shared queue, and for a spare also the big requests'
+/// queue, which it serves first.
+struct Queues {
+    jobs: Queue,
+    big: Option<Queue>,
+}
+
+impl Queues {
+    async fn next(&self) -> Option<Job> {
+        let any = async { self.jobs.lock().await.recv().await };
+        match &self.big {
+            Some(big) => tokio::select! {
+                biased;
+                job = async { big.lock().await.recv().await } => job,
+                job = any => job,
+            },
+            None => any.await,
+        }
+    }
+}
+
 async fn helper_loop(
     index: usize,
     python: String,
-    jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
+    queues: Queues,
     start_timeout: Duration,
     warm: &'static str,
     mut first: Option<oneshot::Sender<Result<Value, HelperError>>>,
@@ -339,11 +405,7 @@ async fn helper_loop(
         };
         let _alive = crate::monitor::Held::new(&crate::monitor::HELPERS.alive);
         loop {
-            let job = {
-                let mut rx = jobs.lock().await;
-                rx.recv().await
-            };
-            let Some(job) = job else {
+            let Some(job) = queues.next().await else {
                 let _ = proc.child.kill().await;
                 return;
             };

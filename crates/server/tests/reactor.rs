@@ -185,6 +185,7 @@ fn graph_request(keys: &[&str]) -> ClientMsg {
         fifo_timeout: 0.1,
         actors: Vec::new(),
         helper_request: Value::Nil,
+        big: false,
     }))
 }
 

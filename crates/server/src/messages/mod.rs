@@ -333,6 +333,8 @@ pub struct GraphRequest {
     pub actors: Vec<Key>,
     /// the graph helper's `update_graph` request (expression, annotations, priorities)
     pub helper_request: Value,
+    /// the pickled expression is at least [`crate::helper::BIG_GRAPH_BYTES`]
+    pub big: bool,
 }
 
 /// A message on a worker's stream (`Scheduler.stream_handlers`, worker side).

@@ -111,11 +111,13 @@ pub fn update_graph(msg: &Value) -> Result<ClientMsg, RequestError> {
         None | Some(Value::Nil | Value::Bool(false)) => Vec::new(),
         Some(_) => keys_field(msg, "actors")?,
     };
+    let size: usize = expr.frames.iter().map(|f| f.len()).sum();
     Ok(ClientMsg::UpdateGraph(Box::new(GraphRequest {
         keys,
         fifo_timeout,
         actors,
         helper_request,
+        big: size >= crate::helper::BIG_GRAPH_BYTES,
     })))
 }
 
