@@ -52,6 +52,10 @@ pub struct SchedulerArgs {
     /// Number of graph helper processes
     #[arg(long, default_value_t = 2)]
     graph_helpers: usize,
+    /// Tasks of a big graph taken in per turn of the state task (other clients' work goes on
+    /// between turns); a small number makes every test graph a big one
+    #[arg(long, hide = true, env = "RASK_INGEST_BATCH", default_value_t = rask_server::config::INGEST_BATCH)]
+    ingest_batch: usize,
     /// Module that should be loaded by the scheduler process, like "foo.bar" or
     /// "/path/to/foo.py" (its `dask_setup(scheduler)` runs in rask's plugin host)
     #[arg(long, num_args = 1)]
@@ -278,6 +282,7 @@ fn config(args: &SchedulerArgs) -> Result<ServerConfig> {
             .transpose()?,
         python: args.python.clone(),
         graph_helpers: args.graph_helpers.max(1),
+        ingest_batch: args.ingest_batch,
         preload: args.preload.clone(),
         preload_argv: args.preload_argv.clone(),
         protocol,

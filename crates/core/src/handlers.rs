@@ -12,8 +12,30 @@ use std::sync::Arc;
 
 impl SchedulerState {
     /// Applies one stimulus at time `now` (seconds since the epoch) and returns what to send.
+    /// While a big graph is being taken in ([`Self::ingest_step`]), a client's stimulus that
+    /// could meet its half-made tasks waits until it is in (see `ingest.rs`).
     pub fn handle(&mut self, now: f64, stimulus: Stimulus) -> Vec<Command> {
         self.now = now;
+        if self.must_wait(&stimulus) {
+            self.deferred.push_back(stimulus);
+        } else {
+            self.apply(stimulus);
+        }
+        self.end_of_turn()
+    }
+
+    /// What every turn ends with: queued tasks for slots that opened, the invariants (in
+    /// tests), and the commands to send.
+    pub(crate) fn end_of_turn(&mut self) -> Vec<Command> {
+        self.queue_slots_maybe_opened();
+        if self.config.validate {
+            self.validate();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// One stimulus, now.
+    pub(crate) fn apply(&mut self, stimulus: Stimulus) {
         match stimulus {
             Stimulus::AddWorker { id, spec } => self.add_worker(id, spec),
             Stimulus::RemoveWorker {
@@ -41,7 +63,7 @@ impl SchedulerState {
                 fifo_timeout,
                 actors,
                 stimulus_id,
-            } => self.update_graph(client, tasks, keys, fifo_timeout, &actors, &stimulus_id),
+            } => self.update_graph(client, tasks, keys, fifo_timeout, actors, stimulus_id),
             Stimulus::ClientDesiresKeys { client, keys } => self.client_desires_keys(client, &keys),
             Stimulus::ClientReleasesKeys {
                 client,
@@ -206,11 +228,6 @@ impl SchedulerState {
                 }
             }
         }
-        self.queue_slots_maybe_opened();
-        if self.config.validate {
-            self.validate();
-        }
-        std::mem::take(&mut self.out)
     }
 
     /// `add_worker` (scheduler.py:4663). A worker registering with status `init` takes tasks
@@ -374,27 +391,24 @@ impl SchedulerState {
         self.transitions(recs, &Arc::from("remove-client"));
     }
 
-    /// `update_graph` after materialization (scheduler.py:4817-5143).
+    /// `update_graph` after materialization (scheduler.py:4817-5143). A graph of more than
+    /// `ingest_batch` tasks is taken in over several turns instead (`ingest.rs`), in the
+    /// same steps as here.
     fn update_graph(
         &mut self,
         client: ClientId,
         tasks: Vec<NewTask>,
         keys: Vec<Key>,
         fifo_timeout: f64,
-        actors: &[Key],
-        sid: &Arc<str>,
+        actors: Vec<Key>,
+        sid: Arc<str>,
     ) {
         // Lost dependencies: a dependency neither in this graph nor known to the scheduler
         // (a future released meanwhile) (scheduler.py:4817-4846, 5061-5079).
         // Only what the requested keys reach becomes state (`_generate_taskstates` walks
         // from `keys`); the helper returns every node of the materialized graph.
-        let tasks = reachable(tasks, &keys);
-        let in_graph: FxHashSet<&Key> = tasks.iter().map(|t| &t.key).collect();
-        let lost = tasks
-            .iter()
-            .flat_map(|t| t.deps.iter())
-            .any(|d| !in_graph.contains(d) && !self.task_index.contains_key(d));
-        if lost {
+        let (tasks, outside) = reachable(tasks, &keys);
+        if outside.iter().any(|d| !self.task_index.contains_key(d)) {
             // scheduler.py:5061-5079: report, then release the keys for this client
             let ids: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
             self.emit(Command::Client(
@@ -407,7 +421,8 @@ impl SchedulerState {
             ));
             let mut recs = Recs::new();
             self.client_releases_keys(client, &ids, &mut recs);
-            self.transitions(recs, sid);
+            self.transitions(recs, &sid);
+            self.graphs_taken.push(client);
             return;
         }
         // Priority generation (`_set_priorities`, scheduler.py:5312-5359).
@@ -415,108 +430,158 @@ impl SchedulerState {
             self.generation += 1;
             self.last_generation_time = self.now;
         }
+        if tasks.len() > self.ingest_batch {
+            self.start_ingest(client, tasks, keys, actors, sid);
+            return;
+        }
         let mut touched: Vec<TaskId> = Vec::with_capacity(tasks.len());
         let mut fresh: Vec<(TaskId, Vec<Key>)> = Vec::new();
         for nt in tasks {
-            if let Some(id) = self.task_id(&nt.key) {
-                // Known keys keep their run_spec and state (stock: "Detected different
-                // `run_spec`" is only a warning).
-                touched.push(id);
-                continue;
-            }
-            let mut ts = Task::new(nt.key, nt.prefix, Some(nt.run_spec));
-            ts.priority = [-nt.user_priority, self.generation, nt.order];
-            ts.retries = nt.retries;
-            if !matches!(&nt.annotations, Value::Map(m) if m.is_empty()) {
-                ts.rare_mut().annotations = nt.annotations;
-            }
-            ts.loose_restrictions = nt.allow_other_workers;
-            ts.watch = nt.watch;
-            ts.data_producer = nt.data_producer;
-            if !nt.resources.is_empty() {
-                ts.rare_mut().resource_restrictions = nt.resources;
-            }
-            for w in nt.workers {
-                match self.coerce_address(&w) {
-                    Some(addr) => ts.rare_mut().worker_restrictions.insert(addr),
-                    None => ts.rare_mut().host_restrictions.insert(w),
-                };
-            }
-            let id = self.insert_task(ts);
-            touched.push(id);
-            fresh.push((id, nt.deps));
+            self.take_task(nt, &mut touched, &mut fresh);
         }
         let mut seen: FxHashSet<TaskId> = FxHashSet::default();
         for (id, deps) in fresh {
-            // A reducer may take 1e4+ dependencies: dedupe through a set, not a scan.
-            seen.clear();
-            let mut dep_ids = Vec::with_capacity(deps.len());
-            for d in deps {
-                if let Some(did) = self.task_id(&d) {
+            self.link(id, deps, &mut seen);
+        }
+        self.want(client, &keys, &actors);
+        let mut recs = Recs::new();
+        let (mut erred, mut runnable) = (Vec::new(), Vec::new());
+        for &id in &touched {
+            self.sort_out(id, &mut erred, &mut runnable);
+        }
+        // released -> waiting in priority order: the smallest priority is pushed last and so
+        // handled first; as in Dask, the erred recommendations come after (handled first).
+        runnable.sort_by_key(|id| std::cmp::Reverse(self.expect_task(*id).priority));
+        recs.extend(runnable.into_iter().map(|id| (id, TaskStatus::Waiting)));
+        recs.extend(erred.into_iter().map(|id| (id, TaskStatus::Erred)));
+        self.transitions(recs, &sid);
+        self.report_wanted(client, &keys);
+        self.graphs_taken.push(client);
+    }
+
+    /// One task of a new graph: a known key is only touched (stock: "Detected different
+    /// `run_spec`" is only a warning, the task keeps its run_spec and state); a new one
+    /// becomes a released task, its dependencies to be linked by [`Self::link`].
+    pub(crate) fn take_task(
+        &mut self,
+        nt: NewTask,
+        touched: &mut Vec<TaskId>,
+        fresh: &mut Vec<(TaskId, Vec<Key>)>,
+    ) {
+        if let Some(id) = self.task_id(&nt.key) {
+            touched.push(id);
+            return;
+        }
+        let mut ts = Task::new(nt.key, nt.prefix, Some(nt.run_spec));
+        ts.priority = [-nt.user_priority, self.generation, nt.order];
+        ts.retries = nt.retries;
+        if !matches!(&nt.annotations, Value::Map(m) if m.is_empty()) {
+            ts.rare_mut().annotations = nt.annotations;
+        }
+        ts.loose_restrictions = nt.allow_other_workers;
+        ts.watch = nt.watch;
+        ts.data_producer = nt.data_producer;
+        ts.ingesting = true;
+        if !nt.resources.is_empty() {
+            ts.rare_mut().resource_restrictions = nt.resources;
+        }
+        for w in nt.workers {
+            match self.coerce_address(&w) {
+                Some(addr) => ts.rare_mut().worker_restrictions.insert(addr),
+                None => ts.rare_mut().host_restrictions.insert(w),
+            };
+        }
+        let id = self.insert_task(ts);
+        touched.push(id);
+        fresh.push((id, nt.deps));
+    }
+
+    /// Links a new task to its dependencies. One that is no longer known was forgotten
+    /// while a big graph was being taken in (a worker holding the only copy of scattered
+    /// data died): the task has lost a dependency, as in Dask when that happens later.
+    pub(crate) fn link(&mut self, id: TaskId, deps: Vec<Key>, seen: &mut FxHashSet<TaskId>) {
+        // A reducer may take 1e4+ dependencies: dedupe through a set, not a scan.
+        seen.clear();
+        let mut dep_ids = Vec::with_capacity(deps.len());
+        let mut lost = false;
+        for d in deps {
+            match self.task_id(&d) {
+                Some(did) => {
                     if seen.insert(did) {
                         dep_ids.push(did);
                         self.expect_task_mut(did).dependents.insert(id);
                         self.add_group_dependency(id, did);
                     }
                 }
+                None => lost = true,
             }
-            self.expect_task_mut(id).dependencies = dep_ids;
         }
-        // scheduler.py:4923-4928: known keys become actors too
+        let ts = self.expect_task_mut(id);
+        ts.dependencies = dep_ids;
+        ts.has_lost_dependencies |= lost;
+    }
+
+    /// The graph's actors (scheduler.py:4923-4928: known keys become actors too) and its
+    /// wanted keys (`client_desires_keys`).
+    pub(crate) fn want(&mut self, client: ClientId, keys: &[Key], actors: &[Key]) {
         for key in actors {
             if let Some(id) = self.task_id(key) {
                 self.expect_task_mut(id).actor = true;
             }
         }
-        // client_desires_keys
-        let wanted: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
-        for &id in &wanted {
-            self.expect_task_mut(id).who_wants.insert(client);
-            if let Some(cs) = self.clients.get_mut(&client) {
-                cs.wants_what.insert(id);
+        for key in keys {
+            if let Some(id) = self.task_id(key) {
+                self.expect_task_mut(id).who_wants.insert(client);
+                if let Some(cs) = self.clients.get_mut(&client) {
+                    cs.wants_what.insert(id);
+                }
             }
         }
-        let mut recs = Recs::new();
-        // Dependents of erred tasks err at once (scheduler.py:4942-4947). Only an erred
-        // dependency blames: a released task may carry a stale blame from an earlier
-        // failure, which is cleared here.
-        let mut erred = Vec::new();
-        for &id in &touched {
-            if self.expect_task(id).state != TaskStatus::Released {
-                continue;
-            }
-            let blame = self.expect_task(id).dependencies.iter().find_map(|d| {
-                let dts = self.expect_task(*d);
-                (dts.state == TaskStatus::Erred)
-                    .then_some(dts.exception_blame)
-                    .flatten()
-            });
-            self.expect_task_mut(id).exception_blame = blame;
-            if blame.is_some() {
-                erred.push((id, TaskStatus::Erred));
-            }
+    }
+
+    /// Where a task of the graph goes: a released one with an erred dependency errs at once
+    /// (scheduler.py:4942-4947), one with a `run_spec` waits; the others stay. Only an
+    /// erred dependency blames: a released task may carry a stale blame from an earlier
+    /// failure, which is cleared here.
+    pub(crate) fn sort_out(
+        &mut self,
+        id: TaskId,
+        erred: &mut Vec<TaskId>,
+        runnable: &mut Vec<TaskId>,
+    ) {
+        // a task of a big graph may have been forgotten between its turns
+        let Some(Some(ts)) = self.tasks.get_mut(id.0 as usize) else {
+            return;
+        };
+        ts.ingesting = false;
+        if ts.state != TaskStatus::Released {
+            return;
         }
-        // released -> waiting in priority order: the smallest priority is pushed last and so
-        // handled first; as in Dask, the erred recommendations come after (handled first).
-        let mut runnable: Vec<TaskId> = touched
-            .iter()
-            .copied()
-            .filter(|id| {
-                let t = self.expect_task(*id);
-                t.state == TaskStatus::Released
-                    && t.run_spec.is_some()
-                    && t.exception_blame.is_none()
-            })
-            .collect();
-        runnable.sort_by_key(|id| std::cmp::Reverse(self.expect_task(*id).priority));
-        recs.extend(runnable.into_iter().map(|id| (id, TaskStatus::Waiting)));
-        recs.extend(erred);
-        self.transitions(recs, sid);
-        for id in wanted {
-            if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if matches!(t.state, TaskStatus::Memory | TaskStatus::Erred))
-            {
-                let key = self.expect_task(id).key.clone();
-                self.report_on_key(client, &key);
+        let blame = self.expect_task(id).dependencies.iter().find_map(|d| {
+            let dts = self.expect_task(*d);
+            (dts.state == TaskStatus::Erred)
+                .then_some(dts.exception_blame)
+                .flatten()
+        });
+        let ts = self.expect_task_mut(id);
+        ts.exception_blame = blame;
+        if blame.is_some() {
+            erred.push(id);
+        } else if ts.run_spec.is_some() {
+            runnable.push(id);
+        }
+    }
+
+    /// The wanted keys already done are reported at once.
+    pub(crate) fn report_wanted(&mut self, client: ClientId, keys: &[Key]) {
+        for key in keys {
+            if let Some(id) = self.task_id(key) {
+                if matches!(
+                    self.expect_task(id).state,
+                    TaskStatus::Memory | TaskStatus::Erred
+                ) {
+                    self.report_on_key(client, key);
+                }
             }
         }
     }
@@ -844,26 +909,34 @@ impl SchedulerState {
     }
 }
 
-/// The tasks of a graph reachable from `keys` through dependencies, in their given order.
-fn reachable(tasks: Vec<NewTask>, keys: &[Key]) -> Vec<NewTask> {
+/// The tasks of a graph reachable from `keys` through dependencies, in their given order,
+/// and the keys outside the graph they depend on.
+fn reachable(tasks: Vec<NewTask>, keys: &[Key]) -> (Vec<NewTask>, Vec<Key>) {
     let index: rustc_hash::FxHashMap<&Key, usize> =
         tasks.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
     let mut keep = vec![false; tasks.len()];
+    let mut outside: Vec<Key> = Vec::new();
     let mut stack: Vec<usize> = keys.iter().filter_map(|k| index.get(k).copied()).collect();
     while let Some(i) = stack.pop() {
         if std::mem::replace(&mut keep[i], true) {
             continue;
         }
-        stack.extend(tasks[i].deps.iter().filter_map(|d| index.get(d).copied()));
+        for d in &tasks[i].deps {
+            match index.get(d) {
+                Some(&j) => stack.push(j),
+                None => outside.push(d.clone()),
+            }
+        }
     }
     if keep.iter().all(|k| *k) {
-        return tasks;
+        return (tasks, outside);
     }
-    tasks
+    let tasks = tasks
         .into_iter()
         .zip(keep)
         .filter_map(|(t, k)| k.then_some(t))
-        .collect()
+        .collect();
+    (tasks, outside)
 }
 
 /// `tcp://10.0.0.1:8786` -> `10.0.0.1`; `tcp://[::1]:1` -> `::1`.

@@ -8,7 +8,7 @@
 //! - Task states, transitions and recommendations mirror `distributed/scheduler.py`
 //!   (`_transition_<start>_<finish>`), so a reader can check one against the other.
 //! - [`types`] has the ids and states every module names; [`state`] holds the records,
-//!   [`transitions`] the state changes, [`handlers`] one function per stimulus,
+//!   [`transitions`] the state changes, [`handlers`] one function per stimulus, [`ingest`] a big graph taken in over several turns,
 //!   [`decide`] the choice of worker, [`counters`] what Dask's metrics read (per task prefix, steals), [`queue`] root-task queuing over [`group`]s, [`steal`]
 //!   work stealing, [`stimulus`] and [`command`] the vocabulary in and out, [`error`] the
 //!   core's own bugs, [`validate`] the invariants checked after every stimulus in tests.
@@ -28,6 +28,7 @@ pub mod decide;
 pub mod error;
 pub mod group;
 pub mod handlers;
+pub mod ingest;
 pub mod queue;
 pub mod state;
 pub mod steal;

@@ -66,6 +66,8 @@ pub struct Task {
     pub actor: bool,
     /// `run_spec.data_producer`: root-ish whatever the size of its group (`is_rootish`)
     pub data_producer: bool,
+    /// new in a big graph still being taken in, not yet sorted out (`ingest.rs`)
+    pub(crate) ingesting: bool,
 }
 
 impl Task {
@@ -98,6 +100,7 @@ impl Task {
             watch: false,
             actor: false,
             data_producer: false,
+            ingesting: false,
         }
     }
 
@@ -318,6 +321,57 @@ pub struct SchedulerState {
     pub(crate) prefixes: crate::counters::Prefixes,
     /// steal requests sent, by cost level
     pub(crate) steal_metrics: crate::counters::StealMetrics,
+    /// the big graph being taken in over several turns (`ingest.rs`)
+    pub(crate) ingest: Option<Box<Ingest>>,
+    /// tasks of a big graph taken in per turn
+    pub(crate) ingest_batch: usize,
+    /// client stimuli waiting for the big graph, in arrival order
+    pub(crate) deferred: std::collections::VecDeque<crate::stimulus::Stimulus>,
+    /// clients whose graphs are in, for [`Self::take_graphs_taken`]
+    pub(crate) graphs_taken: Vec<ClientId>,
+    /// a big graph's tasks are known by id across turns: freed slots wait until it is in
+    pub(crate) keep_task_slots: bool,
+    /// while a big graph's tasks move to `waiting`: the ready ones, to dispatch after
+    pub(crate) ready_later: Option<Vec<TaskId>>,
+}
+
+/// Tasks per turn by default: about 50-100 ms of the state task's time.
+pub const INGEST_BATCH: usize = 20_000;
+
+/// A big graph being taken in over several turns (`ingest.rs`).
+#[derive(Debug)]
+pub(crate) struct Ingest {
+    pub(crate) client: ClientId,
+    pub(crate) keys: Vec<Key>,
+    pub(crate) actors: Vec<Key>,
+    pub(crate) sid: Arc<str>,
+    pub(crate) stage: Stage,
+    /// the records not inserted yet
+    pub(crate) new: std::vec::IntoIter<crate::stimulus::NewTask>,
+    /// every task of the graph, new or known
+    pub(crate) touched: Vec<TaskId>,
+    /// new tasks and their dependencies' keys, to link
+    pub(crate) fresh: Vec<(TaskId, Vec<Key>)>,
+    /// released tasks with an erred dependency
+    pub(crate) erred: Vec<TaskId>,
+    /// released tasks to move to `waiting`, by priority
+    pub(crate) runnable: Vec<TaskId>,
+    /// tasks that became ready in `waiting`, in that order
+    pub(crate) ready: Vec<TaskId>,
+    /// the next item of the current stage
+    pub(crate) pos: usize,
+}
+
+/// The steps of `update_graph`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Insert,
+    Link,
+    Want,
+    SortOut,
+    Erred,
+    Wait,
+    Run,
 }
 
 impl SchedulerState {
@@ -356,6 +410,12 @@ impl SchedulerState {
             transition_counter: 0,
             prefixes: Default::default(),
             steal_metrics: Default::default(),
+            ingest: None,
+            ingest_batch: INGEST_BATCH,
+            deferred: Default::default(),
+            graphs_taken: Vec::new(),
+            keep_task_slots: false,
+            ready_later: None,
         }
     }
 
@@ -547,7 +607,12 @@ impl SchedulerState {
         }
         task.prefix_ix = group.prefix;
         self.prefixes.get_mut(task.prefix_ix).states[crate::counters::state_index(task.state)] += 1;
-        let id = if let Some(slot) = self.free_task_slots.pop() {
+        let slot = if self.keep_task_slots {
+            None
+        } else {
+            self.free_task_slots.pop()
+        };
+        let id = if let Some(slot) = slot {
             self.tasks[slot as usize] = Some(task);
             TaskId(slot)
         } else {

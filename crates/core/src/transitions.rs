@@ -174,6 +174,11 @@ impl SchedulerState {
             if !matches!(self.tasks.get(id.0 as usize), Some(Some(_))) {
                 continue;
             }
+            // a big graph's ready tasks start once all of it waits (`ingest.rs`)
+            if let (TaskStatus::Processing, Some(ready)) = (finish, &mut self.ready_later) {
+                ready.push(id);
+                continue;
+            }
             self.transition(id, finish, None, &mut recs, sid);
         }
     }

@@ -94,6 +94,9 @@ struct Features {
     errors: bool,
     /// workers pause and resume, or register as `init`
     pauses: bool,
+    /// graphs of more than two tasks are taken in over several turns, between which the
+    /// other stimuli go on
+    in_turns: bool,
 }
 
 const ALL: Features = Features {
@@ -105,6 +108,7 @@ const ALL: Features = Features {
     retry: true,
     errors: true,
     pauses: true,
+    in_turns: false,
 };
 
 struct Sim {
@@ -135,6 +139,9 @@ impl Sim {
         // the server's task stream turns these on; they must not change any decision
         env.state.set_report_done(true);
         env.state.set_report_transitions(true);
+        if features.in_turns {
+            env.state.set_ingest_batch(2);
+        }
         Sim {
             env,
             rng: Rng(seed),
@@ -179,6 +186,16 @@ impl Sim {
                 self.log.push(format!("      -> {c:?}"));
             }
         }
+        self.apply(cmds);
+        self.check();
+    }
+
+    /// The next share of a big graph.
+    fn ingest_step(&mut self) {
+        self.log.push("ingest step".into());
+        self.env.advance(0.01);
+        let cmds = self.env.ingest_step().take_all();
+        self.check_transition_notes(&cmds);
         self.apply(cmds);
         self.check();
     }
@@ -406,6 +423,10 @@ impl Sim {
     }
 
     fn act(&mut self) {
+        if self.env.state.ingesting() && self.rng.chance(40) {
+            self.ingest_step();
+            return;
+        }
         let roll = self.rng.below(100);
         match roll {
             0..=6 => {
@@ -573,7 +594,11 @@ impl Sim {
                     self.rng.pick(&self.clients)
                 };
                 // (a released key stays released when desired, as in Dask: only futures of
-                // live keys are desired in practice)
+                // live keys are desired in practice; while client stimuli wait for a big
+                // graph, one of them may release the key before the desire comes)
+                if self.env.state.ingesting() {
+                    return;
+                }
                 let live: Vec<Key> = self
                     .env
                     .state
@@ -914,6 +939,9 @@ impl Sim {
     // ---- the end ---------------------------------------------------------------------------
 
     fn drain(&mut self) {
+        while self.env.state.ingesting() {
+            self.ingest_step();
+        }
         for w in self.live_workers() {
             self.step(
                 format!("status {w:?} running"),
@@ -1096,12 +1124,29 @@ fn random_stimuli_on_healthy_workers() {
                 retry: false,
                 errors: false,
                 pauses: false,
+                in_turns: false,
             },
         );
     }
 }
 
-/// Probe: `RASK_FUZZ_FEATURES=scatter,stale,restrictions,deaths,lost,retry,errors,pauses`
+/// Everything, with graphs taken in over several turns (`ingest.rs`): other clients'
+/// graphs, releases, cancels, scatter and every worker stimulus come between the turns.
+#[test]
+fn random_stimuli_between_the_turns_of_big_graphs() {
+    for seed in seeds() {
+        run(
+            seed,
+            steps(),
+            Features {
+                in_turns: true,
+                ..ALL
+            },
+        );
+    }
+}
+
+/// Probe: `RASK_FUZZ_FEATURES=scatter,stale,restrictions,deaths,lost,retry,errors,pauses,turns`
 /// picks the features.
 #[test]
 #[ignore = "manual exploration aid"]
@@ -1117,6 +1162,7 @@ fn random_stimuli_with_chosen_features() {
         retry: on("retry"),
         errors: on("errors"),
         pauses: on("pauses"),
+        in_turns: on("turns"),
     };
     for seed in seeds() {
         run(seed, steps(), features);

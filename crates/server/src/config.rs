@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Tasks of a big graph the state task takes in per turn, unless told otherwise.
+pub use rask_core::state::INGEST_BATCH;
+
 /// Validated scheduler configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -33,6 +36,8 @@ pub struct ServerConfig {
     pub graph_helpers: usize,
     /// start-up wait for a helper's imports
     pub helper_start_timeout: Duration,
+    /// tasks of a big graph the state task takes in per turn (`rask_core::ingest`)
+    pub ingest_batch: usize,
     /// `--preload`: modules or files whose `dask_setup(scheduler)` runs in the plugin host
     pub preload: Vec<String>,
     /// arguments for the preloads
@@ -68,6 +73,7 @@ impl Default for ServerConfig {
             python: "python3".into(),
             graph_helpers: 2,
             helper_start_timeout: Duration::from_secs(120),
+            ingest_batch: INGEST_BATCH,
             preload: Vec::new(),
             preload_argv: Vec::new(),
             protocol: None,

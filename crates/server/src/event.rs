@@ -83,6 +83,8 @@ pub enum Event {
     },
     /// The periodic timer (work stealing, worker-ttl, lease expiry, idle timeout).
     Tick,
+    /// A turn's share of a big graph being taken in ([`crate::reactor::Scheduler::ingesting`]).
+    Ingest,
     /// A timer the state task set ([`crate::outbox::Outbox::after`]) went off.
     Timer(Timer),
     /// A background job finished.

@@ -175,6 +175,7 @@ pub async fn serve(
         clock.now(),
     );
     let mut scheduler = scheduler;
+    scheduler.set_ingest_batch(config.ingest_batch);
     if !config.preload.is_empty() {
         scheduler.keep_host_active();
     }

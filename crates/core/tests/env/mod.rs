@@ -290,6 +290,11 @@ impl TestEnv {
         Out::new(self.state.handle(self.now, s))
     }
 
+    /// The next share of a big graph being taken in.
+    pub fn ingest_step(&mut self) -> Out {
+        Out::new(self.state.ingest_step(self.now))
+    }
+
     // ---- peers ---------------------------------------------------------------------------
 
     /// Registers a worker.

@@ -53,6 +53,20 @@ struct ClientInfo {
     /// While one of its graphs is being materialized, its later stream messages (and its
     /// leaving) wait here, so they reach the core in stream order; `None` otherwise.
     held: Option<VecDeque<Held>>,
+    /// its graph on its way into the core, for the plugin host once it is in
+    graph: Option<PendingGraph>,
+}
+
+/// A client's graph on its way into the core (a big one takes several turns): what the
+/// plugin host's `update_graph` hears once it is in.
+struct PendingGraph {
+    /// the requested keys
+    keys: Vec<rask_protocol::Key>,
+    /// the graph's keys
+    tasks: Vec<rask_protocol::Key>,
+    stimulus_id: Arc<str>,
+    /// where its event goes among the plugin host's ([`Scheduler::host_mark`])
+    mark: usize,
 }
 
 /// A client stream input held back behind a graph.
@@ -113,6 +127,8 @@ pub struct Scheduler {
     host: host::HostState,
     /// what `/metrics` and the dashboard read that the core does not keep
     monitor: monitor::Monitor,
+    /// tasks of a big graph the core takes in per turn
+    ingest_batch: usize,
 }
 
 /// How often worker heartbeats are checked against `worker-ttl`.
@@ -162,6 +178,7 @@ impl Scheduler {
             cluster: cluster::ClusterState::default(),
             host: host::HostState::default(),
             monitor: monitor::Monitor::default(),
+            ingest_batch: rask_core::state::INGEST_BATCH,
             config,
         }
     }
@@ -225,6 +242,11 @@ impl Scheduler {
                 self.remove_worker(now, worker, expected, sid, out);
             }
             Event::Tick => self.tick(now, out),
+            Event::Ingest => {
+                let started = std::time::Instant::now();
+                let commands = self.core.ingest_step(now);
+                self.commands(now, started, commands, out);
+            }
             Event::Timer(t) => self.timer(now, t, out),
             Event::Done(d) => self.done(now, d, out),
             Event::Host(note) => self.host_note(note, out),
@@ -247,6 +269,29 @@ impl Scheduler {
     fn stimulus(&mut self, now: f64, s: Stimulus, out: &mut dyn Outbox) {
         let started = std::time::Instant::now();
         let commands = self.core.handle(now, s);
+        self.commands(now, started, commands, out);
+    }
+
+    /// How many tasks of a big graph the state task takes in per turn.
+    pub fn set_ingest_batch(&mut self, tasks: usize) {
+        self.ingest_batch = tasks;
+        self.core.set_ingest_batch(tasks);
+    }
+
+    /// Whether a big graph is being taken in: [`Event::Ingest`] takes the next share.
+    pub fn ingesting(&self) -> bool {
+        self.core.ingesting()
+    }
+
+    /// Sends what the core said to do (it started working at `started`); clients whose
+    /// graphs are now in go on.
+    fn commands(
+        &mut self,
+        now: f64,
+        started: std::time::Instant,
+        commands: Vec<Command>,
+        out: &mut dyn Outbox,
+    ) {
         let handled = started.elapsed();
         self.host_transitions(&commands);
         let n = commands.len();
@@ -290,6 +335,9 @@ impl Scheduler {
                 busy.as_secs_f64(),
                 handled.as_secs_f64()
             );
+        }
+        for client in self.core.take_graphs_taken() {
+            self.graph_in(now, client, out);
         }
     }
 

@@ -1,7 +1,7 @@
 //! Clients and workers: joining (`register-client`, `register-worker`), their stream
 //! messages in order, and leaving.
 
-use super::{ClientInfo, Held, Scheduler, WorkerInfo};
+use super::{ClientInfo, Held, PendingGraph, Scheduler, WorkerInfo};
 use crate::event::{ClientTx, Job, Joined, WorkerTx};
 use crate::extensions::{Extension, Peer};
 use crate::messages::{ClientMsg, Placement, Registration, ToClientMsg, WorkerMsg};
@@ -53,6 +53,7 @@ impl Scheduler {
             ClientInfo {
                 name: name.clone(),
                 held: None,
+                graph: None,
             },
         );
         self.client_ids.insert(name.clone(), id);
@@ -160,8 +161,8 @@ impl Scheduler {
             .unwrap_or(own)
     }
 
-    /// A graph is materialized (or failed): it reaches the core, then the client's held
-    /// messages go on, up to its next graph.
+    /// A graph is materialized (or failed): it reaches the core. Once it is in (at once, or
+    /// a big one over several turns), the client's held messages go on ([`Self::graph_in`]).
     pub(super) fn graph_done(
         &mut self,
         now: f64,
@@ -169,7 +170,7 @@ impl Scheduler {
         stimulus: Stimulus,
         out: &mut dyn Outbox,
     ) {
-        let mut graph = None;
+        let graph = matches!(stimulus, Stimulus::UpdateGraph { .. });
         if let Stimulus::UpdateGraph {
             keys,
             tasks,
@@ -180,12 +181,38 @@ impl Scheduler {
             self.diag.graph_keys(keys);
             if self.host.active() {
                 let tasks: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
-                graph = Some((keys.clone(), tasks, stimulus_id.clone(), self.host_mark()));
+                let pending = PendingGraph {
+                    keys: keys.clone(),
+                    tasks,
+                    stimulus_id: stimulus_id.clone(),
+                    mark: self.host_mark(),
+                };
+                if let Some(info) = self.clients.get_mut(&client) {
+                    info.graph = Some(pending);
+                }
             }
         }
+        // Scheduler plugins hear `update_graph` before the graph's transitions, and its
+        // event goes where it began: with the plugin host running, a graph goes in whole.
+        let whole = self.host.active();
+        if whole {
+            self.core.set_ingest_batch(usize::MAX);
+        }
         self.stimulus(now, stimulus, out);
-        if let Some((keys, tasks, sid, mark)) = graph {
-            self.host_graph(mark, client, &keys, &tasks, &sid);
+        if whole {
+            self.core.set_ingest_batch(self.ingest_batch);
+        }
+        if !graph {
+            self.graph_in(now, client, out);
+        }
+    }
+
+    /// The client's graph is in the core (or failed): the plugin host hears of it, then the
+    /// client's held messages go on, up to its next graph.
+    pub(super) fn graph_in(&mut self, now: f64, client: ClientId, out: &mut dyn Outbox) {
+        let graph = self.clients.get_mut(&client).and_then(|c| c.graph.take());
+        if let Some(g) = graph {
+            self.host_graph(g.mark, client, &g.keys, &g.tasks, &g.stimulus_id);
         }
         let Some(held) = self.clients.get_mut(&client).and_then(|c| c.held.take()) else {
             return;

@@ -59,8 +59,10 @@ pub async fn run(
             },
             Some(e) = internal.recv() => e,
             _ = tick.tick() => Event::Tick,
+            // a big graph goes in a share at a time, between whatever else is ready
+            () = std::future::ready(()), if scheduler.ingesting() => Event::Ingest,
         };
-        if !matches!(event, Event::Tick) {
+        if !matches!(event, Event::Tick | Event::Ingest) {
             tracing::trace!(?event, "event");
         }
         scheduler.handle(clock.now(), event, &mut out);
