@@ -186,6 +186,7 @@ fn update_graph(s: &mut SchedulerState, client: ClientId, g: Graph) -> Vec<Comma
             keys: g.wanted,
             fifo_timeout: 0.1,
             actors: Vec::new(),
+            outside: None,
             stimulus_id: "update-graph-1795538426.0".into(),
         },
     )

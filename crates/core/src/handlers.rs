@@ -62,8 +62,23 @@ impl SchedulerState {
                 keys,
                 fifo_timeout,
                 actors,
+                outside,
                 stimulus_id,
-            } => self.update_graph(client, tasks, keys, fifo_timeout, actors, stimulus_id),
+            } => {
+                let (tasks, outside) = match outside {
+                    Some(outside) => (tasks, outside),
+                    None => reachable(tasks, &keys),
+                };
+                self.update_graph(
+                    client,
+                    tasks,
+                    outside,
+                    keys,
+                    fifo_timeout,
+                    actors,
+                    stimulus_id,
+                )
+            }
             Stimulus::ClientDesiresKeys { client, keys } => self.client_desires_keys(client, &keys),
             Stimulus::ClientReleasesKeys {
                 client,
@@ -394,10 +409,12 @@ impl SchedulerState {
     /// `update_graph` after materialization (scheduler.py:4817-5143). A graph of more than
     /// `ingest_batch` tasks is taken in over several turns instead (`ingest.rs`), in the
     /// same steps as here.
+    #[allow(clippy::too_many_arguments)] // the fields of `Stimulus::UpdateGraph`
     fn update_graph(
         &mut self,
         client: ClientId,
         tasks: Vec<NewTask>,
+        outside: Vec<Key>,
         keys: Vec<Key>,
         fifo_timeout: f64,
         actors: Vec<Key>,
@@ -406,8 +423,8 @@ impl SchedulerState {
         // Lost dependencies: a dependency neither in this graph nor known to the scheduler
         // (a future released meanwhile) (scheduler.py:4817-4846, 5061-5079).
         // Only what the requested keys reach becomes state (`_generate_taskstates` walks
-        // from `keys`); the helper returns every node of the materialized graph.
-        let (tasks, outside) = reachable(tasks, &keys);
+        // from `keys`; the helper returns every node of the materialized graph): `tasks`
+        // are those, `outside` the keys they depend on outside the graph.
         if outside.iter().any(|d| !self.task_index.contains_key(d)) {
             // scheduler.py:5061-5079: report, then release the keys for this client
             let ids: Vec<TaskId> = keys.iter().filter_map(|k| self.task_id(k)).collect();
@@ -911,7 +928,7 @@ impl SchedulerState {
 
 /// The tasks of a graph reachable from `keys` through dependencies, in their given order,
 /// and the keys outside the graph they depend on.
-fn reachable(tasks: Vec<NewTask>, keys: &[Key]) -> (Vec<NewTask>, Vec<Key>) {
+pub fn reachable(tasks: Vec<NewTask>, keys: &[Key]) -> (Vec<NewTask>, Vec<Key>) {
     let index: rustc_hash::FxHashMap<&Key, usize> =
         tasks.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
     let mut keep = vec![false; tasks.len()];

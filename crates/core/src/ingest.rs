@@ -152,11 +152,13 @@ impl SchedulerState {
         }
     }
 
-    /// Works on `ingest` for up to `budget` tasks; whether it is in.
+    /// Works on `ingest` for up to `budget` (tasks, and the dependencies the steps walk);
+    /// whether it is in.
     fn ingest_work(&mut self, ingest: &mut Ingest, mut budget: usize) -> bool {
         let mut seen = FxHashSet::default();
         while budget > 0 {
             let pos = ingest.pos;
+
             match ingest.stage {
                 Stage::Insert => {
                     for nt in ingest.new.by_ref().take(budget) {
@@ -168,11 +170,13 @@ impl SchedulerState {
                     }
                 }
                 Stage::Link => {
-                    let end = (pos + budget).min(ingest.fresh.len());
-                    for (id, deps) in &mut ingest.fresh[pos..end] {
+                    let mut end = pos;
+                    while end < ingest.fresh.len() && budget > 0 {
+                        let (id, deps) = &mut ingest.fresh[end];
+                        budget = budget.saturating_sub(1 + deps.len());
                         self.link(*id, std::mem::take(deps), &mut seen);
+                        end += 1;
                     }
-                    budget -= end - pos;
                     ingest.pos = end;
                     if end == ingest.fresh.len() {
                         ingest.fresh = Vec::new();
@@ -190,11 +194,10 @@ impl SchedulerState {
                     ingest.stage = Stage::SortOut;
                 }
                 Stage::SortOut => {
-                    let end = (pos + budget).min(ingest.touched.len());
+                    let end = self.share(&ingest.touched, pos, &mut budget);
                     for &id in &ingest.touched[pos..end] {
                         self.sort_out(id, &mut ingest.erred, &mut ingest.runnable);
                     }
-                    budget -= end - pos;
                     ingest.pos = end;
                     if end == ingest.touched.len() {
                         // by priority; a task forgotten meanwhile is left out
@@ -226,7 +229,7 @@ impl SchedulerState {
                     ingest.stage = Stage::Wait;
                 }
                 Stage::Wait => {
-                    let end = (pos + budget).min(ingest.runnable.len());
+                    let end = self.share(&ingest.runnable, pos, &mut budget);
                     // A task sorted out as runnable that is no longer released had its
                     // recommendation replaced in the one-turn version (an erred or a waiting
                     // dependent made it erred or waiting): nothing left to do for it.
@@ -242,7 +245,6 @@ impl SchedulerState {
                     self.ready_later = Some(std::mem::take(&mut ingest.ready));
                     self.transitions(recs, &ingest.sid.clone());
                     ingest.ready = self.ready_later.take().unwrap_or_default();
-                    budget -= end - pos;
                     ingest.pos = end;
                     if end == ingest.runnable.len() {
                         ingest.runnable = Vec::new();
@@ -251,7 +253,7 @@ impl SchedulerState {
                     }
                 }
                 Stage::Run => {
-                    let end = (pos + budget).min(ingest.ready.len());
+                    let end = self.share(&ingest.ready, pos, &mut budget);
                     // still waiting on nothing: a dependency lost meanwhile makes it wait
                     let recs: Recs = ingest.ready[pos..end]
                         .iter()
@@ -263,7 +265,6 @@ impl SchedulerState {
                         .map(|&id| (id, TaskStatus::Processing))
                         .collect();
                     self.transitions(recs, &ingest.sid.clone());
-                    budget -= end - pos;
                     ingest.pos = end;
                     if end == ingest.ready.len() {
                         self.graphs_taken.push(ingest.client);
@@ -273,6 +274,22 @@ impl SchedulerState {
             }
         }
         false
+    }
+
+    /// Where this turn's share of `ids` from `pos` ends: a task costs one plus its
+    /// dependencies and dependents (the steps walk them; a reducer of 1,000 inputs weighs
+    /// as much as 1,000 tasks), taken from `budget`; at least one task.
+    fn share(&self, ids: &[TaskId], pos: usize, budget: &mut usize) -> usize {
+        let mut end = pos;
+        while end < ids.len() && *budget > 0 {
+            let cost = match self.tasks.get(ids[end].0 as usize) {
+                Some(Some(t)) => 1 + t.dependencies.len() + t.dependents.len(),
+                _ => 1,
+            };
+            *budget = budget.saturating_sub(cost);
+            end += 1;
+        }
+        end
     }
 }
 

@@ -105,6 +105,10 @@ pub enum Stimulus {
         fifo_timeout: f64,
         /// the keys that are actors (`actors=`; `True` means all of `keys`)
         actors: Vec<Key>,
+        /// `Some`: `tasks` are already only those `keys` reach ([`crate::handlers::reachable`],
+        /// which the server runs off the state task), and these are their dependencies
+        /// outside the graph; `None`: the core prunes the graph itself
+        outside: Option<Vec<Key>>,
         /// why
         stimulus_id: Arc<str>,
     },

@@ -931,6 +931,7 @@ impl Sim {
                 keys: wanted,
                 fifo_timeout: 0.1,
                 actors: Vec::new(),
+                outside: None,
                 stimulus_id: "update-graph".into(),
             },
         );

@@ -49,16 +49,17 @@ pub async fn materialize(
             let n = streamed.as_ref().map_or(0, |r| r.tasks.len());
             report_helper_timings(&reply, n, helper_s);
             let ordered = match streamed {
-                Ok(r) => order_off_runtime(r).await,
+                Ok(r) => order_off_runtime(r, keys.clone()).await,
                 Err(e) => Err(e),
             };
             match ordered {
-                Ok(tasks) => Stimulus::UpdateGraph {
+                Ok((tasks, outside)) => Stimulus::UpdateGraph {
                     client,
                     tasks,
                     keys,
                     fifo_timeout,
                     actors,
+                    outside: Some(outside),
                     stimulus_id: format!("update-graph-{}", crate::translate::now()).into(),
                 },
                 Err(e) => failed(client, keys, &e.to_string()),
@@ -120,13 +121,20 @@ fn report_helper_timings(reply: &Value, n: usize, helper_s: f64) {
     }
 }
 
-/// Gives the tasks their priorities (rask-order) on a blocking thread: a million-task
-/// graph takes about a second, which no runtime thread should spend.
-async fn order_off_runtime(r: Records) -> Result<Vec<NewTask>, HelperError> {
+/// Gives the tasks their priorities (rask-order) and keeps those the keys reach, on a
+/// blocking thread: on a million-task graph that is about a second the state task need not
+/// spend. Returns the tasks and their dependencies outside the graph.
+async fn order_off_runtime(
+    r: Records,
+    keys: Vec<Key>,
+) -> Result<(Vec<NewTask>, Vec<Key>), HelperError> {
     let Records { mut tasks, order } = r;
-    tokio::task::spawn_blocking(move || ordering::assign(&mut tasks, &order).map(|()| tasks))
-        .await
-        .map_err(|e| HelperError::Order(format!("ordering the graph panicked: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        ordering::assign(&mut tasks, &order)?;
+        Ok(rask_core::handlers::reachable(tasks, &keys))
+    })
+    .await
+    .map_err(|e| HelperError::Order(format!("ordering the graph panicked: {e}")))?
 }
 
 fn failed(client: ClientId, keys: Vec<Key>, text: &str) -> Stimulus {

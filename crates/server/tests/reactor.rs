@@ -212,6 +212,7 @@ fn materialized(client: ClientId, key: &str) -> Done {
             keys: vec![Key::str(key)],
             fifo_timeout: 0.1,
             actors: Vec::new(),
+            outside: None,
             stimulus_id: "update-graph-test".into(),
         }),
     }

@@ -389,6 +389,7 @@ impl TestEnv {
             keys: wanted,
             fifo_timeout: self.fifo_timeout,
             actors,
+            outside: None,
             stimulus_id: sid("update-graph"),
         })
     }

@@ -11,6 +11,10 @@ use tokio::time::Instant;
 /// How often the state task looks at its timers (stealing, worker-ttl, leases, idle).
 const TICK: Duration = Duration::from_millis(100);
 
+/// While a big graph is taken in, at most this many other events come between two of its
+/// shares, so a flood of events does not stop it.
+const EVENTS_PER_INGEST: u32 = 64;
+
 /// The state task's clock: wall-clock seconds at start plus tokio's monotonic time since,
 /// so timestamps read like Dask's `time()` while every decision follows tokio's clock
 /// (which tests can pause and advance).
@@ -51,20 +55,49 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since_ingest = 0u32;
     loop {
-        let event = tokio::select! {
-            e = events.recv() => match e {
-                Some(e) => e,
-                None => break,
-            },
-            Some(e) = internal.recv() => e,
-            _ = tick.tick() => Event::Tick,
-            // a big graph goes in a share at a time, between whatever else is ready
-            () = std::future::ready(()), if scheduler.ingesting() => Event::Ingest,
+        let event = if !scheduler.ingesting() {
+            tokio::select! {
+                e = events.recv() => e,
+                Some(e) = internal.recv() => Some(e),
+                _ = tick.tick() => Some(Event::Tick),
+            }
+        } else {
+            // Between shares the runtime's other tasks run on this thread too: a share is
+            // always ready, so without this the state task would keep the thread for the
+            // whole graph, and the connections that bring other requests with it.
+            tokio::task::yield_now().await;
+            if since_ingest >= EVENTS_PER_INGEST {
+                Some(Event::Ingest)
+            } else {
+                next_while_ingesting(&mut events, &mut internal, &mut tick).await
+            }
+        };
+        let Some(event) = event else { break };
+        since_ingest = match event {
+            Event::Ingest => 0,
+            _ => since_ingest + 1,
         };
         if !matches!(event, Event::Tick | Event::Ingest) {
             tracing::trace!(?event, "event");
         }
         scheduler.handle(clock.now(), event, &mut out);
+    }
+}
+
+/// While a big graph is taken in: what has arrived goes first, then the graph's next share,
+/// so another client's request waits for one share at most. `None`: every sender is gone.
+async fn next_while_ingesting(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    internal: &mut mpsc::UnboundedReceiver<Event>,
+    tick: &mut tokio::time::Interval,
+) -> Option<Event> {
+    tokio::select! {
+        biased;
+        e = events.recv() => e,
+        Some(e) = internal.recv() => Some(e),
+        _ = tick.tick() => Some(Event::Tick),
+        () = std::future::ready(()) => Some(Event::Ingest),
     }
 }
