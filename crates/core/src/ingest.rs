@@ -27,7 +27,7 @@
 //! ([`SchedulerState::take_graphs_taken`]).
 
 use crate::command::Command;
-use crate::state::{Ingest, SchedulerState, Stage};
+use crate::state::{Ingest, SchedulerState, Stage, Task};
 use crate::stimulus::{NewTask, Stimulus};
 use crate::transitions::Recs;
 use crate::types::{ClientId, TaskId, TaskStatus};
@@ -158,7 +158,6 @@ impl SchedulerState {
         let mut seen = FxHashSet::default();
         while budget > 0 {
             let pos = ingest.pos;
-
             match ingest.stage {
                 Stage::Insert => {
                     for nt in ingest.new.by_ref().take(budget) {
@@ -204,10 +203,7 @@ impl SchedulerState {
                         let mut by_priority: Vec<([i64; 3], TaskId)> = ingest
                             .runnable
                             .iter()
-                            .filter_map(|&id| match self.tasks.get(id.0 as usize) {
-                                Some(Some(t)) => Some((t.priority, id)),
-                                _ => None,
-                            })
+                            .filter_map(|&id| self.task_by_id(id).map(|t| (t.priority, id)))
                             .collect();
                         by_priority.sort_unstable();
                         budget = budget.saturating_sub(by_priority.len() / 8);
@@ -224,7 +220,7 @@ impl SchedulerState {
                         .map(|&id| (id, TaskStatus::Erred))
                         .collect();
                     budget = budget.saturating_sub(ingest.erred.len());
-                    self.transitions(recs, &ingest.sid.clone());
+                    self.transitions(recs, &ingest.sid);
                     ingest.pos = 0;
                     ingest.stage = Stage::Wait;
                 }
@@ -233,17 +229,11 @@ impl SchedulerState {
                     // A task sorted out as runnable that is no longer released had its
                     // recommendation replaced in the one-turn version (an erred or a waiting
                     // dependent made it erred or waiting): nothing left to do for it.
-                    let recs: Recs = ingest.runnable[pos..end]
-                        .iter()
-                        .rev()
-                        .filter(|&&id| {
-                            matches!(self.tasks.get(id.0 as usize),
-                                Some(Some(t)) if t.state == TaskStatus::Released)
-                        })
-                        .map(|&id| (id, TaskStatus::Waiting))
-                        .collect();
+                    let recs = self.recs(&ingest.runnable[pos..end], TaskStatus::Waiting, |t| {
+                        t.state == TaskStatus::Released
+                    });
                     self.ready_later = Some(std::mem::take(&mut ingest.ready));
-                    self.transitions(recs, &ingest.sid.clone());
+                    self.transitions(recs, &ingest.sid);
                     ingest.ready = self.ready_later.take().unwrap_or_default();
                     ingest.pos = end;
                     if end == ingest.runnable.len() {
@@ -255,16 +245,10 @@ impl SchedulerState {
                 Stage::Run => {
                     let end = self.share(&ingest.ready, pos, &mut budget);
                     // still waiting on nothing: a dependency lost meanwhile makes it wait
-                    let recs: Recs = ingest.ready[pos..end]
-                        .iter()
-                        .rev()
-                        .filter(|&&id| {
-                            matches!(self.tasks.get(id.0 as usize),
-                                Some(Some(t)) if t.state == TaskStatus::Waiting && t.waiting_on.is_empty())
-                        })
-                        .map(|&id| (id, TaskStatus::Processing))
-                        .collect();
-                    self.transitions(recs, &ingest.sid.clone());
+                    let recs = self.recs(&ingest.ready[pos..end], TaskStatus::Processing, |t| {
+                        t.state == TaskStatus::Waiting && t.waiting_on.is_empty()
+                    });
+                    self.transitions(recs, &ingest.sid);
                     ingest.pos = end;
                     if end == ingest.ready.len() {
                         self.graphs_taken.push(ingest.client);
@@ -276,16 +260,25 @@ impl SchedulerState {
         false
     }
 
+    /// `finish` for each of `ids` still there and `due`, the first handled first (pushed
+    /// last).
+    fn recs(&self, ids: &[TaskId], finish: TaskStatus, due: impl Fn(&Task) -> bool) -> Recs {
+        ids.iter()
+            .rev()
+            .filter(|&&id| self.task_by_id(id).is_some_and(&due))
+            .map(|&id| (id, finish))
+            .collect()
+    }
+
     /// Where this turn's share of `ids` from `pos` ends: a task costs one plus its
     /// dependencies and dependents (the steps walk them; a reducer of 1,000 inputs weighs
     /// as much as 1,000 tasks), taken from `budget`; at least one task.
     fn share(&self, ids: &[TaskId], pos: usize, budget: &mut usize) -> usize {
         let mut end = pos;
         while end < ids.len() && *budget > 0 {
-            let cost = match self.tasks.get(ids[end].0 as usize) {
-                Some(Some(t)) => 1 + t.dependencies.len() + t.dependents.len(),
-                _ => 1,
-            };
+            let cost = self
+                .task_by_id(ids[end])
+                .map_or(1, |t| 1 + t.dependencies.len() + t.dependents.len());
             *budget = budget.saturating_sub(cost);
             end += 1;
         }
