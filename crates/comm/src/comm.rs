@@ -16,7 +16,7 @@
 
 use crate::error::CommError;
 use crate::tls::{TlsContext, TlsError};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use rask_protocol::handshake::{check_peer_handshake, handshake};
 use rask_protocol::{decode_message, encode_message, FrameCodec, Frames, ProtocolError, Value};
@@ -215,11 +215,16 @@ impl CommWriter {
     /// Writes one message and flushes. Fails (and closes the connection) if the peer takes
     /// no bytes for `distributed.comm.timeouts.tcp`.
     pub async fn write(&mut self, msg: &Value) -> Result<(), CommError> {
+        self.write_frames(encode_message(msg)).await
+    }
+
+    /// Writes a message already encoded (by a [`rask_protocol::MessageEncoder`]).
+    pub async fn write_frames(&mut self, frames: Vec<Bytes>) -> Result<(), CommError> {
         if self.closed.is_cancelled() {
             return Err(CommError::Closed);
         }
         self.buf.clear();
-        self.codec.encode(encode_message(msg), &mut self.buf)?;
+        self.codec.encode(frames, &mut self.buf)?;
         let result = self.write_buf().await;
         // Do not keep a one-off huge message's buffer for the connection's lifetime.
         if self.buf.capacity() > 4 << 20 {

@@ -22,7 +22,7 @@ pub mod value;
 
 pub use error::ProtocolError;
 pub use frame::{FrameCodec, Frames};
-pub use msgpack::{decode_message, encode_message};
+pub use msgpack::{decode_message, encode_message, MessageEncoder};
 pub use value::{Key, Opaque, OpaqueKind, Value};
 
 /// The `distributed` release whose wire protocol this crate speaks and that rask is tested

@@ -3,7 +3,7 @@
 //! back as sub-header + payload frames on encode.
 
 use crate::error::ProtocolError;
-use crate::value::{Opaque, OpaqueKind, Value};
+use crate::value::{Key, Opaque, OpaqueKind, Value};
 use bytes::{Buf, Bytes};
 use rmp::Marker;
 
@@ -277,11 +277,9 @@ fn resolve_special(entries: Vec<(Value, Value)>, frames: &[Bytes]) -> Result<Val
 /// Encodes a message: frame 0 is the msgpack of `msg`, every [`Opaque`] inside it becomes a
 /// sub-header frame followed by its payload frames.
 pub fn encode_message(msg: &Value) -> Vec<Bytes> {
-    let mut frames: Vec<Bytes> = vec![Bytes::new()];
-    let mut first = Vec::with_capacity(256);
-    write_value(&mut first, msg, &mut frames);
-    frames[0] = Bytes::from(first);
-    frames
+    let mut enc = MessageEncoder::new();
+    enc.value(msg);
+    enc.finish()
 }
 
 /// Encodes a plain value (no payload frames allowed: opaque values become `None`).
@@ -290,6 +288,124 @@ pub fn encode_value(v: &Value) -> Vec<u8> {
     let mut sink = Vec::new();
     write_value(&mut out, v, &mut sink);
     out
+}
+
+/// One message written piece by piece, for a sender that writes its own types straight to
+/// msgpack rather than building a [`Value`] first (the scheduler's `compute-task`s: a `Value`
+/// tree per task, built and dropped, was a large part of the cost of sending them). The
+/// pieces must make one msgpack object; [`Self::finish`] gives the frames
+/// [`encode_message`] would give for the same object.
+pub struct MessageEncoder {
+    first: Vec<u8>,
+    frames: Vec<Bytes>,
+}
+
+impl Default for MessageEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// Writes into a Vec<u8> cannot fail, so the results of rmp's writers are ignored here.
+impl MessageEncoder {
+    /// An empty message.
+    pub fn new() -> Self {
+        MessageEncoder {
+            first: Vec::with_capacity(256),
+            frames: vec![Bytes::new()],
+        }
+    }
+
+    /// A whole value (its opaque payloads become frames of their own).
+    pub fn value(&mut self, v: &Value) {
+        write_value(&mut self.first, v, &mut self.frames);
+    }
+
+    /// The header of a list of `len` items, which follow.
+    pub fn array_len(&mut self, len: usize) {
+        let _ = rmp::encode::write_array_len(&mut self.first, len as u32);
+    }
+
+    /// The header of a dict of `len` entries, whose keys and values follow in turn.
+    pub fn map_len(&mut self, len: usize) {
+        let _ = rmp::encode::write_map_len(&mut self.first, len as u32);
+    }
+
+    /// A `str`.
+    pub fn str(&mut self, s: &str) {
+        let _ = rmp::encode::write_str(&mut self.first, s);
+    }
+
+    /// An `int`.
+    pub fn int(&mut self, i: i64) {
+        let _ = rmp::encode::write_sint(&mut self.first, i);
+    }
+
+    /// A `float`.
+    pub fn float(&mut self, f: f64) {
+        let _ = rmp::encode::write_f64(&mut self.first, f);
+    }
+
+    /// A `bool`.
+    pub fn bool(&mut self, b: bool) {
+        let _ = rmp::encode::write_bool(&mut self.first, b);
+    }
+
+    /// `None`.
+    pub fn nil(&mut self) {
+        let _ = rmp::encode::write_nil(&mut self.first);
+    }
+
+    /// A key, as [`Key::to_value`] would write it.
+    pub fn key(&mut self, k: &Key) {
+        use rmp::encode as e;
+        let out = &mut self.first;
+        match k {
+            Key::Str(s) => {
+                let _ = e::write_str(out, s);
+            }
+            Key::Bytes(b) => {
+                let _ = e::write_bin(out, b);
+            }
+            Key::Int(i) => {
+                let _ = e::write_sint(out, *i);
+            }
+            Key::Float(bits) => {
+                let _ = e::write_f64(out, f64::from_bits(*bits));
+            }
+            Key::Tuple(items) => {
+                let _ = e::write_array_len(out, items.len() as u32);
+                for it in items.iter() {
+                    self.key(it);
+                }
+            }
+        }
+    }
+
+    /// `Value::Opaque(Opaque::pickled(pickle))` without building it: the `__Pickled__`
+    /// reference here and its sub-header frame.
+    pub fn pickled(&mut self, pickle: &Bytes) {
+        use rmp::encode as e;
+        let mut header = Vec::with_capacity(pickle.len() + 48);
+        let _ = e::write_map_len(&mut header, 3);
+        let _ = e::write_str(&mut header, "pickled-obj");
+        let _ = e::write_bin(&mut header, pickle);
+        let _ = e::write_str(&mut header, "compression");
+        let _ = e::write_array_len(&mut header, 0);
+        let _ = e::write_str(&mut header, "num-sub-frames");
+        let _ = e::write_uint(&mut header, 0);
+        let idx = self.frames.len();
+        self.frames.push(Bytes::from(header));
+        let _ = e::write_map_len(&mut self.first, 1);
+        let _ = e::write_str(&mut self.first, OpaqueKind::Pickled.marker());
+        let _ = e::write_uint(&mut self.first, idx as u64);
+    }
+
+    /// The message's frames: the msgpack frame, then each payload's sub-header and frames.
+    pub fn finish(mut self) -> Vec<Bytes> {
+        self.frames[0] = Bytes::from(self.first);
+        self.frames
+    }
 }
 
 // Writes into a Vec<u8> cannot fail, so the results of rmp's writers are infallible here.
@@ -340,12 +456,8 @@ fn write_value(out: &mut Vec<u8>, v: &Value, frames: &mut Vec<Bytes>) {
             write_value(&mut hbuf, &Value::Map(header), &mut no_frames);
             frames.push(Bytes::from(hbuf));
             frames.extend(o.frames.iter().cloned());
-            let tag = match o.kind {
-                OpaqueKind::Serialized => "__Serialized__",
-                OpaqueKind::Pickled => "__Pickled__",
-            };
             let _ = e::write_map_len(out, 1);
-            let _ = e::write_str(out, tag);
+            let _ = e::write_str(out, o.kind.marker());
             let _ = e::write_uint(out, idx as u64);
         }
     }
@@ -376,6 +488,40 @@ mod tests {
         let frames = encode_message(&msg);
         assert_eq!(frames.len(), 5);
         assert_eq!(decode_message(&frames).ok(), Some(msg));
+    }
+
+    #[test]
+    fn pieces_make_the_frames_of_the_same_value() {
+        let key =
+            Key::Tuple(vec![Key::str("x"), Key::Int(-3), Key::Float(2.5f64.to_bits())].into());
+        let pickle = Bytes::from_static(b"\x80\x05K\x01.");
+        let value = Value::Array(vec![Value::map([
+            ("key", key.to_value()),
+            ("run_spec", Value::Opaque(Opaque::pickled(pickle.clone()))),
+            ("n", Value::Int(7)),
+            ("f", Value::Float(0.5)),
+            ("yes", Value::Bool(true)),
+            ("none", Value::Nil),
+            ("more", Value::Array(vec![Value::from("a")])),
+        ])]);
+        let mut enc = MessageEncoder::new();
+        enc.array_len(1);
+        enc.map_len(7);
+        enc.str("key");
+        enc.key(&key);
+        enc.str("run_spec");
+        enc.pickled(&pickle);
+        enc.str("n");
+        enc.int(7);
+        enc.str("f");
+        enc.float(0.5);
+        enc.str("yes");
+        enc.bool(true);
+        enc.str("none");
+        enc.nil();
+        enc.str("more");
+        enc.value(&Value::Array(vec![Value::from("a")]));
+        assert_eq!(enc.finish(), encode_message(&value));
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub enum OpaqueKind {
     Pickled,
 }
 
+impl OpaqueKind {
+    /// The marker's name on the wire.
+    pub fn marker(self) -> &'static str {
+        match self {
+            OpaqueKind::Serialized => "__Serialized__",
+            OpaqueKind::Pickled => "__Pickled__",
+        }
+    }
+}
+
 /// A payload kept exactly as it arrived: its msgpack sub-header and its payload frames.
 /// Re-encoding writes the same header (with `num-sub-frames` reset) and the same frames.
 #[derive(Clone, Debug, PartialEq)]

@@ -28,8 +28,9 @@ pub enum Serve {
     Rpc(fn(&Value) -> Result<Rpc, RequestError>),
     /// A client stream op: parsed into a message for the state task.
     Client(fn(&Value) -> Result<ClientMsg, RequestError>),
-    /// A worker stream op: parsed into a message for the state task.
-    Worker(fn(&Value, &mut WorkerStream) -> Result<WorkerMsg, RequestError>),
+    /// A worker stream op: parsed into a message for the state task, which may keep the
+    /// message itself (a finished task's record is made of it).
+    Worker(fn(&mut Value, &mut WorkerStream) -> Result<WorkerMsg, RequestError>),
     /// Handled by the connection itself: it becomes a stream, or ends.
     Connection(ConnectionOp),
     /// Refused: the client gets "rask scheduler does not support the operation ... yet"
@@ -90,7 +91,7 @@ const fn client(name: &'static str, parse: fn(&Value) -> Result<ClientMsg, Reque
 
 const fn worker(
     name: &'static str,
-    parse: fn(&Value, &mut WorkerStream) -> Result<WorkerMsg, RequestError>,
+    parse: fn(&mut Value, &mut WorkerStream) -> Result<WorkerMsg, RequestError>,
 ) -> Op {
     Op {
         name,

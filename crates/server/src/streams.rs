@@ -15,28 +15,34 @@ use crate::translate::worker::{registration, WorkerStream};
 use crate::translate::{self, client, worker};
 use rask_comm::fields::str_field;
 use rask_comm::{Comm, CommReader, CommWriter};
-use rask_protocol::Value;
+use rask_protocol::{MessageEncoder, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Most messages written in one batch; keeps single writes bounded.
 const MAX_BATCH: usize = 50_000;
 
-/// Drains a peer's queue into batched writes until the queue or the socket closes.
+/// Drains a peer's queue into batched writes until the queue or the socket closes; `encode`
+/// writes one typed message into the batch's list.
 async fn batched_writer<M>(
     mut rx: mpsc::UnboundedReceiver<M>,
     mut writer: CommWriter,
-    to_value: fn(M) -> Value,
+    encode: impl Fn(M, &mut MessageEncoder),
 ) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![to_value(first)];
+        let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(to_value(m)),
+                Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        if writer.write(&Value::Array(batch)).await.is_err() {
+        let mut enc = MessageEncoder::new();
+        enc.array_len(batch.len());
+        for m in batch {
+            encode(m, &mut enc);
+        }
+        if writer.write_frames(enc.finish()).await.is_err() {
             return;
         }
     }
@@ -55,7 +61,7 @@ fn messages(v: Value) -> Vec<Value> {
 /// A message that does not parse ends the stream after the ones before it are delivered.
 async fn read_stream<M>(
     reader: &mut CommReader,
-    mut parse: impl FnMut(&Value) -> Result<Option<M>, RequestError>,
+    mut parse: impl FnMut(&mut Value) -> Result<Option<M>, RequestError>,
     deliver: impl Fn(Vec<M>),
 ) -> End {
     loop {
@@ -66,8 +72,8 @@ async fn read_stream<M>(
         };
         let mut msgs = Vec::new();
         let mut end = None;
-        for msg in messages(batch) {
-            match parse(&msg) {
+        for mut msg in messages(batch) {
+            match parse(&mut msg) {
                 Ok(Some(m)) => msgs.push(m),
                 Ok(None) => {
                     end = Some(End::Closed);
@@ -108,7 +114,9 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
         peer,
     } = comm;
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(batched_writer(rx, writer, client::to_client));
+    let writer_task = tokio::spawn(batched_writer(rx, writer, |m, enc| {
+        enc.value(&client::to_client(m))
+    }));
     let n = name.clone();
     let versions = msg.get("versions").cloned().unwrap_or(Value::Nil);
     let client = ctx
@@ -121,9 +129,13 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
         })
         .await?;
     tracing::info!(client = %name, %peer, "Receive client connection");
-    let end = read_stream(&mut reader, client_message, |msgs| {
-        let _ = ctx.handle.send(Event::Client { client, msgs });
-    })
+    let end = read_stream(
+        &mut reader,
+        |msg| client_message(msg),
+        |msgs| {
+            let _ = ctx.handle.send(Event::Client { client, msgs });
+        },
+    )
     .await;
     let _ = ctx.handle.send(Event::ClientLeft { client });
     // The writer ends once the state task dropped the client's sender.
@@ -193,7 +205,9 @@ pub async fn worker_status_stream(comm: Comm, ctx: Arc<Ctx>) -> Result<(), Conne
     // The reply goes first; what the state task queued meanwhile follows it.
     writer.write(&identity).await?;
     tracing::debug!(%peer, "worker status feed open");
-    let writer_task = tokio::spawn(batched_writer(rx, writer, translate::cluster::to_status));
+    let writer_task = tokio::spawn(batched_writer(rx, writer, |m, enc| {
+        enc.value(&translate::cluster::to_status(m))
+    }));
     // The subscriber sends nothing more; its closing ends the feed.
     while let Ok(Some(_)) = reader.read().await {}
     writer_task.abort();
@@ -280,7 +294,7 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
         }
     };
     tracing::debug!(%address, %peer, "worker stream open");
-    let writer_task = tokio::spawn(batched_writer(rx, writer, worker::to_worker));
+    let writer_task = tokio::spawn(batched_writer(rx, writer, worker::encode_to_worker));
     let mut stream = WorkerStream::new(worker);
     let end = read_stream(
         &mut reader,
@@ -303,7 +317,7 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
 
 /// One worker stream message; `None` for `close-stream`.
 fn worker_message(
-    msg: &Value,
+    msg: &mut Value,
     stream: &mut WorkerStream,
 ) -> Result<Option<crate::messages::WorkerMsg>, RequestError> {
     let op = str_field(msg, "op")?;

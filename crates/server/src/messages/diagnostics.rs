@@ -76,15 +76,24 @@ pub enum Rpc {
     },
 }
 
-/// A worker's `task-finished` or `task-erred`: the core's stimulus, and the record Dask's
-/// `TaskStreamPlugin` keeps of it (the message's fields as the plugin's `transition` gets
-/// them as keyword arguments; the state task adds the worker).
+/// A worker's `task-finished` or `task-erred`: the core's stimulus, and the message itself,
+/// of which the record Dask's `TaskStreamPlugin` keeps is made only when something records
+/// finished tasks (`translate::worker::done_record`).
 #[derive(Debug, Clone)]
 pub struct TaskDone {
     /// `Stimulus::TaskFinished` or `Stimulus::TaskErred`
     pub stimulus: Stimulus,
     /// the key
     pub key: Key,
+    /// the message as it came
+    pub msg: Value,
+    /// a result's type, as a buffer of its own (`None` for an error)
+    pub type_: Option<Value>,
+}
+
+/// What the task stream and the metadata collectors keep of a [`TaskDone`].
+#[derive(Debug, Clone)]
+pub struct DoneRecord {
     /// the message's fields but `op` and `run_id` (and, for an error, `cause`)
     pub record: Value,
     /// `max(startstop["stop"])`, by which `get_task_stream` bounds records in time

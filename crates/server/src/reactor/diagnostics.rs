@@ -12,9 +12,10 @@
 
 use super::Scheduler;
 use crate::event::{Replier, Timer};
-use crate::messages::diagnostics::{Bound, Rpc, TaskDone};
+use crate::messages::diagnostics::{Bound, DoneRecord, Rpc, TaskDone};
 use crate::outbox::Outbox;
 use crate::translate::diagnostics as reply;
+use crate::translate::worker::done_record;
 use rask_core::{TaskStatus, WorkerId};
 use rask_protocol::{Key, Value};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -442,23 +443,34 @@ impl Scheduler {
         let TaskDone {
             stimulus,
             key,
-            record,
-            last_stop,
-            metadata,
+            msg,
+            type_,
         } = done;
-        if self.host.active() {
-            let worker = self.core.worker(worker).map(|w| w.address.clone());
-            let record = reply::stream_record(record.clone(), worker.unwrap_or_else(|| "".into()));
-            self.host.current = Some((key.clone(), record));
-        }
-        if self.diag.wants_done() {
-            self.diag.current = Some(Current {
-                key,
-                worker: self.core.worker(worker).map(|w| w.address.clone()),
+        let host = self.host.active();
+        let diag = self.diag.wants_done();
+        if host || diag {
+            let DoneRecord {
                 record,
                 last_stop,
                 metadata,
-            });
+            } = done_record(&stimulus, &key, msg, type_);
+            let address = self.core.worker(worker).map(|w| w.address.clone());
+            if host {
+                let record = reply::stream_record(
+                    record.clone(),
+                    address.clone().unwrap_or_else(|| "".into()),
+                );
+                self.host.current = Some((key.clone(), record));
+            }
+            if diag {
+                self.diag.current = Some(Current {
+                    key,
+                    worker: address,
+                    record,
+                    last_stop,
+                    metadata,
+                });
+            }
         }
         self.stimulus(now, stimulus, out);
         self.diag.current = None;

@@ -3,12 +3,12 @@
 
 use super::{keys_value, now, who_has_value};
 use crate::error::RequestError;
-use crate::messages::diagnostics::TaskDone;
+use crate::messages::diagnostics::{DoneRecord, TaskDone};
 use crate::messages::events::{StreamOp, WorkerEvent};
 use crate::messages::{Registration, ToWorkerMsg, WorkerMsg};
 use rask_comm::fields::{field, int_field, key_field, keys_field, str_field};
 use rask_core::{ComputeTask, Stimulus, ToWorker, WorkerId, WorkerStatus};
-use rask_protocol::{Key, Opaque, Value};
+use rask_protocol::{Key, MessageEncoder, Value};
 use std::sync::Arc;
 
 // ---- register-worker -------------------------------------------------------------------------
@@ -155,7 +155,7 @@ fn run_id(msg: &Value) -> Result<u64, RequestError> {
 }
 
 /// `task-finished`
-pub fn task_finished(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn task_finished(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     let key = key_field(msg, "key")?;
     let type_ = s.types.detach(msg.get("type"));
     let stimulus = Stimulus::TaskFinished {
@@ -168,15 +168,11 @@ pub fn task_finished(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Req
         transfer_duration: action_duration(msg, "transfer").unwrap_or(0.0),
         stimulus_id: sid(msg, "task-finished"),
     };
-    let metadata = msg
-        .get("metadata")
-        .filter(|m| !matches!(m, Value::Nil) && m.as_map().is_none_or(|m| !m.is_empty()))
-        .cloned();
-    Ok(task_done(msg, stimulus, key, Some(type_), metadata))
+    Ok(task_done(msg, stimulus, key, Some(type_)))
 }
 
 /// `task-erred`
-pub fn task_erred(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn task_erred(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     let key = key_field(msg, "key")?;
     let stimulus = Stimulus::TaskErred {
         worker: s.worker,
@@ -186,34 +182,27 @@ pub fn task_erred(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Reques
         traceback: msg.get("traceback").cloned().unwrap_or(Value::Nil),
         stimulus_id: sid(msg, "task-erred"),
     };
-    Ok(task_done(msg, stimulus, key, None, None))
+    Ok(task_done(msg, stimulus, key, None))
 }
 
-/// A `task-finished`/`task-erred` with the task stream's record of it: the message's fields
-/// as `TaskStreamPlugin.transition` gets them (scheduler.py:2065: everything but `op` and
+/// A `task-finished`/`task-erred` with the message itself, taken rather than copied: most
+/// of the time nothing records finished tasks, and copying every message's fields for a
+/// record cost more than reading them.
+fn task_done(msg: &mut Value, stimulus: Stimulus, key: Key, type_: Option<Value>) -> WorkerMsg {
+    WorkerMsg::TaskDone(Box::new(TaskDone {
+        stimulus,
+        key,
+        msg: std::mem::take(msg),
+        type_,
+    }))
+}
+
+/// The task stream's record of a `task-finished`/`task-erred`: the message's fields as
+/// `TaskStreamPlugin.transition` gets them (scheduler.py:2065: everything but `op` and
 /// `run_id`; `stimulus_task_erred` adds `cause`, the task itself), with the result's type
 /// as its own buffer, not a slice that keeps the whole batch alive.
-fn task_done(
-    msg: &Value,
-    stimulus: Stimulus,
-    key: Key,
-    type_: Option<Value>,
-    metadata: Option<Value>,
-) -> WorkerMsg {
+pub fn done_record(stimulus: &Stimulus, key: &Key, msg: Value, type_: Option<Value>) -> DoneRecord {
     let erred = matches!(stimulus, Stimulus::TaskErred { .. });
-    let mut entries: Vec<(Value, Value)> = msg
-        .as_map()
-        .unwrap_or_default()
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), Some("op" | "run_id")))
-        .map(|(k, v)| match (k.as_str(), &type_) {
-            (Some("type"), Some(t)) => (k.clone(), t.clone()),
-            _ => (k.clone(), v.clone()),
-        })
-        .collect();
-    if erred {
-        entries.push((Value::from("cause"), key.to_value()));
-    }
     let last_stop = msg
         .get("startstops")
         .and_then(Value::as_array)
@@ -221,17 +210,36 @@ fn task_done(
         .iter()
         .filter_map(|s| s.get("stop").and_then(Value::as_f64))
         .fold(f64::NEG_INFINITY, f64::max);
-    WorkerMsg::TaskDone(Box::new(TaskDone {
-        stimulus,
-        key,
+    let metadata = msg
+        .get("metadata")
+        .filter(|_| !erred)
+        .filter(|m| !matches!(m, Value::Nil) && m.as_map().is_none_or(|m| !m.is_empty()))
+        .cloned();
+    let mut entries = match msg {
+        Value::Map(entries) => entries,
+        _ => Vec::new(),
+    };
+    entries.retain(|(k, _)| !matches!(k.as_str(), Some("op" | "run_id")));
+    if let Some(t) = type_ {
+        if let Some(slot) = entries.iter_mut().find(|(k, _)| k.as_str() == Some("type")) {
+            slot.1 = t;
+        }
+    }
+    if erred {
+        entries.push((Value::from("cause"), key.to_value()));
+    }
+    DoneRecord {
         record: Value::Map(entries),
         last_stop,
         metadata,
-    }))
+    }
 }
 
 /// `release-worker-data`
-pub fn release_worker_data(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn release_worker_data(
+    msg: &mut Value,
+    s: &mut WorkerStream,
+) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::ReleaseWorkerData {
         worker: s.worker,
         key: key_field(msg, "key")?,
@@ -240,7 +248,7 @@ pub fn release_worker_data(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMs
 }
 
 /// `add-keys`
-pub fn add_keys(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn add_keys(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::AddKeys {
         worker: s.worker,
         keys: keys_field(msg, "keys")?,
@@ -249,7 +257,7 @@ pub fn add_keys(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestE
 }
 
 /// `reschedule`
-pub fn reschedule(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn reschedule(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::Reschedule {
         worker: s.worker,
         key: key_field(msg, "key")?,
@@ -258,7 +266,7 @@ pub fn reschedule(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Reques
 }
 
 /// `long-running`
-pub fn long_running(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn long_running(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::LongRunning {
         worker: s.worker,
         key: key_field(msg, "key")?,
@@ -267,7 +275,7 @@ pub fn long_running(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Requ
 
 /// `request-refresh-who-has`
 pub fn request_refresh_who_has(
-    msg: &Value,
+    msg: &mut Value,
     s: &mut WorkerStream,
 ) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::RequestRefreshWhoHas {
@@ -278,7 +286,7 @@ pub fn request_refresh_who_has(
 }
 
 /// `steal-response`
-pub fn steal_response(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn steal_response(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::Core(Stimulus::StealResponse {
         worker: s.worker,
         key: key_field(msg, "key")?,
@@ -288,7 +296,7 @@ pub fn steal_response(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Re
 }
 
 /// `worker-status-change`; a worker that says it is closing is expected to leave.
-pub fn status_change(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn status_change(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     let name = str_field(msg, "status")?;
     if name.starts_with("closing") {
         s.closing = true;
@@ -300,12 +308,12 @@ pub fn status_change(msg: &Value, s: &mut WorkerStream) -> Result<WorkerMsg, Req
 }
 
 /// `keep-alive`
-pub fn keep_alive(_msg: &Value, _s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn keep_alive(_msg: &mut Value, _s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     Ok(WorkerMsg::KeepAlive)
 }
 
 /// `log-event {topic, msg}` (`Scheduler.log_worker_event`).
-pub fn log_event(msg: &Value, _s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
+pub fn log_event(msg: &mut Value, _s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     let topics = super::events::topics(msg)?;
     let single_topic = match field(msg, "topic")? {
         Value::Str(t) => Some(t.clone()),
@@ -334,10 +342,10 @@ fn action_duration(msg: &Value, action: &str) -> Option<f64> {
 
 // ---- scheduler -> worker ---------------------------------------------------------------------
 
-/// A scheduler → worker stream message.
-pub fn to_worker(msg: ToWorkerMsg) -> Value {
-    match msg {
-        ToWorkerMsg::Core(m) => core(m),
+/// A scheduler → worker stream message, written into its batch.
+pub fn encode_to_worker(msg: ToWorkerMsg, enc: &mut MessageEncoder) {
+    let value = match msg {
+        ToWorkerMsg::Core(m) => return core(m, enc),
         // `AcquireReplicasEvent` (worker_state_machine.py)
         ToWorkerMsg::AcquireReplicas {
             who_has,
@@ -367,7 +375,8 @@ pub fn to_worker(msg: ToWorkerMsg) -> Value {
             ("run_id", Value::Int(run_id)),
             ("message", Value::from(message)),
         ]),
-    }
+    };
+    enc.value(&value);
 }
 
 fn nbytes_value(nbytes: &[(Key, i64)]) -> Value {
@@ -379,9 +388,12 @@ fn nbytes_value(nbytes: &[(Key, i64)]) -> Value {
     )
 }
 
-fn core(msg: ToWorker) -> Value {
-    match msg {
-        ToWorker::ComputeTask(t) => compute_task(*t),
+/// The core's messages: `compute-task`, the one sent per task, straight from the command
+/// (building a value tree per task, then dropping it, cost more than the writing); the
+/// others as values.
+fn core(msg: ToWorker, enc: &mut MessageEncoder) {
+    let value = match msg {
+        ToWorker::ComputeTask(t) => return encode_compute_task(&t, enc),
         ToWorker::FreeKeys { keys, stimulus_id } => Value::map([
             ("op", Value::from("free-keys")),
             ("keys", keys_value(&keys)),
@@ -416,34 +428,115 @@ fn core(msg: ToWorker) -> Value {
         ToWorker::Close { reason } => {
             Value::map([("op", Value::from("close")), ("reason", Value::Str(reason))])
         }
-    }
+    };
+    enc.value(&value);
 }
 
 /// `compute-task` with exactly the fields `ComputeTaskEvent` requires.
-fn compute_task(t: ComputeTask) -> Value {
-    let resource_restrictions = match t.resource_restrictions {
-        None => Value::Nil,
-        Some(r) => Value::Map(
-            r.into_iter()
-                .map(|(k, v)| (Value::Str(k), Value::Float(v)))
-                .collect(),
-        ),
-    };
-    Value::map([
-        ("op", Value::from("compute-task")),
-        ("key", t.key.to_value()),
-        ("run_id", Value::from(t.run_id)),
-        (
-            "priority",
-            Value::Array(t.priority.iter().map(|p| Value::Int(*p)).collect()),
-        ),
-        ("stimulus_id", Value::Str(t.stimulus_id)),
-        ("who_has", who_has_value(&t.who_has)),
-        ("nbytes", nbytes_value(&t.nbytes)),
-        ("run_spec", Value::Opaque(Opaque::pickled(t.run_spec))),
-        ("resource_restrictions", resource_restrictions),
-        ("actor", Value::Bool(t.actor)),
-        ("annotations", t.annotations),
-        ("span_id", Value::Nil),
-    ])
+fn encode_compute_task(t: &ComputeTask, enc: &mut MessageEncoder) {
+    enc.map_len(12);
+    enc.str("op");
+    enc.str("compute-task");
+    enc.str("key");
+    enc.key(&t.key);
+    enc.str("run_id");
+    enc.int(t.run_id as i64);
+    enc.str("priority");
+    enc.array_len(t.priority.len());
+    for p in t.priority {
+        enc.int(p);
+    }
+    enc.str("stimulus_id");
+    enc.str(&t.stimulus_id);
+    enc.str("who_has");
+    enc.map_len(t.who_has.len());
+    for (k, addrs) in &t.who_has {
+        enc.key(k);
+        enc.array_len(addrs.len());
+        for a in addrs {
+            enc.str(a);
+        }
+    }
+    enc.str("nbytes");
+    enc.map_len(t.nbytes.len());
+    for (k, n) in &t.nbytes {
+        enc.key(k);
+        enc.int(*n);
+    }
+    enc.str("run_spec");
+    enc.pickled(&t.run_spec);
+    enc.str("resource_restrictions");
+    match &t.resource_restrictions {
+        None => enc.nil(),
+        Some(r) => {
+            enc.map_len(r.len());
+            for (name, amount) in r {
+                enc.str(name);
+                enc.float(*amount);
+            }
+        }
+    }
+    enc.str("actor");
+    enc.bool(t.actor);
+    enc.str("annotations");
+    enc.value(&t.annotations);
+    enc.str("span_id");
+    enc.nil();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rask_protocol::{decode_message, Opaque};
+
+    /// The directly written `compute-task` decodes to the dict `ComputeTaskEvent` is built
+    /// from, field for field.
+    #[test]
+    fn compute_task_has_the_event_fields() {
+        let dep = Key::Tuple(vec![Key::str("x"), Key::Int(0)].into());
+        let task = ComputeTask {
+            key: Key::str("y"),
+            run_id: 3,
+            priority: [0, 1, -2],
+            who_has: vec![(dep.clone(), vec!["tcp://a:1".into(), "tcp://b:2".into()])],
+            nbytes: vec![(dep.clone(), 80)],
+            run_spec: bytes::Bytes::from_static(b"\x80\x05N."),
+            actor: false,
+            resource_restrictions: Some(vec![("GPU".into(), 1.0)]),
+            annotations: Value::map([("retries", Value::Int(2))]),
+            stimulus_id: "s-1".into(),
+        };
+        let mut enc = MessageEncoder::new();
+        encode_compute_task(&task, &mut enc);
+        let expected = Value::map([
+            ("op", Value::from("compute-task")),
+            ("key", Value::from("y")),
+            ("run_id", Value::Int(3)),
+            (
+                "priority",
+                Value::Array(vec![Value::Int(0), Value::Int(1), Value::Int(-2)]),
+            ),
+            ("stimulus_id", Value::from("s-1")),
+            (
+                "who_has",
+                Value::Map(vec![(
+                    dep.to_value(),
+                    Value::Array(vec![Value::from("tcp://a:1"), Value::from("tcp://b:2")]),
+                )]),
+            ),
+            ("nbytes", Value::Map(vec![(dep.to_value(), Value::Int(80))])),
+            (
+                "run_spec",
+                Value::Opaque(Opaque::pickled(task.run_spec.clone())),
+            ),
+            (
+                "resource_restrictions",
+                Value::Map(vec![(Value::from("GPU"), Value::Float(1.0))]),
+            ),
+            ("actor", Value::Bool(false)),
+            ("annotations", Value::map([("retries", Value::Int(2))])),
+            ("span_id", Value::Nil),
+        ]);
+        assert_eq!(decode_message(&enc.finish()).ok(), Some(expected));
+    }
 }
