@@ -3,7 +3,7 @@
 //! Each direction is a batched stream of lists of `{"op": ...}` dicts. A stream's reader
 //! parses each batch with the op table into typed messages and hands them to the state task
 //! as one event, so they are handled strictly in order; one batched writer per peer turns
-//! the state task's typed messages into wire values and writes whatever is queued as one
+//! the state task's typed messages into msgpack and writes whatever is queued as one
 //! list.
 
 use crate::error::RequestError;
