@@ -157,6 +157,15 @@ impl CommReader {
     /// The next message, or `None` on a clean EOF. Cancel-safe: dropping the future keeps
     /// a partly read message for the next call.
     pub async fn read(&mut self) -> Result<Option<Value>, CommError> {
+        match self.read_frames().await? {
+            Some(frames) => Ok(Some(decode_message(&frames)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next message's frames, not decoded (for a [`rask_protocol::MessageReader`]), or
+    /// `None` on a clean EOF. Cancel-safe as [`Self::read`].
+    pub async fn read_frames(&mut self) -> Result<Option<Frames>, CommError> {
         let mut seen = self.inner.get_ref().bytes;
         loop {
             let next = tokio::select! {
@@ -195,7 +204,7 @@ impl CommReader {
                     }
                     return Err(e.into());
                 }
-                Ok(Some(Ok(frames))) => return Ok(Some(decode_message(&frames)?)),
+                Ok(Some(Ok(frames))) => return Ok(Some(frames)),
                 Err(_) => {
                     let now = self.inner.get_ref().bytes;
                     if self.inner.decoder().in_message && now == seen {

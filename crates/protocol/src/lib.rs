@@ -4,7 +4,9 @@
 //! - [`value`]: [`Value`], the msgpack data model of frame 0, with [`Opaque`] payloads
 //!   (`{"__Serialized__": i}` / `{"__Pickled__": i}`) kept as raw `Bytes`, and [`Key`],
 //!   a Dask task key (str, bytes, int, float or nested tuple).
-//! - [`msgpack`]: frames ⇄ [`Value`] (`decode_message` / `encode_message`).
+//! - [`msgpack`]: frames ⇄ [`Value`] (`decode_message` / `encode_message`), and frames
+//!   read or written piece by piece (`MessageReader` / `MessageEncoder`) for the messages
+//!   sent once per task.
 //! - [`frame`]: the TCP framing (`u64 nosplit, u64 nframes, u64 len × n, frames`) as a
 //!   `tokio_util` codec with hard limits, so a hostile length cannot allocate memory.
 //! - [`handshake`]: the first message both peers write.
@@ -22,7 +24,7 @@ pub mod value;
 
 pub use error::ProtocolError;
 pub use frame::{FrameCodec, Frames};
-pub use msgpack::{decode_message, encode_message, MessageEncoder};
+pub use msgpack::{decode_message, encode_message, MessageEncoder, MessageReader};
 pub use value::{Key, Opaque, OpaqueKind, Value};
 
 /// The `distributed` release whose wire protocol this crate speaks and that rask is tested

@@ -38,6 +38,240 @@ pub fn decode_value(bytes: Bytes) -> Result<Value, ProtocolError> {
     Ok(v)
 }
 
+/// A pull reader over one message, for the message worth reading without a [`Value`] tree:
+/// a worker's `task-finished`, one per task, whose tree cost more to build and drop than
+/// the scheduler's work on the task. The typed reads take the next value only if it has
+/// that type (and leave it otherwise); [`Self::value`] decodes it as [`decode_message`]
+/// would, and [`Self::skip`] passes over it with the same errors for bad input.
+#[derive(Clone)]
+pub struct MessageReader<'a> {
+    dec: Decoder<'a>,
+}
+
+impl<'a> MessageReader<'a> {
+    /// A reader at the start of the message in `frames`.
+    pub fn new(frames: &'a [Bytes]) -> Result<Self, ProtocolError> {
+        let first = frames.first().ok_or(ProtocolError::NoFrames)?;
+        Ok(MessageReader {
+            dec: Decoder {
+                buf: first.clone(),
+                frames: Some(frames),
+            },
+        })
+    }
+
+    /// Whether the message has more than one frame (payloads that values may refer to).
+    pub fn has_payloads(&self) -> bool {
+        self.dec.frames.is_some_and(|f| f.len() > 1)
+    }
+
+    /// The bytes not read yet; with [`Self::since`], the bytes of what was read in between.
+    pub fn mark(&self) -> Bytes {
+        self.dec.buf.clone()
+    }
+
+    /// The bytes read since `mark` was taken.
+    pub fn since(&self, mark: &Bytes) -> Bytes {
+        mark.slice(..mark.len() - self.dec.buf.len())
+    }
+
+    /// Fails if anything is left after the message's one value.
+    pub fn finish(&self) -> Result<(), ProtocolError> {
+        match self.dec.buf.remaining() {
+            0 => Ok(()),
+            n => Err(ProtocolError::TrailingBytes(n)),
+        }
+    }
+
+    fn peek(&self) -> Result<Marker, ProtocolError> {
+        self.dec.need(1)?;
+        Ok(Marker::from_u8(self.dec.buf[0]))
+    }
+
+    /// The length a list, dict or str header announces, if the next value is of `kind`
+    /// (its header is then taken).
+    fn header(&mut self, kind: Kind) -> Result<Option<usize>, ProtocolError> {
+        use Marker as M;
+        let n = match (kind, self.peek()?) {
+            (Kind::Array, M::FixArray(n))
+            | (Kind::Map, M::FixMap(n))
+            | (Kind::Str, M::FixStr(n)) => {
+                self.dec.buf.advance(1);
+                n as usize
+            }
+            (Kind::Str, M::Str8) => {
+                self.dec.buf.advance(1);
+                self.dec.len8()?
+            }
+            (Kind::Array, M::Array16) | (Kind::Map, M::Map16) | (Kind::Str, M::Str16) => {
+                self.dec.buf.advance(1);
+                self.dec.len16()?
+            }
+            (Kind::Array, M::Array32) | (Kind::Map, M::Map32) | (Kind::Str, M::Str32) => {
+                self.dec.buf.advance(1);
+                self.dec.len32()?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(n))
+    }
+
+    /// The length of the list that comes next, its items to be read in turn.
+    pub fn array_len(&mut self) -> Result<Option<usize>, ProtocolError> {
+        let n = self.header(Kind::Array)?;
+        // every item takes a byte at least: a longer list is a lie (as in the decoder)
+        self.dec.need(n.unwrap_or(0))?;
+        Ok(n)
+    }
+
+    /// The number of entries of the dict that comes next, each a key and a value.
+    pub fn map_len(&mut self) -> Result<Option<usize>, ProtocolError> {
+        let n = self.header(Kind::Map)?;
+        self.dec.need(n.unwrap_or(0).saturating_mul(2))?;
+        Ok(n)
+    }
+
+    /// The `str` that comes next, as its UTF-8 bytes (checked, as the decoder checks them).
+    pub fn str_bytes(&mut self) -> Result<Option<Bytes>, ProtocolError> {
+        let Some(n) = self.header(Kind::Str)? else {
+            return Ok(None);
+        };
+        let b = self.dec.take(n)?;
+        std::str::from_utf8(&b).map_err(|_| ProtocolError::InvalidUtf8)?;
+        Ok(Some(b))
+    }
+
+    /// The `str` that comes next.
+    pub fn str(&mut self) -> Result<Option<std::sync::Arc<str>>, ProtocolError> {
+        Ok(self.str_bytes()?.map(|b| {
+            // checked by `str_bytes`
+            crate::value::intern(std::str::from_utf8(&b).unwrap_or_default())
+        }))
+    }
+
+    /// Whether the next value is an int.
+    fn int_next(&self) -> Result<bool, ProtocolError> {
+        use Marker as M;
+        Ok(matches!(
+            self.peek()?,
+            M::FixPos(_)
+                | M::FixNeg(_)
+                | M::U8
+                | M::U16
+                | M::U32
+                | M::U64
+                | M::I8
+                | M::I16
+                | M::I32
+                | M::I64
+        ))
+    }
+
+    /// The number that comes next (an int or a float), as [`Value::as_f64`] reads it.
+    pub fn f64(&mut self) -> Result<Option<f64>, ProtocolError> {
+        if self.int_next()? || matches!(self.peek()?, Marker::F32 | Marker::F64) {
+            return Ok(self.value()?.as_f64());
+        }
+        Ok(None)
+    }
+
+    /// The int that comes next, if it fits in `i64`, as [`Value::as_i64`] reads it.
+    pub fn i64(&mut self) -> Result<Option<i64>, ProtocolError> {
+        if !self.int_next()? {
+            return Ok(None);
+        }
+        let mark = self.clone();
+        let v = self.value()?.as_i64();
+        if v.is_none() {
+            *self = mark; // an int beyond i64 stays for the caller to read
+        }
+        Ok(v)
+    }
+
+    /// The task key that comes next, as [`Key::from_value`] reads its value; a value that
+    /// is not a key stays.
+    pub fn key(&mut self) -> Result<Option<Key>, ProtocolError> {
+        let mark = self.clone();
+        let key = self.key_at(1)?;
+        if key.is_none() {
+            *self = mark;
+        }
+        Ok(key)
+    }
+
+    fn key_at(&mut self, depth: usize) -> Result<Option<Key>, ProtocolError> {
+        if depth > MAX_DEPTH {
+            return Err(ProtocolError::TooDeep(MAX_DEPTH));
+        }
+        match self.peek()? {
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                let n = self.array_len()?.unwrap_or(0);
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    match self.key_at(depth + 1)? {
+                        Some(k) => items.push(k),
+                        None => return Ok(None),
+                    }
+                }
+                Ok(Some(Key::Tuple(items.into())))
+            }
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                Ok(self.str()?.map(Key::Str))
+            }
+            // scalars and bytes (nothing to build), and dicts, which may be references
+            _ => Ok(Key::from_value(&self.dec.value(depth)?)),
+        }
+    }
+
+    /// The value that comes next, decoded as [`decode_message`] decodes it.
+    pub fn value(&mut self) -> Result<Value, ProtocolError> {
+        self.dec.value(1)
+    }
+
+    /// Passes over the value that comes next. Small dicts, which may be payload references
+    /// (`{"__Serialized__": i}`, `{"__Set__": ..., "as-list": ...}`), are decoded so that a
+    /// bad one fails here as it would in [`decode_message`].
+    pub fn skip(&mut self) -> Result<(), ProtocolError> {
+        self.skip_at(1)
+    }
+
+    fn skip_at(&mut self, depth: usize) -> Result<(), ProtocolError> {
+        if depth > MAX_DEPTH {
+            return Err(ProtocolError::TooDeep(MAX_DEPTH));
+        }
+        let n = match self.peek()? {
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                let n = self.array_len()?.unwrap_or(0);
+                for _ in 0..n {
+                    self.skip_at(depth + 1)?;
+                }
+                return Ok(());
+            }
+            Marker::FixMap(n) if n > 2 => self.map_len()?.unwrap_or(0) * 2,
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                self.str_bytes()?;
+                return Ok(());
+            }
+            // scalars and bytes (decoding them allocates nothing), and the dicts that may be
+            // references or are too long to be common
+            _ => return self.dec.value(depth).map(drop),
+        };
+        for _ in 0..n {
+            self.skip_at(depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of header [`MessageReader`] reads lengths from.
+#[derive(Clone, Copy)]
+enum Kind {
+    Array,
+    Map,
+    Str,
+}
+
+#[derive(Clone)]
 struct Decoder<'a> {
     buf: Bytes,
     /// All frames of the message, to resolve payload references; `None` inside sub-headers.
@@ -522,6 +756,79 @@ mod tests {
         enc.str("more");
         enc.value(&Value::Array(vec![Value::from("a")]));
         assert_eq!(enc.finish(), encode_message(&value));
+    }
+
+    /// Read piece by piece, a batch gives what decoding it gives; skipping fails where
+    /// decoding fails.
+    #[test]
+    fn reader_reads_what_the_decoder_decodes() {
+        let first = Value::map([
+            ("op", Value::from("x")),
+            ("n", Value::Int(-5)),
+            ("f", Value::Float(0.5)),
+            ("big", Value::UInt(u64::MAX)),
+            (
+                "m",
+                Value::map([
+                    ("a", Value::Int(1)),
+                    ("b", Value::Nil),
+                    ("c", Value::from("s")),
+                ]),
+            ),
+            (
+                "data",
+                Value::Opaque(Opaque::pickled(Bytes::from_static(b"\x80\x05N."))),
+            ),
+        ]);
+        let second = Value::map([("op", Value::from("y"))]);
+        let frames = encode_message(&Value::Array(vec![first.clone(), second.clone()]));
+        let mut r = MessageReader::new(&frames).unwrap();
+        assert!(r.has_payloads());
+        assert_eq!(r.map_len().unwrap(), None, "a list comes first, and stays");
+        assert_eq!(r.array_len().unwrap(), Some(2));
+        let mark = r.mark();
+        assert_eq!(r.map_len().unwrap(), Some(6));
+        assert_eq!(r.str_bytes().unwrap().as_deref(), Some(&b"op"[..]));
+        assert_eq!(r.i64().unwrap(), None, "a str is not an int, and stays");
+        assert_eq!(r.str().unwrap().as_deref(), Some("x"));
+        r.skip().unwrap();
+        assert_eq!(r.i64().unwrap(), Some(-5));
+        r.skip().unwrap();
+        assert_eq!(r.f64().unwrap(), Some(0.5));
+        r.skip().unwrap();
+        assert_eq!(r.i64().unwrap(), None, "beyond i64, and stays");
+        assert_eq!(r.value().unwrap(), Value::UInt(u64::MAX));
+        r.skip().unwrap();
+        r.skip().unwrap();
+        r.skip().unwrap();
+        assert_eq!(r.value().unwrap(), first.get("data").cloned().unwrap());
+        // the bytes of the first message, decoded alone (its payload is in its own frame)
+        let one = r.since(&mark);
+        assert_eq!(decode_value(one).unwrap().get("n"), Some(&Value::Int(-5)));
+        r.skip().unwrap();
+        r.finish().unwrap();
+
+        // keys as `Key::from_value` reads them; a value that is not one stays
+        let key = Key::Tuple(vec![Key::str("x"), Key::Int(-1), Key::Tuple(vec![].into())].into());
+        let not_key = Value::Array(vec![Value::Int(1), Value::Nil]);
+        let frames = [Bytes::from(encode_value(&Value::Array(vec![
+            key.to_value(),
+            not_key.clone(),
+        ])))];
+        let mut r = MessageReader::new(&frames).unwrap();
+        assert_eq!(r.array_len().unwrap(), Some(2));
+        assert_eq!(r.key().unwrap(), Some(key));
+        assert_eq!(r.key().unwrap(), None);
+        assert_eq!(r.value().unwrap(), not_key);
+        r.finish().unwrap();
+
+        // a reference to a frame that is not there fails skipped as it fails decoded
+        let bad = Value::Array(vec![Value::map([("__Serialized__", Value::Int(3))])]);
+        let frames = [Bytes::from(encode_value(&bad))];
+        assert!(decode_message(&frames).is_err());
+        let mut r = MessageReader::new(&frames).unwrap();
+        assert_eq!(r.array_len().unwrap(), Some(1));
+        assert!(matches!(r.skip(), Err(ProtocolError::BadPayloadRef(_))));
     }
 
     #[test]

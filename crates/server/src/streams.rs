@@ -14,8 +14,8 @@ use crate::session::{ConnectionError, Ctx};
 use crate::translate::worker::{registration, WorkerStream};
 use crate::translate::{self, client, worker};
 use rask_comm::fields::str_field;
-use rask_comm::{Comm, CommReader, CommWriter};
-use rask_protocol::{MessageEncoder, Value};
+use rask_comm::{Comm, CommError, CommReader, CommWriter};
+use rask_protocol::{MessageEncoder, MessageReader, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -48,50 +48,50 @@ async fn batched_writer<M>(
     }
 }
 
-/// A stream's incoming messages: a list of dicts, or one dict.
-fn messages(v: Value) -> Vec<Value> {
-    match v {
-        Value::Array(items) => items,
-        other => vec![other],
-    }
-}
-
-/// Reads a stream until it ends: each batch's messages parsed with `parse` (`None` ends
-/// the stream) and handed to `deliver` as one batch, so the state task sees them in order.
-/// A message that does not parse ends the stream after the ones before it are delivered.
+/// Reads a stream until it ends: each batch (a list of dicts, or one dict) read message by
+/// message with `parse` (`None` ends the stream) and handed to `deliver` as one batch, so
+/// the state task sees them in order. A message that does not parse ends the stream after
+/// the ones before it are delivered.
 async fn read_stream<M>(
     reader: &mut CommReader,
-    mut parse: impl FnMut(&mut Value) -> Result<Option<M>, RequestError>,
+    mut parse: impl FnMut(&mut MessageReader<'_>) -> Result<Option<M>, ConnectionError>,
     deliver: impl Fn(Vec<M>),
 ) -> End {
     loop {
-        let batch = match reader.read().await {
-            Ok(Some(batch)) => batch,
+        let frames = match reader.read_frames().await {
+            Ok(Some(frames)) => frames,
             Ok(None) => return End::Closed,
             Err(e) => return End::Failed(e.into()),
         };
         let mut msgs = Vec::new();
-        let mut end = None;
-        for mut msg in messages(batch) {
-            match parse(&mut msg) {
-                Ok(Some(m)) => msgs.push(m),
-                Ok(None) => {
-                    end = Some(End::Closed);
-                    break;
-                }
-                Err(e) => {
-                    end = Some(End::Failed(e.into()));
-                    break;
-                }
-            }
-        }
+        let end = read_batch(&frames, &mut parse, &mut msgs);
         if !msgs.is_empty() {
             deliver(msgs);
         }
-        if let Some(end) = end {
-            return end;
+        match end {
+            Ok(false) => {}
+            Ok(true) => return End::Closed,
+            Err(e) => return End::Failed(e),
         }
     }
+}
+
+/// One batch's messages into `msgs`; `true` if one of them ended the stream.
+fn read_batch<M>(
+    frames: &[bytes::Bytes],
+    parse: &mut impl FnMut(&mut MessageReader<'_>) -> Result<Option<M>, ConnectionError>,
+    msgs: &mut Vec<M>,
+) -> Result<bool, ConnectionError> {
+    let mut r = MessageReader::new(frames).map_err(CommError::from)?;
+    let count = r.array_len().map_err(CommError::from)?.unwrap_or(1);
+    for _ in 0..count {
+        match parse(&mut r)? {
+            Some(m) => msgs.push(m),
+            None => return Ok(true),
+        }
+    }
+    r.finish().map_err(CommError::from)?;
+    Ok(false)
 }
 
 /// How a stream ended.
@@ -131,7 +131,7 @@ pub async fn client_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     tracing::info!(client = %name, %peer, "Receive client connection");
     let end = read_stream(
         &mut reader,
-        |msg| client_message(msg),
+        |r| Ok(client_message(&r.value().map_err(CommError::from)?)?),
         |msgs| {
             let _ = ctx.handle.send(Event::Client { client, msgs });
         },
@@ -298,7 +298,7 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     let mut stream = WorkerStream::new(worker);
     let end = read_stream(
         &mut reader,
-        |msg| worker_message(msg, &mut stream),
+        |r| worker_item(r, &mut stream),
         |msgs| {
             let _ = ctx.handle.send(Event::Worker { worker, msgs });
         },
@@ -313,6 +313,23 @@ pub async fn worker_stream(comm: Comm, msg: Value, ctx: Arc<Ctx>) -> Result<(), 
     });
     writer_task.abort();
     Ok(())
+}
+
+/// One worker stream message: read in place if it can be (one sent per task, no payloads
+/// in the batch), else decoded and parsed.
+fn worker_item(
+    r: &mut MessageReader<'_>,
+    stream: &mut WorkerStream,
+) -> Result<Option<crate::messages::WorkerMsg>, ConnectionError> {
+    if !r.has_payloads() {
+        let start = r.clone();
+        if let Some(m) = worker::read_in_place(r, stream).map_err(CommError::from)? {
+            return Ok(Some(m));
+        }
+        *r = start;
+    }
+    let mut msg = r.value().map_err(CommError::from)?;
+    Ok(worker_message(&mut msg, stream)?)
 }
 
 /// One worker stream message; `None` for `close-stream`.

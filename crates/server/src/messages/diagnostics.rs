@@ -86,9 +86,19 @@ pub struct TaskDone {
     /// the key
     pub key: Key,
     /// the message as it came
-    pub msg: Value,
+    pub msg: DoneMsg,
     /// a result's type, as a buffer of its own (`None` for an error)
     pub type_: Option<Value>,
+}
+
+/// A `task-finished`/`task-erred` as it came: decoded, or the bytes of a `task-finished`
+/// read without decoding it (one frame, no payloads), decoded if a record is wanted.
+#[derive(Debug, Clone)]
+pub enum DoneMsg {
+    /// the decoded message
+    Value(Value),
+    /// its msgpack
+    Raw(bytes::Bytes),
 }
 
 /// What the task stream and the metadata collectors keep of a [`TaskDone`].

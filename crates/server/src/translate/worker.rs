@@ -3,12 +3,13 @@
 
 use super::{keys_value, now, who_has_value};
 use crate::error::RequestError;
-use crate::messages::diagnostics::{DoneRecord, TaskDone};
+use crate::messages::diagnostics::{DoneMsg, DoneRecord, TaskDone};
 use crate::messages::events::{StreamOp, WorkerEvent};
 use crate::messages::{Registration, ToWorkerMsg, WorkerMsg};
 use rask_comm::fields::{field, int_field, key_field, keys_field, str_field};
 use rask_core::{ComputeTask, Stimulus, ToWorker, WorkerId, WorkerStatus};
-use rask_protocol::{Key, MessageEncoder, Value};
+use rask_protocol::decode_message;
+use rask_protocol::{Key, MessageEncoder, MessageReader, ProtocolError, Value};
 use std::sync::Arc;
 
 // ---- register-worker -------------------------------------------------------------------------
@@ -171,6 +172,133 @@ pub fn task_finished(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg,
     Ok(task_done(msg, stimulus, key, Some(type_)))
 }
 
+/// The two messages a worker sends for every task, `task-finished` and (once the result is
+/// released) `release-worker-data`, read straight from the batch without a `Value` tree:
+/// building and dropping their trees (a dozen fields, a list of dicts) cost more than the
+/// scheduler's work on the task. `None` (with the reader anywhere in the message) for any
+/// other message or shape, for [`task_finished`] and the other parsers to read from its
+/// value instead, with the same result or error.
+pub fn read_in_place(
+    r: &mut MessageReader<'_>,
+    s: &mut WorkerStream,
+) -> Result<Option<WorkerMsg>, ProtocolError> {
+    let start = r.mark();
+    let Some(n) = r.map_len()? else {
+        return Ok(None);
+    };
+    let mut op = None;
+    let mut key = None;
+    let mut run_id = None;
+    let mut nbytes = None;
+    let mut type_ = None;
+    let mut spans = None;
+    let mut stimulus_id = None;
+    for _ in 0..n {
+        let Some(name) = r.str_bytes()? else {
+            return Ok(None);
+        };
+        // A typed read that finds another type leaves the value unread: stop there. So does
+        // a field named twice (`Value::get` reads the first one).
+        let read = match &name[..] {
+            b"op" => r.str_bytes()?.is_some_and(|v| op.replace(v).is_none()),
+            b"key" => r.key()?.is_some_and(|v| key.replace(v).is_none()),
+            b"run_id" => r.i64()?.is_some_and(|v| run_id.replace(v).is_none()),
+            b"nbytes" => r.i64()?.is_some_and(|v| nbytes.replace(v).is_none()),
+            b"type" => type_.replace(r.value()?).is_none(),
+            b"startstops" => startstops(r)?.is_some_and(|v| spans.replace(v).is_none()),
+            b"stimulus_id" => r.str()?.is_some_and(|v| stimulus_id.replace(v).is_none()),
+            _ => {
+                r.skip()?;
+                true
+            }
+        };
+        if !read {
+            return Ok(None);
+        }
+    }
+    // a missing field: the other path reads it, or says what is wrong
+    let (Some(op), Some(key)) = (op, key) else {
+        return Ok(None);
+    };
+    let sid = |op: &str| stimulus_id.unwrap_or_else(|| format!("{op}-{}", now()).into());
+    if op == "release-worker-data" {
+        return Ok(Some(WorkerMsg::Core(Stimulus::ReleaseWorkerData {
+            worker: s.worker,
+            key,
+            stimulus_id: sid("release-worker-data"),
+        })));
+    }
+    let (b"task-finished", Some(run_id), Some(spans)) = (&op[..], run_id, spans) else {
+        return Ok(None);
+    };
+    let type_ = s.types.detach(type_.as_ref());
+    let stimulus = Stimulus::TaskFinished {
+        worker: s.worker,
+        key: key.clone(),
+        run_id: run_id.max(0) as u64,
+        nbytes: nbytes.unwrap_or(0),
+        type_: type_.clone(),
+        compute_duration: spans.compute,
+        transfer_duration: spans.transfer.unwrap_or(0.0),
+        stimulus_id: sid("task-finished"),
+    };
+    Ok(Some(WorkerMsg::TaskDone(Box::new(TaskDone {
+        stimulus,
+        key,
+        msg: DoneMsg::Raw(r.since(&start)),
+        type_: Some(type_),
+    }))))
+}
+
+/// What `startstops` says a task spent computing and fetching: the sums of its `compute`
+/// and `transfer` spans, as [`action_duration`] reads them; `None` for a list it would not
+/// read the same way (a span without a number for `start` or `stop`, or not a dict).
+#[derive(Default)]
+struct Spans {
+    compute: Option<f64>,
+    transfer: Option<f64>,
+}
+
+fn startstops(r: &mut MessageReader<'_>) -> Result<Option<Spans>, ProtocolError> {
+    let Some(n) = r.array_len()? else {
+        return Ok(None);
+    };
+    let mut spans = Spans::default();
+    for _ in 0..n {
+        let Some(fields) = r.map_len()? else {
+            return Ok(None);
+        };
+        let (mut action, mut start, mut stop) = (None, None, None);
+        for _ in 0..fields {
+            let Some(name) = r.str_bytes()? else {
+                return Ok(None);
+            };
+            let read = match &name[..] {
+                b"action" => r.str_bytes()?.is_some_and(|v| action.replace(v).is_none()),
+                b"start" => r.f64()?.is_some_and(|v| start.replace(v).is_none()),
+                b"stop" => r.f64()?.is_some_and(|v| stop.replace(v).is_none()),
+                _ => {
+                    r.skip()?;
+                    true
+                }
+            };
+            if !read {
+                return Ok(None);
+            }
+        }
+        let total = match action.as_deref() {
+            Some(b"compute") => &mut spans.compute,
+            Some(b"transfer") => &mut spans.transfer,
+            _ => continue,
+        };
+        let (Some(start), Some(stop)) = (start, stop) else {
+            return Ok(None);
+        };
+        *total = Some(total.unwrap_or(0.0) + (stop - start));
+    }
+    Ok(Some(spans))
+}
+
 /// `task-erred`
 pub fn task_erred(msg: &mut Value, s: &mut WorkerStream) -> Result<WorkerMsg, RequestError> {
     let key = key_field(msg, "key")?;
@@ -192,7 +320,7 @@ fn task_done(msg: &mut Value, stimulus: Stimulus, key: Key, type_: Option<Value>
     WorkerMsg::TaskDone(Box::new(TaskDone {
         stimulus,
         key,
-        msg: std::mem::take(msg),
+        msg: DoneMsg::Value(std::mem::take(msg)),
         type_,
     }))
 }
@@ -201,7 +329,17 @@ fn task_done(msg: &mut Value, stimulus: Stimulus, key: Key, type_: Option<Value>
 /// `TaskStreamPlugin.transition` gets them (scheduler.py:2065: everything but `op` and
 /// `run_id`; `stimulus_task_erred` adds `cause`, the task itself), with the result's type
 /// as its own buffer, not a slice that keeps the whole batch alive.
-pub fn done_record(stimulus: &Stimulus, key: &Key, msg: Value, type_: Option<Value>) -> DoneRecord {
+pub fn done_record(
+    stimulus: &Stimulus,
+    key: &Key,
+    msg: DoneMsg,
+    type_: Option<Value>,
+) -> DoneRecord {
+    let msg = match msg {
+        DoneMsg::Value(v) => v,
+        // read once already, refusing what `decode_message` refuses: it decodes
+        DoneMsg::Raw(raw) => decode_message(std::slice::from_ref(&raw)).unwrap_or_default(),
+    };
     let erred = matches!(stimulus, Stimulus::TaskErred { .. });
     let last_stop = msg
         .get("startstops")
@@ -487,7 +625,158 @@ fn encode_compute_task(t: &ComputeTask, enc: &mut MessageEncoder) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rask_protocol::{decode_message, Opaque};
+    use rask_protocol::{encode_message, Opaque};
+
+    /// A `task-finished` as a stock worker writes it (`TaskFinishedMsg.to_dict`).
+    fn finished() -> Vec<(&'static str, Value)> {
+        let span = |action: &str, start: f64, stop: f64| {
+            Value::map([
+                ("action", Value::from(action)),
+                ("start", Value::Float(start)),
+                ("stop", Value::Float(stop)),
+            ])
+        };
+        vec![
+            (
+                "key",
+                Key::Tuple(vec![Key::str("x"), Key::Int(3)].into()).to_value(),
+            ),
+            ("run_id", Value::Int(7)),
+            ("nbytes", Value::Int(28)),
+            (
+                "type",
+                Value::Bin(bytes::Bytes::from_static(b"\x80\x05int.")),
+            ),
+            ("typename", Value::from("int")),
+            (
+                "metadata",
+                Value::map([
+                    ("a", Value::Int(1)),
+                    ("b", Value::Nil),
+                    ("c", Value::Array(vec![])),
+                ]),
+            ),
+            ("thread", Value::Int(140)),
+            (
+                "startstops",
+                Value::Array(vec![
+                    span("transfer", 1.0, 1.5),
+                    span("compute", 2.0, 2.25),
+                    span("disk-read", 3.0, 4.0),
+                ]),
+            ),
+            ("op", Value::from("task-finished")),
+            ("stimulus_id", Value::from("task-finished-1")),
+            ("status", Value::from("OK")),
+        ]
+    }
+
+    /// What each path makes of one message: the stimulus and the record.
+    fn both(fields: Vec<(&'static str, Value)>) -> (Option<String>, Result<String, String>) {
+        let msg = Value::Map(
+            fields
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        );
+        let frames = encode_message(&Value::Array(vec![msg.clone()]));
+        // without a stimulus id, each path makes its own from the clock
+        let same_clock = |sid: &mut Arc<str>| {
+            if sid.contains('-') && !sid.ends_with("-1") {
+                *sid = "(now)".into();
+            }
+        };
+        let show = |m: WorkerMsg| match m {
+            WorkerMsg::TaskDone(d) => {
+                let TaskDone {
+                    mut stimulus,
+                    key,
+                    msg,
+                    type_,
+                } = *d;
+                if let Stimulus::TaskFinished { stimulus_id, .. } = &mut stimulus {
+                    same_clock(stimulus_id);
+                }
+                let record = done_record(&stimulus, &key, msg, type_);
+                format!(
+                    "{stimulus:?} {:?} {} {:?}",
+                    record.record, record.last_stop, record.metadata
+                )
+            }
+            WorkerMsg::Core(mut stimulus) => {
+                if let Stimulus::ReleaseWorkerData { stimulus_id, .. } = &mut stimulus {
+                    same_clock(stimulus_id);
+                }
+                format!("{stimulus:?}")
+            }
+            _ => "another message".into(),
+        };
+        let mut stream = WorkerStream::new(WorkerId(1));
+        let mut r = MessageReader::new(&frames).unwrap();
+        assert_eq!(r.array_len().unwrap(), Some(1));
+        let fast = read_in_place(&mut r, &mut stream).unwrap().map(show);
+        let mut msg = msg;
+        let slow = match msg.get("op").and_then(Value::as_str) {
+            Some("release-worker-data") => release_worker_data(&mut msg, &mut stream),
+            _ => task_finished(&mut msg, &mut stream),
+        };
+        (fast, slow.map(show).map_err(|e| e.to_string()))
+    }
+
+    /// Mutations of `fields`: each field left out, named twice, or of another type, and
+    /// all in reverse order.
+    fn variants(fields: Vec<(&'static str, Value)>) -> Vec<Vec<(&'static str, Value)>> {
+        let mut variants = Vec::new();
+        for i in 0..fields.len() {
+            let mut without = fields.clone();
+            without.remove(i);
+            variants.push(without);
+            let mut twice = fields.clone();
+            twice.push(twice[i].clone());
+            variants.push(twice);
+            for other in [
+                Value::Float(7.0),
+                Value::from("7"),
+                Value::Nil,
+                Value::Array(vec![]),
+                Value::Array(vec![Value::Int(1), Value::Nil]),
+            ] {
+                let mut changed = fields.clone();
+                changed[i].1 = other;
+                variants.push(changed);
+            }
+        }
+        let mut reversed = fields;
+        reversed.reverse();
+        variants.push(reversed);
+        variants
+    }
+
+    /// Read in place or from its value, a `task-finished` or a `release-worker-data` makes
+    /// the same stimulus and the same record; a message in another shape is left to the
+    /// value path.
+    #[test]
+    fn read_in_place_as_from_the_value() {
+        let release = vec![
+            ("key", Value::from("y")),
+            ("op", Value::from("release-worker-data")),
+            ("stimulus_id", Value::from("free-keys-1")),
+        ];
+        for fields in [finished(), release] {
+            let (fast, slow) = both(fields.clone());
+            assert!(fast.is_some(), "the stock shape is read in place");
+            assert_eq!(fast, slow.clone().ok());
+            let mut read_in_place = 0;
+            for v in variants(fields) {
+                let (fast, slow) = both(v.clone());
+                if let Some(fast) = fast {
+                    read_in_place += 1;
+                    assert_eq!(Ok(fast), slow, "{v:?}");
+                }
+            }
+            assert!(read_in_place > 5, "{read_in_place}");
+        }
+    }
 
     /// The directly written `compute-task` decodes to the dict `ComputeTaskEvent` is built
     /// from, field for field.
@@ -537,6 +826,9 @@ mod tests {
             ("annotations", Value::map([("retries", Value::Int(2))])),
             ("span_id", Value::Nil),
         ]);
-        assert_eq!(decode_message(&enc.finish()).ok(), Some(expected));
+        assert_eq!(
+            rask_protocol::decode_message(&enc.finish()).ok(),
+            Some(expected)
+        );
     }
 }
