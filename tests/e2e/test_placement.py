@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import dask.array as da
+from distributed import wait
 from dask._task_spec import Task
 
 from conftest import RESULT_TIMEOUT, wait_until
@@ -22,7 +23,9 @@ def test_without_queuing_neighbouring_roots_share_a_worker(cluster_factory, monk
     cluster.add_workers(2)
     with cluster.client() as client:
         x = da.ones(8, chunks=1).persist()
-        x.sum().compute()
+        # before anything reads the blocks: a dependent's transfer leaves a replica, and
+        # who_has lists a key's holders in no particular order
+        wait(x, timeout=RESULT_TIMEOUT)
         who_has = client.who_has(x)
         where = [next(iter(who_has[k])) for k in sorted(who_has, key=lambda k: k[1])]
         assert len(set(where[:4])) == 1 and len(set(where[4:])) == 1, where
