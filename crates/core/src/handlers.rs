@@ -567,7 +567,7 @@ impl SchedulerState {
         runnable: &mut Vec<TaskId>,
     ) {
         // a task of a big graph may have been forgotten between its turns
-        let Some(Some(ts)) = self.tasks.get_mut(id.0 as usize) else {
+        let Some(ts) = self.tasks.get_mut(id) else {
             return;
         };
         ts.ingesting = false;

@@ -33,6 +33,7 @@ pub mod queue;
 pub mod state;
 pub mod steal;
 pub mod stimulus;
+mod table;
 pub mod transitions;
 pub mod types;
 pub mod validate;

@@ -3,6 +3,7 @@
 use crate::command::Command;
 use crate::error::CoreError;
 use crate::group::Group;
+use crate::table::Table;
 use crate::types::{ClientId, Exception, TaskId, TaskStatus, WorkerId, WorkerStatus};
 use bytes::Bytes;
 use rask_protocol::{Key, Value};
@@ -268,7 +269,7 @@ impl Default for CoreConfig {
 #[derive(Debug)]
 pub struct SchedulerState {
     pub(crate) config: CoreConfig,
-    pub(crate) tasks: Vec<Option<Task>>,
+    pub(crate) tasks: Table<Task>,
     pub(crate) free_task_slots: Vec<u32>,
     pub(crate) task_index: FxHashMap<Key, TaskId>,
     pub(crate) workers: FxHashMap<WorkerId, Worker>,
@@ -335,8 +336,9 @@ pub struct SchedulerState {
     pub(crate) ready_later: Option<Vec<TaskId>>,
 }
 
-/// Tasks per turn by default: about 50-100 ms of the state task's time.
-pub const INGEST_BATCH: usize = 20_000;
+/// Tasks per turn by default: 20-30 ms of the state task's time, so that another client's
+/// request (which meets a turn on each of its hops) waits well under 200 ms.
+pub const INGEST_BATCH: usize = 10_000;
 
 /// A big graph being taken in over several turns (`ingest.rs`).
 #[derive(Debug)]
@@ -356,6 +358,9 @@ pub(crate) struct Ingest {
     pub(crate) erred: Vec<TaskId>,
     /// released tasks to move to `waiting`, by priority
     pub(crate) runnable: Vec<TaskId>,
+    /// the priority of the last of `runnable` while they are sorted out, `None` once one
+    /// came out of order: then they are sorted at the end
+    pub(crate) runnable_last: Option<[i64; 3]>,
     /// tasks that became ready in `waiting`, in that order
     pub(crate) ready: Vec<TaskId>,
     /// the next item of the current stage
@@ -379,7 +384,7 @@ impl SchedulerState {
     pub fn new(config: CoreConfig) -> Self {
         SchedulerState {
             config,
-            tasks: Vec::new(),
+            tasks: Table::default(),
             free_task_slots: Vec::new(),
             task_index: FxHashMap::default(),
             workers: FxHashMap::default(),
@@ -465,18 +470,18 @@ impl SchedulerState {
     /// records, never from peers (they name tasks by key, looked up with [`Self::task_id`]),
     /// so a dangling one is a bug in the core.
     pub(crate) fn expect_task(&self, id: TaskId) -> &Task {
-        match self.tasks.get(id.0 as usize) {
-            Some(Some(t)) => t,
-            _ => panic!("dangling task id {id:?}"),
+        match self.tasks.get(id) {
+            Some(t) => t,
+            None => panic!("dangling task id {id:?}"),
         }
     }
 
     /// The task with this id, mutably. Panics on a dangling id, like [`Self::expect_task`]:
     /// a core bug, never peer input.
     pub(crate) fn expect_task_mut(&mut self, id: TaskId) -> &mut Task {
-        match self.tasks.get_mut(id.0 as usize) {
-            Some(Some(t)) => t,
-            _ => panic!("dangling task id {id:?}"),
+        match self.tasks.get_mut(id) {
+            Some(t) => t,
+            None => panic!("dangling task id {id:?}"),
         }
     }
 
@@ -492,15 +497,12 @@ impl SchedulerState {
 
     /// A task by id (`None` once it is forgotten).
     pub fn task_by_id(&self, id: TaskId) -> Option<&Task> {
-        self.tasks.get(id.0 as usize).and_then(Option::as_ref)
+        self.tasks.get(id)
     }
 
     /// All live tasks.
     pub fn tasks(&self) -> impl Iterator<Item = (TaskId, &Task)> {
-        self.tasks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| t.as_ref().map(|t| (TaskId(i as u32), t)))
+        self.tasks.iter()
     }
 
     /// Number of live tasks.
@@ -613,18 +615,17 @@ impl SchedulerState {
             self.free_task_slots.pop()
         };
         let id = if let Some(slot) = slot {
-            self.tasks[slot as usize] = Some(task);
+            self.tasks.put(TaskId(slot), task);
             TaskId(slot)
         } else {
-            self.tasks.push(Some(task));
-            TaskId((self.tasks.len() - 1) as u32)
+            self.tasks.push(task)
         };
         self.task_index.insert(key, id);
         id
     }
 
     pub(crate) fn remove_task(&mut self, id: TaskId) {
-        if let Some(Some(t)) = self.tasks.get_mut(id.0 as usize).map(Option::take) {
+        if let Some(t) = self.tasks.take(id) {
             self.task_index.remove(&t.key);
             self.unrunnable.remove(&id);
             self.queued.remove(&(t.priority, id));

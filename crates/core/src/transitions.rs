@@ -171,7 +171,7 @@ impl SchedulerState {
         let mut recs = recs.into();
         while let Some((id, finish)) = recs.pop() {
             // A recommendation may outlive its task (forgotten earlier in this loop).
-            if !matches!(self.tasks.get(id.0 as usize), Some(Some(_))) {
+            if self.tasks.get(id).is_none() {
                 continue;
             }
             // a big graph's ready tasks start once all of it waits (`ingest.rs`)
@@ -211,8 +211,8 @@ impl SchedulerState {
             recs.journal_start();
         }
         let logged_start = self.transition_inner(id, finish, report, recs, sid);
-        let now = match self.tasks.get(id.0 as usize) {
-            Some(Some(t)) => t.state,
+        let now = match self.tasks.get(id) {
+            Some(t) => t.state,
             _ => TaskStatus::Forgotten,
         };
         if log {
@@ -349,8 +349,8 @@ impl SchedulerState {
                 }
                 self.transition_inner(id, Released, None, &mut sub, sid);
                 if let Some(key) = key {
-                    let now = match self.tasks.get(id.0 as usize) {
-                        Some(Some(t)) => t.state,
+                    let now = match self.tasks.get(id) {
+                        Some(t) => t.state,
                         _ => Forgotten,
                     };
                     if note {
@@ -363,23 +363,23 @@ impl SchedulerState {
                 }
                 let next = sub.take(id).unwrap_or(finish);
                 sub.drain_into(recs);
-                if matches!(self.tasks.get(id.0 as usize), Some(Some(t)) if t.state == Released) {
+                if matches!(self.tasks.get(id), Some(t) if t.state == Released) {
                     self.transition_inner(id, next, None, recs, sid);
                 }
                 return Some(Released);
             }
         }
         // the edge is made: the prefix counts it (Dask's `TaskState.state` setter)
-        let now = match self.tasks.get(id.0 as usize) {
-            Some(Some(t)) => t.state,
+        let now = match self.tasks.get(id) {
+            Some(t) => t.state,
             _ => Forgotten,
         };
         if now != start {
             self.prefixes.moved(pix, start, now);
             if start.is_runnable() != now.is_runnable() {
-                let name = match (&group, self.tasks.get(id.0 as usize)) {
+                let name = match (&group, self.tasks.get(id)) {
                     (Some(g), _) => Some(g),
-                    (None, Some(Some(t))) => Some(&t.group),
+                    (None, Some(t)) => Some(&t.group),
                     _ => None,
                 };
                 if let Some(g) = name.and_then(|n| self.groups.get_mut(n)) {
