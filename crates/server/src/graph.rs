@@ -29,18 +29,21 @@ pub async fn materialize(
     } = request;
     let started = std::time::Instant::now();
     // Records arrive in chunks and become tasks while the helper pickles the next chunk.
-    let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
+    // A chunk is tens of milliseconds of work (and the growing list of tasks is copied
+    // now and then): on a blocking thread, not on a runtime thread, where it would hold up
+    // the connections that thread serves.
+    let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel::<Value>();
     let call = helpers.call_chunked(helper_request, chunk_tx, big);
     tokio::pin!(call);
     let mut streamed: Result<Records, HelperError> = Ok(Records::default());
     let result = loop {
         tokio::select! {
-            Some(chunk) = chunk_rx.recv() => add_records(&mut streamed, chunk.get("chunk")),
+            Some(chunk) = chunk_rx.recv() => streamed = add_chunk(streamed, chunk).await,
             result = &mut call => break result,
         }
     };
     while let Ok(chunk) = chunk_rx.try_recv() {
-        add_records(&mut streamed, chunk.get("chunk"));
+        streamed = add_chunk(streamed, chunk).await;
     }
     match result {
         Ok(reply) if reply.get("status").and_then(Value::as_str) == Some("OK") => {
@@ -121,8 +124,25 @@ fn report_helper_timings(reply: &Value, n: usize, helper_s: f64) {
     }
 }
 
-/// Gives the tasks their priorities (rask-order) and keeps those the keys reach, on a
-/// blocking thread: on a million-task graph that is about a second the state task need not
+/// [`add_records`] of a `{"chunk": [...]}` message, on a blocking thread.
+async fn add_chunk(
+    mut streamed: Result<Records, HelperError>,
+    chunk: Value,
+) -> Result<Records, HelperError> {
+    tokio::task::spawn_blocking(move || {
+        add_records(&mut streamed, chunk.get("chunk"));
+        streamed
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(HelperError::Order(format!(
+            "reading the graph panicked: {e}"
+        )))
+    })
+}
+
+/// Gives the tasks their priorities (rask-order), keeps those the keys reach and puts them
+/// in priority order, on a blocking thread: on a million-task graph that is about a second the state task need not
 /// spend. Returns the tasks and their dependencies outside the graph.
 async fn order_off_runtime(
     r: Records,
@@ -131,7 +151,8 @@ async fn order_off_runtime(
     let Records { mut tasks, order } = r;
     tokio::task::spawn_blocking(move || {
         ordering::assign(&mut tasks, &order)?;
-        Ok(rask_core::handlers::reachable(tasks, &keys))
+        let (tasks, outside) = rask_core::handlers::reachable(tasks, &keys);
+        Ok((ordering::by_priority(tasks), outside))
     })
     .await
     .map_err(|e| HelperError::Order(format!("ordering the graph panicked: {e}")))?

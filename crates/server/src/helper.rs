@@ -308,8 +308,20 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Value,
     if body.len() as u64 != n {
         return Err(HelperError::Protocol("the helper's reply ended early"));
     }
-    Ok(decode_value(Bytes::from(body))?)
+    let body = Bytes::from(body);
+    if body.len() < BLOCKING_DECODE_BYTES {
+        return Ok(decode_value(body)?);
+    }
+    // A big graph's chunk of records: tens of milliseconds of decoding (100+ for the first),
+    // which on a runtime thread would hold up every connection that thread serves.
+    let decoded = tokio::task::spawn_blocking(move || decode_value(body))
+        .await
+        .map_err(|_| HelperError::Protocol("decoding a helper reply panicked"))?;
+    Ok(decoded?)
 }
+
+/// A reply at least this big is decoded off the async runtime.
+const BLOCKING_DECODE_BYTES: usize = 1 << 20;
 
 /// Writes one message `body` with its length prefix.
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(

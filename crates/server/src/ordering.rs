@@ -81,6 +81,34 @@ pub fn assign(tasks: &mut [NewTask], info: &[OrderInfo]) -> Result<(), HelperErr
     Ok(())
 }
 
+/// The tasks in priority order (`(-user_priority, order)`; ties keep their order): the
+/// order in which the core sorts a graph's runnable tasks, so that on a big graph its sort,
+/// a turn of the state task, finds them sorted (hundreds of milliseconds for 1M tasks
+/// otherwise). The indices are sorted, then the tasks are moved in place.
+pub fn by_priority(mut tasks: Vec<NewTask>) -> Vec<NewTask> {
+    let key = |t: &NewTask| (-t.user_priority, t.order);
+    if tasks.is_sorted_by_key(key) {
+        return tasks;
+    }
+    let mut perm: Vec<u32> = (0..tasks.len() as u32).collect();
+    perm.sort_by_key(|&i| key(&tasks[i as usize]));
+    // In place, one cycle of the permutation at a time: the task that belongs at `j` is
+    // at `perm[j]`. A done place is marked with `u32::MAX`.
+    for i in 0..perm.len() {
+        let mut j = i;
+        while perm[j] != u32::MAX {
+            let k = perm[j] as usize;
+            perm[j] = u32::MAX;
+            if k == i {
+                break;
+            }
+            tasks.swap(j, k);
+            j = k;
+        }
+    }
+    tasks
+}
+
 fn order_key(k: &Key) -> rask_order::Key {
     match k {
         Key::Str(s) => rask_order::Key::Str(s.to_string()),
@@ -88,5 +116,73 @@ fn order_key(k: &Key) -> rask_order::Key {
         Key::Int(i) => rask_order::Key::Int(i128::from(*i)),
         Key::Float(bits) => rask_order::Key::Float(f64::from_bits(*bits)),
         Key::Tuple(items) => rask_order::Key::Tuple(items.iter().map(order_key).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rask_protocol::Value;
+    use std::sync::Arc;
+
+    fn task(name: &str, user_priority: i64, order: i64) -> NewTask {
+        NewTask {
+            key: Key::Str(name.into()),
+            deps: Vec::new(),
+            run_spec: Bytes::new(),
+            order,
+            prefix: Arc::from(name),
+            annotations: Value::Nil,
+            workers: Vec::new(),
+            allow_other_workers: false,
+            resources: Vec::new(),
+            retries: 0,
+            user_priority,
+            watch: false,
+            data_producer: false,
+        }
+    }
+
+    fn names(tasks: &[NewTask]) -> Vec<String> {
+        tasks
+            .iter()
+            .map(|t| match &t.key {
+                Key::Str(s) => s.to_string(),
+                other => panic!("not a test key: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn by_priority_puts_the_user_priority_first_then_the_order_and_keeps_ties() {
+        let tasks = vec![
+            task("c", 0, 2),
+            task("a", 0, 0),
+            task("hi", 5, 9),
+            task("tie-1", 0, 1),
+            task("tie-2", 0, 1),
+            task("low", -1, 0),
+        ];
+        let sorted = by_priority(tasks);
+        assert_eq!(names(&sorted), ["hi", "a", "tie-1", "tie-2", "c", "low"]);
+    }
+
+    #[test]
+    fn by_priority_moves_every_task_to_its_place_on_long_cycles() {
+        // orders reversed, rotated and interleaved: permutations of many cycles
+        for n in [0, 1, 2, 7, 100, 1001] {
+            for step in [1, 3, 7] {
+                let tasks: Vec<NewTask> = (0..n)
+                    .map(|i| {
+                        let order = (i * step + 5) % n.max(1) + (i * step + 5) / n.max(1) * n;
+                        task(&format!("t{order}"), 0, order as i64)
+                    })
+                    .collect();
+                let mut want = names(&tasks);
+                want.sort_by_key(|s| s[1..].parse::<usize>().unwrap());
+                assert_eq!(names(&by_priority(tasks)), want, "n={n} step={step}");
+            }
+        }
     }
 }
