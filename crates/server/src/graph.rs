@@ -134,16 +134,15 @@ async fn add_chunk(
         streamed
     })
     .await
-    .unwrap_or_else(|e| {
-        Err(HelperError::Order(format!(
-            "reading the graph panicked: {e}"
-        )))
-    })
+    .unwrap_or(Err(HelperError::Protocol(
+        "turning a chunk of records into tasks panicked",
+    )))
 }
 
 /// Gives the tasks their priorities (rask-order), keeps those the keys reach and puts them
-/// in priority order, on a blocking thread: on a million-task graph that is about a second the state task need not
-/// spend. Returns the tasks and their dependencies outside the graph.
+/// in priority order, on a blocking thread: on a million-task graph that is about a second
+/// the state task need not spend. Returns the tasks and their dependencies outside the
+/// graph.
 async fn order_off_runtime(
     r: Records,
     keys: Vec<Key>,
