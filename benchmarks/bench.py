@@ -113,13 +113,14 @@ def start_stock_workers(procs: Procs, addr: str, n: int,
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(the process's own CPU, its descendants' CPU) in seconds, live processes only."""
+    """(the process's own CPU, its descendants' CPU) in seconds: the live descendants and
+    the children they have reaped (a graph helper's forked picklers)."""
     proc = psutil.Process(pid)
     own = sum(proc.cpu_times()[:2])
     children = 0.0
     for c in proc.children(recursive=True):
         try:
-            children += sum(c.cpu_times()[:2])
+            children += sum(c.cpu_times()[:4])
         except psutil.NoSuchProcess:
             pass
     return own, children

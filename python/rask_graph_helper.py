@@ -69,8 +69,10 @@ Modes
       optional ``"chunk_size": int``: stream the task records, see below``}``
 
     -> ``{"id": n, "status": "OK", "expr_type": str, "culled": bool,
-    "tasks": [task, ...], "timings": {str: float}}`` with one ``task`` per node of the
-    materialized (and, for ``LLGExpr``, culled) graph::
+    "tasks": [task, ...], "timings": {str: float}}`` (seconds per stage, and how many
+    ``"processes"`` made the records with, if more than one, the ``"largest_child_mib"``
+    peak RSS) with one ``task`` per node of the materialized (and, for ``LLGExpr``,
+    culled) graph::
 
         "key"          str | bytes | int | float | tuple (msgpack array; may nest)
         "deps"         [key]  GraphNode.dependencies; may name keys outside this graph
@@ -103,11 +105,14 @@ Modes
                        "resources": map, "retries": int, "priority": number
 
     With ``"chunk_size": c``, the task records are written as they are made, in messages
-    ``{"id": n, "chunk": [task, ...]}`` of ``c`` records each, before the final reply,
-    whose ``"tasks"`` holds the rest and ``"chunks"`` says how many were sent. Rust turns
-    a chunk into tasks while the next one is pickled, and never holds the whole reply at
-    once. An error after some chunks were sent is still one error reply (chunks then
-    count for nothing).
+    ``{"id": n, "chunk": [task, ...]}`` of at most ``c`` records each, before the final
+    reply, whose ``"tasks"`` holds the rest and ``"chunks"`` says how many were sent. Rust
+    turns a chunk into tasks while the next one is pickled, and never holds the whole
+    reply at once. A graph of ``PARALLEL_MIN_TASKS`` or more has its records made in
+    several processes, one slice of the graph each: the chunks come in the graph's order
+    as always, each slice ends in a shorter chunk, and ``"tasks"`` is empty. An error
+    after some chunks were sent is still one error reply (chunks then count for
+    nothing).
 
     ``{"op": "run_function", "id": n, "function": bytes, "args": bytes|None,``
     ``"kwargs": bytes|None, "wait": bool}`` (``Client.run_on_scheduler``; the fields of
@@ -169,6 +174,14 @@ PREIMPORTS = (
 
 # how long a helper must have been idle before it imports the next of PREIMPORTS
 WARM_AFTER_IDLE_S = 0.5
+
+# Pickling each task's run_spec is most of a big graph's time in the helper (13-14 s of
+# 23-25 s for 1M tasks, one process). From this many tasks on, the records are made in
+# several processes, forked once the graph is materialized (see `_records_forked`);
+# RASK_HELPER_PARALLEL_MIN overrides it. RASK_HELPER_PICKLERS caps the processes
+# (default: the CPUs this process may use, at most MAX_PICKLERS; 1 turns it off).
+PARALLEL_MIN_TASKS = 100_000
+MAX_PICKLERS = 4
 
 
 def _log(msg: str) -> None:
@@ -402,6 +415,8 @@ class GraphHelper:
         self.materialize_graph = _materialize_graph
         # GraphNode type -> its name, reported as the task's "kind"
         self._kinds: dict[type, str] = {}
+        # how the last graph's records were made, for its timings
+        self.pickling: dict = {"processes": 1}
 
     # -- helpers ------------------------------------------------------------
 
@@ -432,7 +447,7 @@ class GraphHelper:
     # -- the request --------------------------------------------------------
 
     def update_graph(self, req: dict, emit=None) -> dict:
-        """``emit(records)`` writes a chunk message; used when the request has a
+        """``emit``: the reply stream's `_ChunkWriter`, used when the request has a
         ``chunk_size``."""
         t0 = time.perf_counter()
         try:
@@ -493,6 +508,7 @@ class GraphHelper:
 
         chunk_size = req.get("chunk_size") if emit is not None else None
         sink = _Chunks(emit, chunk_size) if chunk_size is not None else None
+        self.pickling = {"processes": 1}
         tasks = self._tasks(dsk, internal_priority, annotations_by_type, global_annotations, sink)
         t4 = time.perf_counter()
         return {
@@ -507,12 +523,155 @@ class GraphHelper:
                 "order_s": t3 - t2,
                 "tasks_s": t4 - t3,
                 "total_s": t4 - t0,
+                **self.pickling,
             },
         }
 
     def _tasks(self, dsk, internal_priority, annotations_by_type, global_annotations, sink=None):
+        """The records of `dsk`'s tasks, in `dsk`'s order; with a `sink`, all but the last
+        partial chunk go to it as they are made."""
+        args = (internal_priority, annotations_by_type, global_annotations)
+        procs = _picklers(len(dsk)) if sink is not None else 1
+        if procs > 1:
+            return self._records_forked(dsk, procs, args, sink)
+        return self._records(dsk.items(), bool(dsk), *args, sink)
+
+    def _records_forked(self, dsk, procs: int, args: tuple, sink: _Chunks) -> list:
+        """`_tasks` in `procs` processes: `dsk` is cut into `procs` slices in order; forked
+        children make the records of all but the first, each into a temporary file, while
+        this process makes the first slice's and streams them as usual, then copies each
+        child's chunks to the reply stream, in order. The records and their order are
+        those of one process (a forked child has this process's `hash()`, which
+        rask-order's inputs depend on); only the chunk boundaries differ, every slice
+        ending in a chunk of its own. A child that fails has its slice redone here, so an
+        error is reported as it is without children."""
+        import gc
+
+        n = len(dsk)
+        bounds = [n * i // procs for i in range(procs + 1)]
+        # A child finds its slice through this list: walking the dict up to it would touch
+        # (and so copy) every earlier key and node
+        keys = list(dsk)
+        # [pid (None once reaped or if none), file or None, first, end] per later slice
+        children = []
+        # Until the children are done, the objects that exist now are left out of garbage
+        # collections, here and in the children: a collection touches every object, and so
+        # copies every page of the graph a child still shares with this process.
+        gc.freeze()
+        try:
+            for i in range(1, procs):
+                lo, hi = bounds[i], bounds[i + 1]
+                children.append([*self._fork_slice(dsk, keys, lo, hi, args, sink), lo, hi])
+            rest = self._records(_items(dsk, keys, 0, bounds[1]), True, *args, sink)
+            if rest:
+                sink.emit(rest)
+            for child in children:
+                pid, out, lo, hi = child
+                child[0] = None
+                if pid is not None and _reap(pid):
+                    out.seek(0)
+                    sink.forward(out)
+                    continue
+                if pid is not None:
+                    _log(f"the process making records {lo}-{hi} failed; making them here")
+                rest = self._records(_items(dsk, keys, lo, hi), True, *args, sink)
+                if rest:
+                    sink.emit(rest)
+            import resource
+
+            # RSS counts the pages a child still shares with this process, so this is
+            # an upper bound of what a child added
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            self.pickling = {"processes": procs, "largest_child_mib": peak}
+        finally:
+            gc.unfreeze()
+            for pid, out, _, _ in children:
+                if pid is not None:  # this process failed first: the children's work is moot
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, 9)
+                    _reap(pid)
+                if out is not None:
+                    out.close()
+        return []
+
+    def _fork_slice(self, dsk, keys, lo: int, hi: int, args: tuple, sink: _Chunks) -> tuple:
+        """Forks a child making the records of `dsk`'s items `lo` to `hi` (`keys` in
+        order) into a temporary file; returns (its pid, the file), or (None, None) if it
+        cannot."""
+        import tempfile
+
+        try:
+            out = tempfile.TemporaryFile(prefix="rask-records-")
+        except OSError as e:
+            _log(f"no temporary file for records {lo}-{hi}; making them here: {e}")
+            return None, None
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            _log(f"cannot fork for records {lo}-{hi}; making them here: {e}")
+            out.close()
+            return None, None
+        if pid == 0:
+            _die_with(parent)
+            self._child_records(_items(dsk, keys, lo, hi), args, sink, out)
+        return pid, out
+
+    def _child_records(self, items, args: tuple, sink: _Chunks, out) -> None:
+        """In a forked child: the records of `items` into `out`, as chunk messages; exits
+        0 when all are written, 1 otherwise. Never returns."""
+        status = 1
+        try:
+            mine = _Chunks(sink.writer, sink.size, out)
+            rest = self._records(items, True, *args, mine)
+            if rest:
+                mine.emit(rest)
+            out.flush()
+            status = 0
+        except BaseException as e:
+            _log(f"making records in process {os.getpid()} failed: {type(e).__name__}: {e}")
+        finally:
+            os._exit(status)
+
+    def run_spec_dumps(self):
+        """``distributed.protocol.pickle.dumps`` for the graph's nodes, byte for byte, with
+        its per-call module lookup (``inspect.getmodule``, the cloudpickle registry) done
+        once: for the node classes of ``dask._task_spec`` (slotted, so an instance's
+        ``__module__`` is its class's) the lookup's answer is whether that module is
+        registered to be pickled by value. A pickle that fails or names ``__main__`` goes
+        through the full function, as does any other type. About 1 µs of 5 per task."""
+        import pickle
+
+        import cloudpickle
+
+        full = self.pickle_dumps
+        if "dask._task_spec" in cloudpickle.list_registry_pickle_by_value():
+            return full
+        plain = pickle.dumps
+        protocol = pickle.HIGHEST_PROTOCOL
+        known = {
+            t
+            for t in self._kinds
+            if t.__module__ == "dask._task_spec" and "__slots__" in vars(t)
+        }
+
+        def dumps(x):
+            if type(x) in known:
+                try:
+                    result = plain(x, protocol=protocol)
+                except Exception:
+                    return full(x)
+                if b"__main__" not in result:
+                    return result
+            return full(x)
+
+        return dumps
+
+    def _records(
+        self, items, any_tasks, internal_priority, annotations_by_type, global_annotations, sink
+    ):
         kinds = self._kinds
-        dumps = self.pickle_dumps
+        dumps = self.run_spec_dumps()
         key_split = self.key_split
         key_split_group = self.key_split_group
         prio = internal_priority.get if internal_priority else None
@@ -525,14 +684,14 @@ class GraphHelper:
         abt_items = tuple((a, v) for a, v in annotations_by_type.items() if v)
         dynamic = bool(abt_items) or any(callable(v) for _, v in ga_items)
         static_rec = None
-        if ga_items and not dynamic and dsk:
+        if ga_items and not dynamic and any_tasks:
             # Same annotations for every task: merge, check and parse them once.
             static_rec = {}
             self._annotations_entry(dict(ga_items), static_rec)
 
         tasks = []
         append = tasks.append
-        for key, node in dsk.items():
+        for key, node in items:
             if type(key) is tuple and key and type(key[0]) is str:
                 name = key[0]
                 pg = names.get(name)
@@ -612,18 +771,114 @@ _OWN_FILENAME = GraphHelper.error_reply.__code__.co_filename
 
 
 class _Chunks:
-    """Where ``_tasks`` sends each full chunk of records."""
+    """Where ``_tasks`` sends each full chunk of records: `writer`'s stream, or `out`."""
 
-    def __init__(self, emit, size: int):
+    def __init__(self, writer: _ChunkWriter, size: int, out=None):
         if type(size) is not int or size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {size!r}")
-        self.write = emit
+        self.writer = writer
         self.size = size
+        self.out = out
         self.sent = 0
 
     def emit(self, records: list) -> None:
-        self.write(records)
+        self.writer.chunk(records, self.out)
         self.sent += 1
+
+    def forward(self, f) -> None:
+        """Copies the chunk messages another `_Chunks` wrote to the file `f`."""
+        self.sent += self.writer.copy(f)
+
+
+class _ChunkWriter:
+    """Writes one request's ``{"id": n, "chunk": [...]}`` messages."""
+
+    def __init__(self, server: Server, rid):
+        self.server = server
+        self.rid = rid
+
+    def chunk(self, records: list, out=None) -> None:
+        # A chunk that cannot be encoded fails the request (raised here); an error reply
+        # in its place would end the request for the scheduler while records still came.
+        body = self.server.msgpack.packb(
+            {"id": self.rid, "chunk": records}, use_bin_type=True, default=_pack_default
+        )
+        _write_frame(self.server.wfile if out is None else out, body)
+
+    def copy(self, f) -> int:
+        """Copies the framed messages of `f` to the reply stream; returns how many."""
+        n = 0
+        wfile = self.server.wfile
+        while head := f.read(8):
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            body = f.read(size) if size >= 0 else b""
+            if len(body) != size:
+                raise RuntimeError("a process making records wrote a truncated chunk")
+            _write_frame(wfile, body)
+            n += 1
+        return n
+
+
+def _write_frame(f, body: bytes) -> None:
+    f.write(struct.pack("<Q", len(body)))
+    f.write(body)
+    f.flush()
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    if v is None:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        _log(f"{name}={v!r} is not an integer; using {default}")
+        return default
+
+
+def _picklers(n_tasks: int) -> int:
+    """How many processes make the records of a graph of `n_tasks` tasks."""
+    if n_tasks < _env_int("RASK_HELPER_PARALLEL_MIN", PARALLEL_MIN_TASKS):
+        return 1
+    import threading
+
+    # A forked child has only the thread that forked: a lock another thread held would
+    # stay held in it.
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, _env_int("RASK_HELPER_PICKLERS", MAX_PICKLERS), n_tasks))
+
+
+def _items(dsk: dict, keys: list, lo: int, hi: int):
+    """`dsk`'s items `lo` to `hi`, `keys` being its keys in order."""
+    part = keys[lo:hi]
+    return zip(part, map(dsk.__getitem__, part))
+
+
+def _die_with(parent: int) -> None:
+    """In a forked child: be killed when `parent` dies (the scheduler stops a helper by
+    its pid alone), and exit now if it already has."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL (Linux)
+    except Exception:
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _reap(pid: int) -> bool:
+    """Waits for the child `pid`; True if it exited 0."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return False
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _fallback_error_reply(e: BaseException) -> dict:
@@ -737,9 +992,7 @@ class Server:
                 err = self._error(e2)
             err["id"] = rid
             body = self.msgpack.packb(err, use_bin_type=True, default=_pack_default)
-        self.wfile.write(struct.pack("<Q", len(body)))
-        self.wfile.write(body)
-        self.wfile.flush()
+        _write_frame(self.wfile, body)
 
     def _error(self, e: BaseException) -> dict:
         try:
@@ -765,9 +1018,7 @@ class Server:
             if op in ("update_graph", "run_function"):
                 uploaded_archives_on_path()
             if op == "update_graph":
-                reply = self.helper.update_graph(
-                    req, emit=lambda records: self.write({"id": rid, "chunk": records})
-                )
+                reply = self.helper.update_graph(req, emit=_ChunkWriter(self, rid))
             elif op == "ping":
                 reply = {"status": "OK"}
             elif op == "run_function":

@@ -64,3 +64,23 @@ def test_array_transpose_slice_mean(client):
     xs = x.compute(scheduler="sync")
     np.testing.assert_array_equal(client.compute(x).result(timeout=RESULT_TIMEOUT), xs)
     np.testing.assert_allclose(got, (xs + xs.T)[::2, n:].mean(axis=1), rtol=1e-12)
+
+
+def test_examples_with_records_made_in_several_processes(scheduler_kind, cluster_factory, monkeypatch, tmp_path):
+    """rask's graph helper makes a big graph's records in forked processes (100,000 tasks
+    or more); told to do so for every graph, the examples give the same results. The
+    variables mean nothing to the stock scheduler."""
+    monkeypatch.setenv("RASK_HELPER_PARALLEL_MIN", "2")
+    monkeypatch.setenv("RASK_HELPER_PICKLERS", "3")
+    cluster = cluster_factory()
+    cluster.add_workers(2)
+    client = cluster.client()
+    try:
+        test_delayed_inc_double_add_sum(client)
+        test_read_csv_filter_plus_one(client, tmp_path)
+        test_array_transpose_slice_mean(client)
+    finally:
+        client.close(timeout=10)
+    if scheduler_kind == "rask":
+        # (as many as the CPUs, at most 3)
+        assert " processes, the largest child's" in cluster.scheduler.log_path.read_text(errors="replace")

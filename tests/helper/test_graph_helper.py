@@ -412,7 +412,8 @@ def test_source_is_self_contained():
 
     tree = ast.parse(SOURCE)
     assert "__file__" not in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    allowed = {"dask", "distributed", "msgpack"} | set(sys.stdlib_module_names)
+    # cloudpickle: a dependency of distributed, whose pickling the helper reproduces
+    allowed = {"dask", "distributed", "msgpack", "cloudpickle"} | set(sys.stdlib_module_names)
     for n in ast.walk(tree):
         if isinstance(n, ast.ImportFrom):
             assert n.level == 0
@@ -587,6 +588,107 @@ def test_chunked_records(helper):
     assert msg["chunks"] == 2
     streamed = [t for c in chunks for t in c] + list(msg["tasks"])
     assert sorted(streamed, key=repr) == sorted(whole["tasks"], key=repr)
+
+
+def chunked_update(helper: Helper, frames, chunk_size: int) -> tuple[list, dict]:
+    """An update_graph with chunk_size: the chunks' records and the final reply."""
+    helper._next_id += 1
+    rid = helper._next_id
+    req = {"op": "update_graph", "id": rid, "chunk_size": chunk_size, **helper_request(frames)}
+    helper.send(req)
+    chunks = []
+    while "chunk" in (msg := helper.read()):
+        assert msg["id"] == rid
+        chunks.append(msg["chunk"])
+    assert msg["id"] == rid
+    return chunks, msg
+
+
+def parallel_helper(tmp_path: Path, **env) -> Helper:
+    """A helper that makes the records of any graph in three processes."""
+    env = dict(ENV, RASK_HELPER_PARALLEL_MIN="1", RASK_HELPER_PICKLERS="3", **env)
+    return Helper(_poisoned_cwd(tmp_path / "cwd"), env=env)
+
+
+def test_records_made_in_several_processes(helper, tmp_path):
+    """A big graph's records are made in forked processes, one slice each: the records,
+    in their order and byte for byte, are those one process makes."""
+    parts = [delayed(operator.add)(i, 1) for i in range(2_000)]
+    expr, keys = collection_expr(delayed(sum)(parts), da.ones((40, 40), chunks=4).sum())
+    frames = update_graph_frames(expr, keys)
+    chunks, reply = chunked_update(helper, frames, 300)
+    one = [t for c in chunks for t in c] + list(reply["tasks"])
+    assert len(one) > 2_000
+    h = parallel_helper(tmp_path)
+    try:
+        chunks, reply = chunked_update(h, frames, 300)
+        assert reply["status"] == "OK", reply.get("exception_text")
+        assert reply["tasks"] == () and reply["chunks"] == len(chunks)
+        assert [t for c in chunks for t in c] == one
+        assert "making them here" not in h.stderr()
+    finally:
+        assert h.close() == 0
+
+
+FRAGILE = """
+import os
+
+
+class Fragile:
+    \"\"\"Pickles anywhere but in a process with FRAGILE_FAILS set.\"\"\"
+
+    def __init__(self, v):
+        self.v = v
+
+    def __reduce__(self):
+        if os.environ.get("FRAGILE_FAILS"):
+            raise RuntimeError("a Fragile is not pickled here")
+        return (Fragile, (self.v,))
+"""
+
+
+@pytest.mark.parametrize("position", ["first slice", "last slice"])
+def test_records_error_in_any_slice_is_the_one_process_error(helper, tmp_path, position):
+    """A task that cannot be pickled fails the graph with the error one process gives,
+    whichever process meets it: a child that fails has its slice made again by the
+    helper itself."""
+    (tmp_path / "fragile_mod.py").write_text(FRAGILE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from fragile_mod import Fragile
+
+        parts = [delayed(operator.add)(i, 1) for i in range(600)]
+        probe = update_graph_frames(*collection_expr(delayed(sum)(parts)))
+        order = [t["key"] for t in update(helper, probe)["tasks"]]
+        # the task to break: one whose records fall in the first or the last third
+        third = len(order) // 3
+        pick = order[:third] if position == "first slice" else order[-third:]
+        victim = next(k for k in pick if type(k) is str and k.startswith("add-"))
+        i = next(j for j, p in enumerate(parts) if p.key == victim)
+        parts[i] = delayed(operator.add)(i, Fragile(1), dask_key_name=victim)
+        expr, keys = collection_expr(delayed(sum)(parts))
+        frames = update_graph_frames(expr, keys)
+    finally:
+        sys.path.remove(str(tmp_path))
+    env = {"PYTHONPATH": str(tmp_path), "FRAGILE_FAILS": "1"}
+    serial = Helper(_poisoned_cwd(tmp_path / "serial"), env=dict(ENV, **env))
+    parallel = parallel_helper(tmp_path, **env)
+    try:
+        one = chunked_update(serial, frames, 100)[1]
+        several = chunked_update(parallel, frames, 100)[1]
+        assert one["status"] == several["status"] == "error"
+        assert "a Fragile is not pickled here" in several["exception_text"]
+        assert several["exception_text"] == one["exception_text"]
+        if position == "last slice":
+            assert "making them here" in parallel.stderr()
+        # and the helper goes on
+        fine = delayed(sum)([delayed(operator.add)(j, 1) for j in range(5)])
+        assert chunked_update(parallel, update_graph_frames(*collection_expr(fine)), 2)[1][
+            "status"
+        ] == "OK"
+    finally:
+        assert serial.close() == 0
+        assert parallel.close() == 0
 
 
 def test_bad_chunk_size_is_an_error(helper):

@@ -113,11 +113,23 @@ fn report_helper_timings(reply: &Value, n: usize, helper_s: f64) {
         stage("total_s"),
     );
     crate::monitor::HELPERS.add_graph([de, mat, order, tasks, helper_s]);
+    // A big graph's records are made in several processes (the helper's forked children)
+    let processes = reply
+        .get("timings")
+        .and_then(|t| t.get("processes"))
+        .and_then(Value::as_f64)
+        .unwrap_or(1.0);
+    let in_processes = if processes > 1.0 {
+        let child = stage("largest_child_mib");
+        format!(" in {processes} processes, the largest child's peak RSS {child:.0} MiB")
+    } else {
+        String::new()
+    };
     let line = format!(
         "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
-         per-task records {tasks:.3}s (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
+         per-task records {tasks:.3}s{in_processes} (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
     );
-    if n >= 10_000 {
+    if n >= 10_000 || processes > 1.0 {
         tracing::info!(tasks = n, "{line}");
     } else {
         tracing::debug!(tasks = n, "{line}");
