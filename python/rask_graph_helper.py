@@ -415,8 +415,6 @@ class GraphHelper:
         self.materialize_graph = _materialize_graph
         # GraphNode type -> its name, reported as the task's "kind"
         self._kinds: dict[type, str] = {}
-        # how the last graph's records were made, for its timings
-        self.pickling: dict = {"processes": 1}
 
     # -- helpers ------------------------------------------------------------
 
@@ -508,8 +506,9 @@ class GraphHelper:
 
         chunk_size = req.get("chunk_size") if emit is not None else None
         sink = _Chunks(emit, chunk_size) if chunk_size is not None else None
-        self.pickling = {"processes": 1}
-        tasks = self._tasks(dsk, internal_priority, annotations_by_type, global_annotations, sink)
+        tasks, pickling = self._tasks(
+            dsk, internal_priority, annotations_by_type, global_annotations, sink
+        )
         t4 = time.perf_counter()
         return {
             "status": "OK",
@@ -523,20 +522,21 @@ class GraphHelper:
                 "order_s": t3 - t2,
                 "tasks_s": t4 - t3,
                 "total_s": t4 - t0,
-                **self.pickling,
+                **pickling,
             },
         }
 
     def _tasks(self, dsk, internal_priority, annotations_by_type, global_annotations, sink=None):
-        """The records of `dsk`'s tasks, in `dsk`'s order; with a `sink`, all but the last
-        partial chunk go to it as they are made."""
+        """The records of `dsk`'s tasks, in `dsk`'s order (with a `sink`, all but the last
+        partial chunk go to it as they are made), and how they were made, for the
+        timings."""
         args = (internal_priority, annotations_by_type, global_annotations)
         procs = _picklers(len(dsk)) if sink is not None else 1
         if procs > 1:
             return self._records_forked(dsk, procs, args, sink)
-        return self._records(dsk.items(), bool(dsk), *args, sink)
+        return self._records(dsk.items(), bool(dsk), *args, sink), {"processes": 1}
 
-    def _records_forked(self, dsk, procs: int, args: tuple, sink: _Chunks) -> list:
+    def _records_forked(self, dsk, procs: int, args: tuple, sink: _Chunks) -> tuple:
         """`_tasks` in `procs` processes: `dsk` is cut into `procs` slices in order; forked
         children make the records of all but the first, each into a temporary file, while
         this process makes the first slice's and streams them as usual, then copies each
@@ -562,9 +562,7 @@ class GraphHelper:
             for i in range(1, procs):
                 lo, hi = bounds[i], bounds[i + 1]
                 children.append([*self._fork_slice(dsk, keys, lo, hi, args, sink), lo, hi])
-            rest = self._records(_items(dsk, keys, 0, bounds[1]), True, *args, sink)
-            if rest:
-                sink.emit(rest)
+            self._stream(_items(dsk, keys, 0, bounds[1]), args, sink)
             for child in children:
                 pid, out, lo, hi = child
                 child[0] = None
@@ -574,15 +572,12 @@ class GraphHelper:
                     continue
                 if pid is not None:
                     _log(f"the process making records {lo}-{hi} failed; making them here")
-                rest = self._records(_items(dsk, keys, lo, hi), True, *args, sink)
-                if rest:
-                    sink.emit(rest)
+                self._stream(_items(dsk, keys, lo, hi), args, sink)
             import resource
 
             # RSS counts the pages a child still shares with this process, so this is
             # an upper bound of what a child added
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            self.pickling = {"processes": procs, "largest_child_mib": peak}
         finally:
             gc.unfreeze()
             for pid, out, _, _ in children:
@@ -592,7 +587,14 @@ class GraphHelper:
                     _reap(pid)
                 if out is not None:
                     out.close()
-        return []
+        return [], {"processes": procs, "largest_child_mib": peak}
+
+    def _stream(self, items, args: tuple, sink: _Chunks) -> None:
+        """The records of `items` (at least one), all of them to `sink`, the last partial
+        chunk too."""
+        rest = self._records(items, True, *args, sink)
+        if rest:
+            sink.emit(rest)
 
     def _fork_slice(self, dsk, keys, lo: int, hi: int, args: tuple, sink: _Chunks) -> tuple:
         """Forks a child making the records of `dsk`'s items `lo` to `hi` (`keys` in
@@ -622,10 +624,7 @@ class GraphHelper:
         0 when all are written, 1 otherwise. Never returns."""
         status = 1
         try:
-            mine = _Chunks(sink.writer, sink.size, out)
-            rest = self._records(items, True, *args, mine)
-            if rest:
-                mine.emit(rest)
+            self._stream(items, args, _Chunks(sink.writer, sink.size, out))
             out.flush()
             status = 0
         except BaseException as e:

@@ -566,30 +566,6 @@ def test_wide_delayed_merges(helper, stock):
     assert_matches_stock(r, frames, stock)
 
 
-def test_chunked_records(helper):
-    """With chunk_size, records stream in chunks before the final reply; together they are
-    exactly the records of the unchunked reply."""
-    xs = [delayed(operator.add)(i, 1) for i in range(25)]
-    expr, keys = collection_expr(delayed(sum)(xs))
-    frames = update_graph_frames(expr, keys)
-    whole = update(helper, frames)
-    helper._next_id += 1
-    rid = helper._next_id
-    helper.send({"op": "update_graph", "id": rid, "chunk_size": 10, **helper_request(frames)})
-    chunks = []
-    while True:
-        msg = helper.read()
-        assert msg["id"] == rid
-        if "chunk" not in msg:
-            break
-        chunks.append(msg["chunk"])
-    assert msg["status"] == "OK"
-    assert [len(c) for c in chunks] == [10, 10] and len(msg["tasks"]) == 6
-    assert msg["chunks"] == 2
-    streamed = [t for c in chunks for t in c] + list(msg["tasks"])
-    assert sorted(streamed, key=repr) == sorted(whole["tasks"], key=repr)
-
-
 def chunked_update(helper: Helper, frames, chunk_size: int) -> tuple[list, dict]:
     """An update_graph with chunk_size: the chunks' records and the final reply."""
     helper._next_id += 1
@@ -602,6 +578,21 @@ def chunked_update(helper: Helper, frames, chunk_size: int) -> tuple[list, dict]
         chunks.append(msg["chunk"])
     assert msg["id"] == rid
     return chunks, msg
+
+
+def test_chunked_records(helper):
+    """With chunk_size, records stream in chunks before the final reply; together they are
+    exactly the records of the unchunked reply."""
+    xs = [delayed(operator.add)(i, 1) for i in range(25)]
+    expr, keys = collection_expr(delayed(sum)(xs))
+    frames = update_graph_frames(expr, keys)
+    whole = update(helper, frames)
+    chunks, msg = chunked_update(helper, frames, 10)
+    assert msg["status"] == "OK"
+    assert [len(c) for c in chunks] == [10, 10] and len(msg["tasks"]) == 6
+    assert msg["chunks"] == 2
+    streamed = [t for c in chunks for t in c] + list(msg["tasks"])
+    assert sorted(streamed, key=repr) == sorted(whole["tasks"], key=repr)
 
 
 def parallel_helper(tmp_path: Path, **env) -> Helper:

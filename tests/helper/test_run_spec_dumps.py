@@ -10,13 +10,12 @@ Run: .venv/bin/python -m pytest tests/helper -q
 from __future__ import annotations
 
 import operator
-from pathlib import Path
 
 import cloudpickle
 import numpy as np
 import pandas as pd
-import pytest
 from test_graph_helper import collection_expr
+from test_linear_cull import HELPER
 
 import dask.array as da
 import dask.dataframe as dd
@@ -25,10 +24,6 @@ from dask._task_spec import DataNode, Task, TaskRef
 
 from distributed.protocol.pickle import dumps
 from distributed.scheduler import _materialize_graph
-
-SOURCE = (Path(__file__).resolve().parents[2] / "python" / "rask_graph_helper.py").read_text()
-HELPER: dict = {"__name__": "rask_graph_helper"}
-exec(compile(SOURCE, "rask_graph_helper.py", "exec"), HELPER)
 
 
 def helper_dumps(nodes):

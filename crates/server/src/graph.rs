@@ -114,11 +114,7 @@ fn report_helper_timings(reply: &Value, n: usize, helper_s: f64) {
     );
     crate::monitor::HELPERS.add_graph([de, mat, order, tasks, helper_s]);
     // A big graph's records are made in several processes (the helper's forked children)
-    let processes = reply
-        .get("timings")
-        .and_then(|t| t.get("processes"))
-        .and_then(Value::as_f64)
-        .unwrap_or(1.0);
+    let processes = stage("processes");
     let in_processes = if processes > 1.0 {
         let child = stage("largest_child_mib");
         format!(" in {processes} processes, the largest child's peak RSS {child:.0} MiB")
