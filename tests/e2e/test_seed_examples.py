@@ -66,12 +66,14 @@ def test_array_transpose_slice_mean(client):
     np.testing.assert_allclose(got, (xs + xs.T)[::2, n:].mean(axis=1), rtol=1e-12)
 
 
-def test_examples_with_records_made_in_several_processes(scheduler_kind, cluster_factory, monkeypatch, tmp_path):
+def test_examples_with_every_graph_taken_as_a_big_one(scheduler_kind, cluster_factory, monkeypatch, tmp_path):
     """rask's graph helper makes a big graph's records in forked processes (100,000 tasks
-    or more); told to do so for every graph, the examples give the same results. The
+    or more), and the scheduler takes a big graph in over several turns (more than 10,000
+    tasks); told to treat every graph so, the examples give the same results. The
     variables mean nothing to the stock scheduler."""
     monkeypatch.setenv("RASK_HELPER_PARALLEL_MIN", "2")
     monkeypatch.setenv("RASK_HELPER_PICKLERS", "3")
+    monkeypatch.setenv("RASK_INGEST_BATCH", "5")
     cluster = cluster_factory()
     cluster.add_workers(2)
     client = cluster.client()
@@ -82,5 +84,7 @@ def test_examples_with_records_made_in_several_processes(scheduler_kind, cluster
     finally:
         client.close(timeout=10)
     if scheduler_kind == "rask":
+        log = cluster.scheduler.log_path.read_text(errors="replace")
         # (as many as the CPUs, at most 3)
-        assert " processes, the largest child's" in cluster.scheduler.log_path.read_text(errors="replace")
+        assert " processes, the largest child's" in log
+        assert "graph taken in over " in log

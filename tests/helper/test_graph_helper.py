@@ -595,12 +595,18 @@ def test_chunked_records(helper):
     assert sorted(streamed, key=repr) == sorted(whole["tasks"], key=repr)
 
 
+# the processes a `parallel_helper` makes records in: one per CPU, at most three
+PICKLERS = min(3, len(os.sched_getaffinity(0)))
+several_cpus = pytest.mark.skipif(PICKLERS < 2, reason="one CPU: records made in one process")
+
+
 def parallel_helper(tmp_path: Path, **env) -> Helper:
-    """A helper that makes the records of any graph in three processes."""
+    """A helper that makes the records of any graph in `PICKLERS` processes."""
     env = dict(ENV, RASK_HELPER_PARALLEL_MIN="1", RASK_HELPER_PICKLERS="3", **env)
     return Helper(_poisoned_cwd(tmp_path / "cwd"), env=env)
 
 
+@several_cpus
 def test_records_made_in_several_processes(helper, tmp_path):
     """A big graph's records are made in forked processes, one slice each: the records,
     in their order and byte for byte, are those one process makes."""
@@ -638,6 +644,7 @@ class Fragile:
 """
 
 
+@several_cpus
 @pytest.mark.parametrize("position", ["first slice", "last slice"])
 def test_records_error_in_any_slice_is_the_one_process_error(helper, tmp_path, position):
     """A task that cannot be pickled fails the graph with the error one process gives,

@@ -51,10 +51,18 @@ pub async fn materialize(
             add_records(&mut streamed, reply.get("tasks"));
             let n = streamed.as_ref().map_or(0, |r| r.tasks.len());
             report_helper_timings(&reply, n, helper_s);
+            let ordering = std::time::Instant::now();
             let ordered = match streamed {
                 Ok(r) => order_off_runtime(r, keys.clone()).await,
                 Err(e) => Err(e),
             };
+            if n >= BIG_GRAPH_LOG {
+                let s = ordering.elapsed().as_secs_f64();
+                tracing::info!(
+                    tasks = n,
+                    "graph ordered (rask-order, reachable keys, priority order) in {s:.3}s"
+                );
+            }
             match ordered {
                 Ok((tasks, outside)) => Stimulus::UpdateGraph {
                     client,
@@ -94,6 +102,9 @@ pub async fn materialize(
     }
 }
 
+/// A graph of this many tasks or more has its stages' times logged at info level.
+const BIG_GRAPH_LOG: usize = 10_000;
+
 /// Where a graph's time went, per stage: the helper's own timings (unpickle, materialize,
 /// order, per-task pickling) and the round trip as rask saw it (adds the pipe transfer and
 /// decoding the reply). Added to `/metrics`; logged at debug level unless the graph is big.
@@ -125,7 +136,7 @@ fn report_helper_timings(reply: &Value, n: usize, helper_s: f64) {
         "graph helper: deserialize {de:.3}s, materialize {mat:.3}s, order {order:.3}s, \
          per-task records {tasks:.3}s{in_processes} (helper total {total:.3}s; with transfer and decoding {helper_s:.3}s)"
     );
-    if n >= 10_000 || processes > 1.0 {
+    if n >= BIG_GRAPH_LOG || processes > 1.0 {
         tracing::info!(tasks = n, "{line}");
     } else {
         tracing::debug!(tasks = n, "{line}");

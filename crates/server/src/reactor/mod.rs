@@ -129,6 +129,9 @@ pub struct Scheduler {
     monitor: monitor::Monitor,
     /// tasks of a big graph the core takes in per turn
     ingest_batch: usize,
+    /// when the state task started taking in the big graph it is taking in, and in how
+    /// many turns so far: logged when the graph is in
+    ingest_clock: Option<(std::time::Instant, u32)>,
 }
 
 /// How often worker heartbeats are checked against `worker-ttl`.
@@ -179,6 +182,7 @@ impl Scheduler {
             host: host::HostState::default(),
             monitor: monitor::Monitor::default(),
             ingest_batch: rask_core::state::INGEST_BATCH,
+            ingest_clock: None,
             config,
         }
     }
@@ -244,6 +248,9 @@ impl Scheduler {
             Event::Tick => self.tick(now, out),
             Event::Ingest => {
                 let started = std::time::Instant::now();
+                if let Some((_, turns)) = &mut self.ingest_clock {
+                    *turns += 1;
+                }
                 let commands = self.core.ingest_step(now);
                 self.commands(now, started, commands, out);
             }
@@ -293,6 +300,9 @@ impl Scheduler {
         out: &mut dyn Outbox,
     ) {
         let handled = started.elapsed();
+        if self.ingest_clock.is_none() && self.core.ingesting() {
+            self.ingest_clock = Some((started, 1));
+        }
         self.host_transitions(&commands);
         let n = commands.len();
         for c in &commands {
@@ -334,6 +344,15 @@ impl Scheduler {
                 "state task busy {:.3}s: {:.3}s in the core, then {n} commands dispatched",
                 busy.as_secs_f64(),
                 handled.as_secs_f64()
+            );
+        }
+        if let (false, Some((since, turns))) = (self.core.ingesting(), self.ingest_clock) {
+            // the last stage of a big graph's way in (after the helper and the ordering,
+            // logged by `graph`), ending with its first tasks sent
+            self.ingest_clock = None;
+            tracing::info!(
+                "graph taken in over {turns} turns in {:.3}s",
+                since.elapsed().as_secs_f64()
             );
         }
         for client in self.core.take_graphs_taken() {
