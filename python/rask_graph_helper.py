@@ -444,8 +444,8 @@ class GraphHelper:
 
     # -- the request --------------------------------------------------------
 
-    def update_graph(self, req: dict, emit=None) -> dict:
-        """``emit``: the reply stream's `_ChunkWriter`, used when the request has a
+    def update_graph(self, req: dict, writer=None) -> dict:
+        """``writer``: the reply stream's `_ChunkWriter`, used when the request has a
         ``chunk_size``."""
         t0 = time.perf_counter()
         try:
@@ -504,8 +504,8 @@ class GraphHelper:
             internal_priority = self.order(dsk=dsk)
         t3 = time.perf_counter()
 
-        chunk_size = req.get("chunk_size") if emit is not None else None
-        sink = _Chunks(emit, chunk_size) if chunk_size is not None else None
+        chunk_size = req.get("chunk_size") if writer is not None else None
+        sink = _Chunks(writer, chunk_size) if chunk_size is not None else None
         tasks, pickling = self._tasks(
             dsk, internal_priority, annotations_by_type, global_annotations, sink
         )
@@ -1017,7 +1017,7 @@ class Server:
             if op in ("update_graph", "run_function"):
                 uploaded_archives_on_path()
             if op == "update_graph":
-                reply = self.helper.update_graph(req, emit=_ChunkWriter(self, rid))
+                reply = self.helper.update_graph(req, writer=_ChunkWriter(self, rid))
             elif op == "ping":
                 reply = {"status": "OK"}
             elif op == "run_function":
